@@ -1,0 +1,36 @@
+// Workgroup reductions: subgroup ops, then one value per subgroup through workgroup memory.
+struct Lane {
+    @builtin(local_invocation_index) id: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) num_sg: u32,
+}
+var<workgroup> red_buf: array<f32, WG>;
+
+fn wg_sum(v: f32, lane: Lane) -> f32 {
+    let s = subgroupAdd(v);
+    workgroupBarrier();
+    if lane.sg_lane == 0u {
+        red_buf[lane.sg_id] = s;
+    }
+    workgroupBarrier();
+    var t = 0.0;
+    for (var i = 0u; i < lane.num_sg; i++) {
+        t += red_buf[i];
+    }
+    return t;
+}
+
+fn wg_max(v: f32, lane: Lane) -> f32 {
+    let s = subgroupMax(v);
+    workgroupBarrier();
+    if lane.sg_lane == 0u {
+        red_buf[lane.sg_id] = s;
+    }
+    workgroupBarrier();
+    var t = red_buf[0];
+    for (var i = 1u; i < lane.num_sg; i++) {
+        t = max(t, red_buf[i]);
+    }
+    return t;
+}

@@ -1,0 +1,55 @@
+//! Library errors: typed values that carry the file, tensor, shape or limit at fault.
+
+use std::path::PathBuf;
+
+/// Everything the library can fail with. Binaries add advice on top (anyhow).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid config.json: {msg}")]
+    Config { path: PathBuf, msg: String },
+    #[error("unsupported model_type {found:?} in {path} (expected \"lfm2_moe\")")]
+    ModelType { path: PathBuf, found: String },
+    #[error("{path}: not a valid safetensors file: {msg}")]
+    Safetensors { path: PathBuf, msg: String },
+    #[error("tensor {name} is missing from the checkpoint ({dir})")]
+    MissingTensor { name: String, dir: PathBuf },
+    #[error("tensor {name}: shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("tensor {name}: unsupported dtype {dtype} (expected BF16, F16 or F32)")]
+    Dtype { name: String, dtype: String },
+    #[error("no GPU adapter found{detail}; install a Vulkan driver (e.g. Debian/Ubuntu: apt-get install mesa-vulkan-drivers) or pick another with --adapter / --backend")]
+    NoAdapter { detail: String },
+    #[error("requesting the GPU device failed: {0}")]
+    RequestDevice(String),
+    #[error("GPU error during {during}: {msg}")]
+    Gpu { during: String, msg: String },
+    #[error("{what} needs {needed} but the device allows {limit}")]
+    Limit { what: String, needed: u64, limit: u64 },
+    #[error("token id {id} at position {pos} is out of range (vocab size {vocab})")]
+    TokenOutOfRange { id: u32, pos: usize, vocab: usize },
+    #[error("context exceeded: {needed} tokens needed, the context holds {ctx} (raise --ctx, at most {max})")]
+    ContextExceeded { needed: usize, ctx: usize, max: usize },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

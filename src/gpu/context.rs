@@ -1,0 +1,277 @@
+//! The GPU context: adapter choice, negotiated limits and features, error scopes, readback.
+//!
+//! Knows nothing of models. Every option that changes which kernels run lives in
+//! [`GpuOptions`], exposed as CLI flags and, for tests, as environment variables.
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// How to pick and configure the device.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Adapter index (as listed by `lfm info`) or a case-insensitive substring of its name.
+    pub adapter: Option<String>,
+    /// Restrict to one backend (vulkan, metal, dx12, gl).
+    pub backend: Option<wgpu::Backends>,
+    /// Do not use SHADER_F16 even when present (f16 data is then unpacked from u32).
+    pub no_f16: bool,
+    /// Do not use SUBGROUP even when present (workgroup-memory reductions instead).
+    pub no_subgroups: bool,
+    /// Lower the storage-binding size the engine plans with (forces the split path).
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl GpuOptions {
+    /// Options from the environment: `LFM_ADAPTER`, `LFM_BACKEND`, `LFM_NO_F16=1`,
+    /// `LFM_NO_SUBGROUPS=1`, `LFM_MAX_BINDING_BYTES=N`.
+    pub fn from_env() -> Result<Self> {
+        let flag = |name: &str| std::env::var(name).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
+        let backend = match std::env::var("LFM_BACKEND") {
+            Ok(b) => Some(parse_backend(&b)?),
+            Err(_) => None,
+        };
+        let max_binding_bytes = match std::env::var("LFM_MAX_BINDING_BYTES") {
+            Ok(v) => Some(
+                v.parse()
+                    .map_err(|_| Error::Invalid(format!("LFM_MAX_BINDING_BYTES={v} is not a byte count")))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(GpuOptions {
+            adapter: std::env::var("LFM_ADAPTER").ok(),
+            backend,
+            no_f16: flag("LFM_NO_F16"),
+            no_subgroups: flag("LFM_NO_SUBGROUPS"),
+            max_binding_bytes,
+        })
+    }
+}
+
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        other => Err(Error::Invalid(format!(
+            "unknown backend {other:?} (vulkan, metal, dx12, gl)"
+        ))),
+    }
+}
+
+/// Optional features the kernels use, as granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Caps {
+    pub f16: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+}
+
+/// An open device and what it allows.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub caps: Caps,
+    /// Largest binding a weight matrix chunk may take (≤ the granted limit; lowered by
+    /// `max_binding_bytes` to exercise the split path), a multiple of 256.
+    pub max_binding: u64,
+}
+
+/// All adapters wgpu finds for `backends`.
+pub fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl Gpu {
+    pub fn new(opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        let backends = opts.backend.unwrap_or(wgpu::Backends::PRIMARY);
+        let mut list = adapters(backends);
+        let adapter = match &opts.adapter {
+            Some(sel) => {
+                let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
+                let idx = match sel.parse::<usize>() {
+                    Ok(i) if i < list.len() => Some(i),
+                    _ => names
+                        .iter()
+                        .position(|n| n.to_lowercase().contains(&sel.to_lowercase())),
+                };
+                let idx = idx.ok_or_else(|| Error::NoAdapter {
+                    detail: format!(" matching {sel:?} (found: {})", names.join(", ")),
+                })?;
+                list.swap_remove(idx)
+            }
+            None => {
+                // High performance first: discrete, integrated, virtual, other, CPU.
+                list.sort_by_key(|a| rank(a.get_info().device_type));
+                if list.is_empty() {
+                    return Err(Error::NoAdapter { detail: String::new() });
+                }
+                list.remove(0)
+            }
+        };
+        let info = adapter.get_info();
+        let have = adapter.features();
+        let offered = adapter.limits();
+        let mut wanted = wgpu::Features::empty();
+        let caps = Caps {
+            f16: have.contains(wgpu::Features::SHADER_F16) && !opts.no_f16,
+            subgroups: have.contains(wgpu::Features::SUBGROUP) && !opts.no_subgroups,
+            timestamps: have.contains(wgpu::Features::TIMESTAMP_QUERY),
+        };
+        if caps.f16 {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
+        if caps.subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        if caps.timestamps {
+            wanted |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // What the model needs, raised from the defaults up to what the adapter offers.
+        let defaults = wgpu::Limits::default();
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: offered.max_storage_buffer_binding_size,
+            max_buffer_size: offered.max_buffer_size,
+            max_compute_workgroup_storage_size: offered.max_compute_workgroup_storage_size,
+            max_storage_buffers_per_shader_stage: offered.max_storage_buffers_per_shader_stage.min(16),
+            max_compute_workgroups_per_dimension: offered.max_compute_workgroups_per_dimension,
+            ..defaults
+        };
+        if offered.max_compute_invocations_per_workgroup < 256 {
+            return Err(Error::Limit {
+                what: "compute invocations per workgroup".into(),
+                needed: 256,
+                limit: offered.max_compute_invocations_per_workgroup as u64,
+            });
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("lfm-wgpu"),
+            required_features: wanted,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            log::error!("uncaptured wgpu error: {e}");
+        }));
+        let granted = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let max_binding = opts.max_binding_bytes.map_or(granted, |m| m.min(granted)) / 256 * 256;
+        log::info!(
+            "adapter: {} ({:?}, {:?}, driver {} {})",
+            info.name,
+            info.device_type,
+            info.backend,
+            info.driver,
+            info.driver_info
+        );
+        log::info!(
+            "limits: storage binding {} B (planning with {max_binding}), buffer {} B, workgroup storage {} B",
+            limits.max_storage_buffer_binding_size,
+            limits.max_buffer_size,
+            limits.max_compute_workgroup_storage_size
+        );
+        log::info!(
+            "features: shader-f16 {}, subgroups {}, timestamps {}",
+            caps.f16,
+            caps.subgroups,
+            caps.timestamps
+        );
+        Ok(Arc::new(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            caps,
+            max_binding,
+        }))
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes; a captured error becomes `Err`.
+    pub fn scoped<T>(&self, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o.or(v) {
+            return Err(Error::Gpu {
+                during: during.to_string(),
+                msg: e.to_string(),
+            });
+        }
+        out
+    }
+
+    /// Waits for all submitted work.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu {
+                during: "waiting for the device".into(),
+                msg: e.to_string(),
+            })
+    }
+
+    /// Maps `staging` (MAP_READ) for `size` bytes from 0, copies them out and unmaps.
+    pub fn read_staging(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let slice = staging.slice(..size);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        let mapped = rx.recv().map_err(|_| Error::Gpu {
+            during: "reading back".into(),
+            msg: "map callback never ran".into(),
+        })?;
+        mapped.map_err(|e| Error::Gpu {
+            during: "mapping a readback buffer".into(),
+            msg: e.to_string(),
+        })?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu {
+                during: "reading a mapped buffer".into(),
+                msg: e.to_string(),
+            })?
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Copies `size` bytes of `src` at `offset` back to the host (creates a staging buffer:
+    /// for tests and one-off reads, not for the token loop).
+    pub fn read(&self, src: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.read_staging(&staging, size)
+    }
+
+    pub fn read_f32(&self, src: &wgpu::Buffer, offset: u64, count: usize) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&self.read(src, offset, count as u64 * 4)?).to_vec())
+    }
+}

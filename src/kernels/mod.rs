@@ -1,0 +1,387 @@
+//! Compute kernels: one module per WGSL file, typed pipeline keys, a lazy pipeline cache,
+//! a uniform arena for per-dispatch parameters, and [`Program`] — a recorded list of
+//! dispatches (pipeline, bind group, grid) built once and replayed every step.
+//!
+//! Shaders are assembled from `shaders/lib` snippets: the step uniform, the weight and KV
+//! storage snippets (f32 / native f16 / f16 packed in u32, same function names) and the
+//! reduction snippet (subgroup or workgroup memory), then the kernel's own file.
+
+pub mod ops;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Caps, DType, Gpu};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Every kernel and its compile-time variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Embed,
+    RmsNorm { last_only: bool },
+    Matmul(Linear),
+    Matvec(Linear),
+    ShortConv,
+    QkRope,
+    Attention,
+    AttnMerge,
+    Router,
+    MoeRoute,
+    MoeCombine,
+    Argmax { last_row: bool },
+}
+
+/// Variant switches of the linear kernels (see shaders/lib/linear.wgsl).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Linear {
+    pub glu: bool,
+    pub gather: bool,
+    pub bias: bool,
+    pub scale: bool,
+    pub acc: bool,
+}
+
+/// A pipeline's identity: kernel variant, storage types and device capabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    pub kernel: Kernel,
+    /// Weight storage (kernels that read weight pairs).
+    pub weights: DType,
+    /// KV-cache storage (attention kernels).
+    pub kv: DType,
+    pub caps: Caps,
+}
+
+impl fmt::Display for PipelineKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} w={} kv={}", self.kernel, self.weights, self.kv)?;
+        if self.caps.subgroups {
+            f.write_str(" sg")?;
+        }
+        if self.caps.f16 {
+            f.write_str(" f16")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a binding slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+struct Source {
+    file: &'static str,
+    text: &'static str,
+    uses_weights: bool,
+    uses_kv: bool,
+    uses_reduce: bool,
+}
+
+macro_rules! shader {
+    ($name:literal) => {
+        (
+            concat!($name, ".wgsl"),
+            include_str!(concat!("../../shaders/", $name, ".wgsl")),
+        )
+    };
+}
+
+impl Kernel {
+    fn source(&self) -> Source {
+        let ((file, text), w, kv, red) = match self {
+            Kernel::Embed => (shader!("embed"), true, false, false),
+            Kernel::RmsNorm { .. } => (shader!("rmsnorm"), false, false, true),
+            Kernel::Matmul(_) => (shader!("matmul"), true, false, false),
+            Kernel::Matvec(_) => (shader!("matvec"), true, false, true),
+            Kernel::ShortConv => (shader!("short_conv"), false, false, false),
+            Kernel::QkRope => (shader!("qk_rope"), false, true, true),
+            Kernel::Attention => (shader!("attention"), false, true, true),
+            Kernel::AttnMerge => (shader!("attn_merge"), false, false, false),
+            Kernel::Router => (shader!("router"), false, false, false),
+            Kernel::MoeRoute => (shader!("moe_route"), false, false, false),
+            Kernel::MoeCombine => (shader!("moe_combine"), false, false, false),
+            Kernel::Argmax { .. } => (shader!("argmax"), false, false, false),
+        };
+        Source {
+            file,
+            text,
+            uses_weights: w,
+            uses_kv: kv,
+            uses_reduce: red,
+        }
+    }
+
+    /// Binding slots after the step uniform (binding 0): binding 1 is the kernel's params.
+    fn slots(&self) -> &'static [Slot] {
+        use Slot::*;
+        match self {
+            Kernel::Embed => &[Uniform, Uniform, Read, Read, ReadWrite],
+            Kernel::RmsNorm { .. } => &[Uniform, Uniform, Read, Read, ReadWrite],
+            Kernel::Matmul(_) | Kernel::Matvec(_) => {
+                &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read]
+            }
+            Kernel::ShortConv => &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite],
+            Kernel::QkRope => &[
+                Uniform, Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite,
+            ],
+            Kernel::Attention => &[Uniform, Uniform, Read, Read, Read, ReadWrite],
+            Kernel::AttnMerge => &[Uniform, Uniform, Read, ReadWrite],
+            Kernel::Router => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite],
+            Kernel::MoeRoute => &[Uniform, Uniform, Read, ReadWrite, ReadWrite],
+            Kernel::MoeCombine => &[Uniform, Uniform, Read, ReadWrite],
+            Kernel::Argmax { .. } => &[Uniform, Uniform, Read, ReadWrite],
+        }
+    }
+
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        let b = |x: bool| if x { 1.0 } else { 0.0 };
+        match self {
+            Kernel::RmsNorm { last_only } => vec![("LAST_ONLY", b(*last_only))],
+            Kernel::Argmax { last_row } => vec![("LAST_ROW", b(*last_row))],
+            Kernel::Matmul(l) | Kernel::Matvec(l) => vec![
+                ("GLU", b(l.glu)),
+                ("GATHER", b(l.gather)),
+                ("BIAS", b(l.bias)),
+                ("SCALE", b(l.scale)),
+                ("ACC", b(l.acc)),
+            ],
+            _ => vec![],
+        }
+    }
+}
+
+fn pair_snippet(prefix: &str, dtype: DType, native_f16: bool) -> String {
+    let text = match (dtype, native_f16) {
+        (DType::F32, _) => include_str!("../../shaders/lib/pair_f32.wgsl"),
+        (DType::F16, true) => include_str!("../../shaders/lib/pair_f16.wgsl"),
+        (DType::F16, false) => include_str!("../../shaders/lib/pair_f16_packed.wgsl"),
+    };
+    text.replace("PAIR", prefix)
+}
+
+/// The full WGSL text of a pipeline.
+pub fn assemble(key: &PipelineKey) -> String {
+    let src = key.kernel.source();
+    let mut s = String::new();
+    let needs_f16 =
+        key.caps.f16 && ((src.uses_weights && key.weights == DType::F16) || (src.uses_kv && key.kv == DType::F16));
+    if needs_f16 {
+        s.push_str("enable f16;\n");
+    }
+    s.push_str(include_str!("../../shaders/lib/step.wgsl"));
+    if src.uses_weights {
+        s.push_str(&pair_snippet("W", key.weights, key.caps.f16));
+    }
+    if src.uses_kv {
+        s.push_str(&pair_snippet("KV", key.kv, key.caps.f16));
+    }
+    if src.uses_reduce {
+        s.push_str(match key.caps.subgroups {
+            true => include_str!("../../shaders/lib/reduce_subgroup.wgsl"),
+            false => include_str!("../../shaders/lib/reduce_shared.wgsl"),
+        });
+    }
+    if matches!(key.kernel, Kernel::Matmul(_) | Kernel::Matvec(_)) {
+        s.push_str(include_str!("../../shaders/lib/linear.wgsl"));
+    }
+    s.push_str(&format!("// ---- {}\n", src.file));
+    s.push_str(src.text);
+    s
+}
+
+pub struct Pipeline {
+    pub key: PipelineKey,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Creates pipelines on first use and keeps them.
+pub struct Kernels {
+    pub gpu: Arc<Gpu>,
+    cache: RefCell<HashMap<PipelineKey, Arc<Pipeline>>>,
+}
+
+impl Kernels {
+    pub fn new(gpu: Arc<Gpu>) -> Self {
+        Kernels {
+            gpu,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn key(&self, kernel: Kernel, weights: DType, kv: DType) -> PipelineKey {
+        PipelineKey {
+            kernel,
+            weights,
+            kv,
+            caps: self.gpu.caps,
+        }
+    }
+
+    pub fn get(&self, key: PipelineKey) -> Result<Arc<Pipeline>> {
+        if let Some(p) = self.cache.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let label = key.to_string();
+        let device = &self.gpu.device;
+        let p = self.gpu.scoped(&format!("creating pipeline {label}"), || {
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = key
+                .kernel
+                .slots()
+                .iter()
+                .enumerate()
+                .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match slot {
+                            Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                            Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                            Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(assemble(&key).into()),
+            });
+            let constants = key.kernel.constants();
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            });
+            Ok(Pipeline { key, pipeline, layout })
+        })?;
+        let p = Arc::new(p);
+        self.cache.borrow_mut().insert(key, p.clone());
+        Ok(p)
+    }
+}
+
+/// One buffer holding every dispatch's parameters at aligned offsets, written at build time.
+pub struct Uniforms {
+    pub buffer: wgpu::Buffer,
+    align: u64,
+    next: Cell<u64>,
+}
+
+impl Uniforms {
+    pub fn new(gpu: &Gpu, label: &str, slots: u64) -> Self {
+        let align = gpu.limits.min_uniform_buffer_offset_alignment.max(16) as u64;
+        Uniforms {
+            buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: slots * align,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            align,
+            next: Cell::new(0),
+        }
+    }
+
+    /// Stores `params` and returns the binding that reads them.
+    pub fn push<T: bytemuck::Pod>(&self, gpu: &Gpu, params: &T) -> Result<wgpu::BufferBinding<'_>> {
+        let bytes = bytemuck::bytes_of(params);
+        let at = self.next.get();
+        let size = (bytes.len() as u64).next_multiple_of(16);
+        if at + size > self.buffer.size() {
+            return Err(Error::Invalid(format!(
+                "uniform arena of {} bytes is full (internal sizing error)",
+                self.buffer.size()
+            )));
+        }
+        let mut padded = bytes.to_vec();
+        padded.resize(size as usize, 0);
+        gpu.queue.write_buffer(&self.buffer, at, &padded);
+        self.next.set(at + size.next_multiple_of(self.align));
+        Ok(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: at,
+            size: std::num::NonZeroU64::new(size),
+        })
+    }
+}
+
+/// How one grid dimension follows the step: a constant, T, ceil(T / n), T·n, or the
+/// number of attention splits.
+#[derive(Clone, Copy, Debug)]
+pub enum Dim {
+    Fixed(u32),
+    Tokens,
+    TokensDiv(u32),
+    TokensMul(u32),
+    Splits,
+}
+
+/// The shape of a step, from which grids are sized.
+#[derive(Clone, Copy, Debug)]
+pub struct StepShape {
+    pub n_tokens: u32,
+    pub splits: u32,
+}
+
+impl Dim {
+    fn eval(self, s: StepShape) -> u32 {
+        match self {
+            Dim::Fixed(n) => n,
+            Dim::Tokens => s.n_tokens,
+            Dim::TokensDiv(n) => s.n_tokens.div_ceil(n),
+            Dim::TokensMul(n) => s.n_tokens * n,
+            Dim::Splits => s.splits,
+        }
+    }
+}
+
+pub struct Dispatch {
+    pub label: String,
+    pub pipeline: Arc<Pipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub grid: [Dim; 3],
+}
+
+/// A recorded sequence of dispatches (one forward pass), replayed for each step.
+#[derive(Default)]
+pub struct Program {
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl Program {
+    /// Records every dispatch into `pass` with grids sized for `shape`.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, shape: StepShape) {
+        for d in &self.dispatches {
+            let [x, y, z] = d.grid.map(|g| g.eval(shape));
+            if x == 0 || y == 0 || z == 0 {
+                continue;
+            }
+            pass.set_pipeline(&d.pipeline.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! Host side of every kernel: parameter structs (mirroring each WGSL `Params`) and one
+//! method per operation that appends its dispatches — one per weight chunk where a
+//! weight is split — to the [`Program`] being built.
+
+use super::{Dim, Dispatch, Kernel, Kernels, Linear, Program, Uniforms};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuMatrix};
+use bytemuck::{Pod, Zeroable};
+
+/// Tile sizes and rows per workgroup, as in matmul.wgsl / matvec.wgsl.
+const MATMUL_TILE: u32 = 32;
+const MATVEC_ROWS: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct U4 {
+    a: u32,
+    b: u32,
+    c: u32,
+    d: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct NormParams {
+    n: u32,
+    eps: f32,
+    _p: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct LinearParams {
+    k: u32,
+    n: u32,
+    col0: u32,
+    ldy: u32,
+    ldx: u32,
+    e0: u32,
+    ne: u32,
+    xdiv: u32,
+    n_per_e: u32,
+    topk: u32,
+    _p: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RopeParams {
+    nh: u32,
+    nkv: u32,
+    d: u32,
+    ld: u32,
+    eps: f32,
+    _p: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttnParams {
+    nh: u32,
+    nkv: u32,
+    d: u32,
+    scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RouterParams {
+    e: u32,
+    k: u32,
+    norm: u32,
+    has_bias: u32,
+    scale: f32,
+    _p: [u32; 3],
+}
+
+/// Whether a linear op runs for a prompt (tiled GEMM) or one token (mat-vec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Prefill,
+    Decode,
+}
+
+/// Routing buffers of one MoE layer.
+pub struct Routing<'a> {
+    /// [T·k] expert of each (token, slot) pair
+    pub ids: &'a wgpu::Buffer,
+    /// [T·k] weight of each pair
+    pub weights: &'a wgpu::Buffer,
+    /// [E+1] start of each expert's pairs in `rows`
+    pub offsets: &'a wgpu::Buffer,
+    /// [T·k] pair ids grouped by expert
+    pub rows: &'a wgpu::Buffer,
+    pub topk: u32,
+}
+
+/// Arguments of one linear op beyond its input/weights/output.
+pub struct LinearOp<'a> {
+    pub x: &'a wgpu::Buffer,
+    /// Row stride of x (values).
+    pub ldx: u32,
+    pub w: &'a GpuMatrix,
+    /// Up projection for GLU (gate is `w`).
+    pub w_up: Option<&'a GpuMatrix>,
+    pub y: &'a wgpu::Buffer,
+    /// Row stride of y (values).
+    pub ldy: u32,
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// Add into y instead of overwriting it (fused residual).
+    pub acc: bool,
+    /// Routed experts: rows are (token, slot) pairs; `xdiv` maps a pair to its x row.
+    pub moe: Option<(&'a Routing<'a>, u32)>,
+    /// Multiply by the pair's routing weight.
+    pub scale: bool,
+}
+
+/// Builds a [`Program`]: every op creates its bind groups and parameters once, here.
+pub struct Recorder<'a> {
+    pub k: &'a Kernels,
+    pub uniforms: &'a Uniforms,
+    pub step: &'a wgpu::Buffer,
+    /// 16 bytes bound where a variant does not read a slot.
+    pub dummy: &'a wgpu::Buffer,
+    pub kv: DType,
+    pub prog: Program,
+}
+
+impl<'a> Recorder<'a> {
+    fn push<P: Pod>(
+        &mut self,
+        label: String,
+        kernel: Kernel,
+        weights: DType,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        grid: [Dim; 3],
+    ) -> Result<()> {
+        let gpu = &self.k.gpu;
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        for d in grid {
+            if let Dim::Fixed(n) = d {
+                if n > max {
+                    return Err(Error::Limit {
+                        what: format!("{label}: workgroups in one grid dimension"),
+                        needed: n as u64,
+                        limit: max as u64,
+                    });
+                }
+            }
+        }
+        let pipeline = self.k.get(self.k.key(kernel, weights, self.kv))?;
+        let pb = self.uniforms.push(gpu, params)?;
+        let mut entries = vec![
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: self.step.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: wgpu::BindingResource::Buffer(pb),
+            },
+        ];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 2 + i as u32,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = gpu.scoped(&format!("binding {label}"), || {
+            Ok(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&label),
+                layout: &pipeline.layout,
+                entries: &entries,
+            }))
+        })?;
+        self.prog.dispatches.push(Dispatch {
+            label,
+            pipeline,
+            bind_group,
+            grid,
+        });
+        Ok(())
+    }
+
+    /// out [T, H] = table[ids[t]] (per vocab chunk).
+    pub fn embed(&mut self, ids: &wgpu::Buffer, table: &GpuMatrix, out: &wgpu::Buffer) -> Result<()> {
+        for (i, c) in table.chunks.iter().enumerate() {
+            let p = U4 {
+                a: c.row0,
+                b: c.rows,
+                c: (table.cols / 2) as u32,
+                d: 0,
+            };
+            self.push(
+                format!("{}.gather[{i}]", table.label),
+                Kernel::Embed,
+                table.dtype,
+                &p,
+                &[ids, &c.buffer, out],
+                [Dim::Tokens, Dim::Fixed(1), Dim::Fixed(1)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// y = RMSNorm(x) over rows of `n` (rows: T, or 1 with `last_only`).
+    pub fn rmsnorm(
+        &mut self,
+        label: &str,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n: usize,
+        eps: f32,
+        last_only: bool,
+    ) -> Result<()> {
+        let p = NormParams {
+            n: n as u32,
+            eps,
+            _p: [0; 2],
+        };
+        let rows = if last_only { Dim::Fixed(1) } else { Dim::Tokens };
+        self.push(
+            label.to_string(),
+            Kernel::RmsNorm { last_only },
+            DType::F32,
+            &p,
+            &[x, w, y],
+            [rows, Dim::Fixed(1), Dim::Fixed(1)],
+        )
+    }
+
+    /// y (+)= W·x with the variants of [`LinearOp`], as tiled GEMM or mat-vec.
+    pub fn linear(&mut self, shape: Shape, op: &LinearOp<'_>) -> Result<()> {
+        self.linear_grid(shape, op, None)
+    }
+
+    /// As [`Self::linear`] but over a fixed number of rows (not the step's T).
+    pub fn linear_rows(&mut self, shape: Shape, op: &LinearOp<'_>, rows: u32) -> Result<()> {
+        self.linear_grid(shape, op, Some(rows))
+    }
+
+    fn linear_grid(&mut self, shape: Shape, op: &LinearOp<'_>, rows: Option<u32>) -> Result<()> {
+        let w = op.w;
+        if let Some(up) = op.w_up {
+            assert!(up.rows == w.rows && up.cols == w.cols && up.chunks.len() == w.chunks.len());
+        }
+        let variant = Linear {
+            glu: op.w_up.is_some(),
+            gather: op.moe.is_some(),
+            bias: op.bias.is_some(),
+            scale: op.scale,
+            acc: op.acc,
+        };
+        let kernel = match shape {
+            Shape::Prefill => Kernel::Matmul(variant),
+            Shape::Decode => Kernel::Matvec(variant),
+        };
+        for (i, c) in w.chunks.iter().enumerate() {
+            let up = op.w_up.map_or(&c.buffer, |u| &u.chunks[i].buffer);
+            let (n, col0, e0, ne, n_per_e) = match op.moe {
+                Some(_) => {
+                    let g = w.group_rows as u32;
+                    (g, 0, c.row0 / g, c.rows / g, g)
+                }
+                None => (c.rows, c.row0, 0, 1, 0),
+            };
+            let (routing, xdiv) = op.moe.map_or((None, 1), |(r, d)| (Some(r), d));
+            let p = LinearParams {
+                k: w.cols as u32,
+                n,
+                col0,
+                ldy: op.ldy,
+                ldx: op.ldx,
+                e0,
+                ne,
+                xdiv,
+                n_per_e,
+                topk: routing.map_or(1, |r| r.topk),
+                _p: [0; 2],
+            };
+            let (ra, rb, rw) = match (routing, shape) {
+                (Some(r), Shape::Prefill) => (r.offsets, r.rows, r.weights),
+                (Some(r), Shape::Decode) => (r.ids, self.dummy, r.weights),
+                (None, _) => (self.dummy, self.dummy, self.dummy),
+            };
+            let grid = match (shape, routing) {
+                (Shape::Prefill, _) => [
+                    Dim::Fixed(n.div_ceil(MATMUL_TILE)),
+                    Dim::TokensDiv(MATMUL_TILE),
+                    Dim::Fixed(ne),
+                ],
+                (Shape::Decode, Some(r)) => [
+                    Dim::Fixed(n.div_ceil(MATVEC_ROWS)),
+                    Dim::TokensMul(r.topk),
+                    Dim::Fixed(1),
+                ],
+                (Shape::Decode, None) => [
+                    Dim::Fixed(n.div_ceil(MATVEC_ROWS)),
+                    rows.map_or(Dim::Tokens, Dim::Fixed),
+                    Dim::Fixed(1),
+                ],
+            };
+            self.push(
+                format!("{}[{i}]", w.label),
+                kernel,
+                w.dtype,
+                &p,
+                &[op.x, &c.buffer, up, op.y, op.bias.unwrap_or(self.dummy), ra, rb, rw],
+                grid,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// y [T, H] = C ⊙ conv(B ⊙ x) from z [T, 3H], continuing and updating `state`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn short_conv(
+        &mut self,
+        label: &str,
+        z: &wgpu::Buffer,
+        taps: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        state: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        h: usize,
+        k: usize,
+    ) -> Result<()> {
+        let p = U4 {
+            a: h as u32,
+            b: k as u32,
+            c: bias.is_some() as u32,
+            d: 0,
+        };
+        self.push(
+            label.to_string(),
+            Kernel::ShortConv,
+            DType::F32,
+            &p,
+            &[z, taps, bias.unwrap_or(self.dummy), state, y],
+            [Dim::Fixed((h as u32).div_ceil(64)), Dim::Fixed(1), Dim::Fixed(1)],
+        )
+    }
+
+    /// q/k per-head norm + RoPE, q to `q`, k and v into the caches at pos0 + t.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qk_rope(
+        &mut self,
+        label: &str,
+        qkv: &wgpu::Buffer,
+        q_norm: &wgpu::Buffer,
+        k_norm: &wgpu::Buffer,
+        rope: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        (k_cache, v_cache): (&wgpu::Buffer, &wgpu::Buffer),
+        (nh, nkv, d): (usize, usize, usize),
+        eps: f32,
+    ) -> Result<()> {
+        let p = RopeParams {
+            nh: nh as u32,
+            nkv: nkv as u32,
+            d: d as u32,
+            ld: ((nh + 2 * nkv) * d) as u32,
+            eps,
+            _p: [0; 3],
+        };
+        self.push(
+            label.to_string(),
+            Kernel::QkRope,
+            DType::F32,
+            &p,
+            &[qkv, q_norm, k_norm, rope, q, k_cache, v_cache],
+            [Dim::Fixed((nh + nkv) as u32), Dim::Tokens, Dim::Fixed(1)],
+        )
+    }
+
+    /// o [T, nh·d] = causal softmax(q·kᵀ/√d)·v over the caches, split along the KV length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &mut self,
+        label: &str,
+        q: &wgpu::Buffer,
+        (k_cache, v_cache): (&wgpu::Buffer, &wgpu::Buffer),
+        part: &wgpu::Buffer,
+        o: &wgpu::Buffer,
+        (nh, nkv, d): (usize, usize, usize),
+    ) -> Result<()> {
+        let p = AttnParams {
+            nh: nh as u32,
+            nkv: nkv as u32,
+            d: d as u32,
+            scale: 1.0 / (d as f32).sqrt(),
+        };
+        self.push(
+            format!("{label}.scores"),
+            Kernel::Attention,
+            DType::F32,
+            &p,
+            &[q, k_cache, v_cache, part],
+            [Dim::Splits, Dim::Fixed(nh as u32), Dim::Tokens],
+        )?;
+        let p = U4 {
+            a: nh as u32,
+            b: d as u32,
+            c: 0,
+            d: 0,
+        };
+        self.push(
+            format!("{label}.merge"),
+            Kernel::AttnMerge,
+            DType::F32,
+            &p,
+            &[part, o],
+            [Dim::Fixed(nh as u32), Dim::Tokens, Dim::Fixed(1)],
+        )
+    }
+
+    /// Expert choice per token from router logits [T, E] into `r.ids` / `r.weights`;
+    /// for prefill also the per-expert pair lists.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route(
+        &mut self,
+        shape: Shape,
+        label: &str,
+        logits: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        r: &Routing<'_>,
+        experts: usize,
+        norm: bool,
+        scale: f32,
+    ) -> Result<()> {
+        let p = RouterParams {
+            e: experts as u32,
+            k: r.topk,
+            norm: norm as u32,
+            has_bias: bias.is_some() as u32,
+            scale,
+            _p: [0; 3],
+        };
+        self.push(
+            format!("{label}.topk"),
+            Kernel::Router,
+            DType::F32,
+            &p,
+            &[logits, bias.unwrap_or(self.dummy), r.ids, r.weights],
+            [Dim::TokensDiv(64), Dim::Fixed(1), Dim::Fixed(1)],
+        )?;
+        if shape == Shape::Prefill {
+            let p = U4 {
+                a: experts as u32,
+                b: r.topk,
+                c: 0,
+                d: 0,
+            };
+            self.push(
+                format!("{label}.group"),
+                Kernel::MoeRoute,
+                DType::F32,
+                &p,
+                &[r.ids, r.offsets, r.rows],
+                [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// h [T, H] += Σ_slot y [T·k, H].
+    pub fn moe_combine(
+        &mut self,
+        label: &str,
+        y: &wgpu::Buffer,
+        h: &wgpu::Buffer,
+        hidden: usize,
+        topk: u32,
+    ) -> Result<()> {
+        let p = U4 {
+            a: hidden as u32,
+            b: topk,
+            c: 0,
+            d: 0,
+        };
+        self.push(
+            label.to_string(),
+            Kernel::MoeCombine,
+            DType::F32,
+            &p,
+            &[y, h],
+            [Dim::Fixed((hidden as u32).div_ceil(64)), Dim::Tokens, Dim::Fixed(1)],
+        )
+    }
+
+    /// out[0] = argmax of one logits row (row T−1 with `last_row`, else row 0).
+    pub fn argmax(&mut self, logits: &wgpu::Buffer, out: &wgpu::Buffer, vocab: usize, last_row: bool) -> Result<()> {
+        let p = U4 {
+            a: vocab as u32,
+            b: 0,
+            c: 0,
+            d: 0,
+        };
+        self.push(
+            "argmax".into(),
+            Kernel::Argmax { last_row },
+            DType::F32,
+            &p,
+            &[logits, out],
+            [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1)],
+        )
+    }
+}

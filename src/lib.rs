@@ -1,0 +1,10 @@
+//! lfm-wgpu: LFM2-MoE (Liquid AI's LFM2-8B-A1B) inference through wgpu compute shaders.
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod model;
+pub mod npy;
+pub mod reference;
+
+pub use error::{Error, Result};

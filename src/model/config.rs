@@ -1,0 +1,307 @@
+//! `config.json` of an HF `lfm2_moe` checkpoint, with every field that changes the math.
+//!
+//! Field names are Hugging Face's. Older spellings real files use are accepted:
+//! `tie_embedding` for `tie_word_embeddings`, a top-level `rope_theta` instead of
+//! `rope_parameters.rope_theta`, `full_attn_idxs` when `layer_types` is absent.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// The operator of one layer (spec §1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Gated short convolution (spec §6).
+    Conv,
+    /// Grouped-query attention with per-head q/k norms and NeoX RoPE (spec §7).
+    Attention,
+}
+
+/// Model hyperparameters, checked for consistency at parse time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    /// H
+    pub hidden_size: usize,
+    /// Dense SwiGLU width (layers below `num_dense_layers`).
+    pub intermediate_size: usize,
+    /// Width of one routed expert.
+    pub moe_intermediate_size: usize,
+    pub layer_types: Vec<LayerKind>,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub num_dense_layers: usize,
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    pub norm_topk_prob: bool,
+    pub use_expert_bias: bool,
+    pub routed_scaling_factor: f32,
+    /// K, the short-conv kernel length.
+    pub conv_l_cache: usize,
+    pub conv_bias: bool,
+    pub norm_eps: f32,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    pub max_position_embeddings: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Longest short-conv kernel the kernels support (history kept in registers).
+pub const MAX_CONV_L_CACHE: usize = 8;
+/// Widest head the attention kernels support.
+pub const MAX_HEAD_DIM: usize = 256;
+/// Most experts per token the router kernel supports.
+pub const MAX_TOPK: usize = 8;
+/// Most experts per layer the router kernel supports.
+pub const MAX_EXPERTS: usize = 256;
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text, path)
+    }
+
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let err = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let v: Value = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
+        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if model_type != "lfm2_moe" {
+            return Err(Error::ModelType {
+                path: path.to_path_buf(),
+                found: model_type.to_string(),
+            });
+        }
+        let usize_field = |name: &str| -> Result<usize> {
+            v.get(name)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| err(format!("missing or non-integer field `{name}`")))
+        };
+        let usize_or = |name: &str, default: usize| -> Result<usize> {
+            match v.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x
+                    .as_u64()
+                    .map(|x| x as usize)
+                    .ok_or_else(|| err(format!("field `{name}` must be a non-negative integer"))),
+            }
+        };
+        let bool_or = |names: &[&str], default: bool| -> Result<bool> {
+            for name in names {
+                if let Some(x) = v.get(*name) {
+                    return x
+                        .as_bool()
+                        .ok_or_else(|| err(format!("field `{name}` must be a boolean")));
+                }
+            }
+            Ok(default)
+        };
+        let f64_or = |name: &str, default: f64| -> Result<f64> {
+            match v.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x
+                    .as_f64()
+                    .ok_or_else(|| err(format!("field `{name}` must be a number"))),
+            }
+        };
+
+        let hidden_size = usize_field("hidden_size")?;
+        let num_hidden_layers = usize_field("num_hidden_layers")?;
+        let num_attention_heads = usize_field("num_attention_heads")?;
+        let num_key_value_heads = usize_or("num_key_value_heads", num_attention_heads)?;
+
+        let layer_types = match v.get("layer_types") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match t.as_str() {
+                    Some("conv") => Ok(LayerKind::Conv),
+                    Some("full_attention") | Some("attention") => Ok(LayerKind::Attention),
+                    other => Err(err(format!(
+                        "layer_types[{i}] = {other:?}: expected \"conv\" or \"full_attention\""
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            _ => match v.get("full_attn_idxs") {
+                Some(Value::Array(idx)) => {
+                    let mut kinds = vec![LayerKind::Conv; num_hidden_layers];
+                    for i in idx {
+                        let i = i.as_u64().map(|i| i as usize).filter(|&i| i < num_hidden_layers);
+                        let i = i.ok_or_else(|| err("full_attn_idxs holds an invalid layer index".into()))?;
+                        kinds[i] = LayerKind::Attention;
+                    }
+                    kinds
+                }
+                _ => return Err(err("missing field `layer_types`".into())),
+            },
+        };
+        if layer_types.len() != num_hidden_layers {
+            return Err(err(format!(
+                "layer_types has {} entries but num_hidden_layers is {num_hidden_layers}",
+                layer_types.len()
+            )));
+        }
+
+        let rope_theta = match v.get("rope_parameters").and_then(|p| p.get("rope_theta")) {
+            Some(t) => t
+                .as_f64()
+                .ok_or_else(|| err("rope_parameters.rope_theta must be a number".into()))?,
+            None => f64_or("rope_theta", 1_000_000.0)?,
+        };
+        if let Some(kind) = v
+            .get("rope_parameters")
+            .and_then(|p| p.get("rope_type"))
+            .and_then(Value::as_str)
+        {
+            if kind != "default" {
+                return Err(err(format!("rope_type {kind:?} is not supported (only \"default\")")));
+            }
+        }
+        let eos_token_ids = match v.get("eos_token_id") {
+            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            None => vec![],
+        };
+
+        let head_dim = match v.get("head_dim").and_then(Value::as_u64) {
+            Some(d) => d as usize,
+            None if num_attention_heads > 0 => hidden_size / num_attention_heads,
+            None => 0,
+        };
+
+        let cfg = Config {
+            vocab_size: usize_field("vocab_size")?,
+            hidden_size,
+            intermediate_size: usize_field("intermediate_size")?,
+            moe_intermediate_size: usize_field("moe_intermediate_size")?,
+            layer_types,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            num_dense_layers: usize_or("num_dense_layers", 0)?,
+            num_experts: usize_field("num_experts")?,
+            num_experts_per_tok: usize_field("num_experts_per_tok")?,
+            norm_topk_prob: bool_or(&["norm_topk_prob"], true)?,
+            use_expert_bias: bool_or(&["use_expert_bias"], true)?,
+            routed_scaling_factor: f64_or("routed_scaling_factor", 1.0)? as f32,
+            conv_l_cache: usize_or("conv_L_cache", 3)?,
+            conv_bias: bool_or(&["conv_bias"], false)?,
+            norm_eps: f64_or("norm_eps", 1e-5)? as f32,
+            rope_theta,
+            tie_word_embeddings: bool_or(&["tie_word_embeddings", "tie_embedding"], true)?,
+            max_position_embeddings: usize_or("max_position_embeddings", 128_000)?,
+            bos_token_id: v.get("bos_token_id").and_then(Value::as_u64).map(|x| x as u32),
+            eos_token_ids,
+        };
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Constraints the math and the kernels rely on, each with a readable message.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let c = self;
+        let even = |name: &str, x: usize| {
+            if x == 0 || x % 2 != 0 {
+                Err(format!(
+                    "{name} = {x} must be even and non-zero (weights are read in pairs)"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        even("hidden_size", c.hidden_size)?;
+        even("intermediate_size", c.intermediate_size)?;
+        even("moe_intermediate_size", c.moe_intermediate_size)?;
+        if c.vocab_size == 0 {
+            return Err("vocab_size must be positive".into());
+        }
+        if c.layer_types.iter().any(|k| *k == LayerKind::Attention) {
+            if c.num_attention_heads == 0 || c.num_key_value_heads == 0 {
+                return Err("attention layers need num_attention_heads and num_key_value_heads > 0".into());
+            }
+            if c.num_attention_heads % c.num_key_value_heads != 0 {
+                return Err(format!(
+                    "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                    c.num_attention_heads, c.num_key_value_heads
+                ));
+            }
+            if c.head_dim * c.num_attention_heads != c.hidden_size {
+                return Err(format!(
+                    "head_dim {} × heads {} != hidden_size {}",
+                    c.head_dim, c.num_attention_heads, c.hidden_size
+                ));
+            }
+            if c.head_dim % 4 != 0 || c.head_dim > MAX_HEAD_DIM {
+                return Err(format!(
+                    "head_dim {} must be a multiple of 4 and at most {MAX_HEAD_DIM}",
+                    c.head_dim
+                ));
+            }
+        }
+        if c.num_dense_layers > c.layer_types.len() {
+            return Err(format!(
+                "num_dense_layers {} exceeds num_hidden_layers {}",
+                c.num_dense_layers,
+                c.layer_types.len()
+            ));
+        }
+        if c.num_dense_layers < c.layer_types.len() {
+            if c.num_experts == 0 || c.num_experts > MAX_EXPERTS {
+                return Err(format!("num_experts {} must be in 1..={MAX_EXPERTS}", c.num_experts));
+            }
+            if c.num_experts_per_tok == 0 || c.num_experts_per_tok > c.num_experts || c.num_experts_per_tok > MAX_TOPK {
+                return Err(format!(
+                    "num_experts_per_tok {} must be in 1..=min(num_experts, {MAX_TOPK})",
+                    c.num_experts_per_tok
+                ));
+            }
+        }
+        if c.conv_l_cache < 2 || c.conv_l_cache > MAX_CONV_L_CACHE {
+            return Err(format!(
+                "conv_L_cache {} must be in 2..={MAX_CONV_L_CACHE}",
+                c.conv_l_cache
+            ));
+        }
+        if !(c.norm_eps > 0.0) || !(c.rope_theta > 0.0) {
+            return Err("norm_eps and rope theta must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layer_types.len()
+    }
+
+    pub fn is_moe(&self, layer: usize) -> bool {
+        layer >= self.num_dense_layers
+    }
+
+    /// Width of the fused q|k|v projection output.
+    pub fn qkv_dim(&self) -> usize {
+        (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim
+    }
+
+    /// RoPE inverse frequencies θ_i = 1 / theta^(2i/d), in f32 as transformers computes them.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim;
+        (0..d / 2)
+            .map(|i| 1.0 / (self.rope_theta as f32).powf((2 * i) as f32 / d as f32))
+            .collect()
+    }
+
+    /// cos/sin of position `pos`: angle = f32(pos)·θ_i in f32 (as HF), trig in f64.
+    pub fn rope_cos_sin(&self, inv_freq: &[f32], pos: usize) -> (Vec<f32>, Vec<f32>) {
+        inv_freq
+            .iter()
+            .map(|&f| {
+                let a = (pos as f32 * f) as f64;
+                (a.cos() as f32, a.sin() as f32)
+            })
+            .unzip()
+    }
+}

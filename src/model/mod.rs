@@ -1,0 +1,9 @@
+//! The model: config, checkpoint weights, GPU weights and state, the forward pass and the
+//! session that steps it.
+
+pub mod config;
+pub mod forward;
+pub mod gpu_weights;
+pub mod session;
+pub mod state;
+pub mod weights;

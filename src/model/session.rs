@@ -1,0 +1,268 @@
+//! A sequence being generated: its state, the recorded programs, and stepping.
+//!
+//! Prefill runs the prompt in chunks of `ubatch` tokens, continuing from the caches; decode
+//! runs one token per submission. Each step writes the 16-byte step uniform (and the input
+//! ids), records the prebuilt program, submits once, and reads back only its result: the
+//! sampled id, plus logits when asked for.
+
+use super::forward::{self, Mode};
+use super::gpu_weights::GpuModel;
+use super::state::{State, KEYS_PER_SPLIT, MAX_ATTN_SPLITS};
+use crate::error::{Error, Result};
+use crate::gpu::DType;
+use crate::kernels::{Kernels, Program, StepShape, Uniforms};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Context length (KV cache capacity), default 4096.
+    pub ctx: usize,
+    /// Prefill chunk, default 512.
+    pub ubatch: usize,
+    /// KV-cache storage; default: the weights' dtype.
+    pub kv_dtype: Option<DType>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            ctx: 4096,
+            ubatch: 512,
+            kv_dtype: None,
+        }
+    }
+}
+
+pub struct Session {
+    pub model: Arc<GpuModel>,
+    pub state: State,
+    kernels: Kernels,
+    uniforms: Uniforms,
+    prefill: Program,
+    decode: Program,
+    prefill_all: Option<Program>,
+    /// Tokens in the caches (the next token's position).
+    pub pos: usize,
+}
+
+impl Session {
+    pub fn new(model: Arc<GpuModel>, opts: &SessionOptions) -> Result<Self> {
+        let gpu = model.gpu.clone();
+        let kv_dtype = opts.kv_dtype.unwrap_or(model.dtype);
+        let state = gpu.scoped("allocating the sequence state", || {
+            State::new(&gpu, &model.cfg, opts.ctx, opts.ubatch, kv_dtype)
+        })?;
+        let kernels = Kernels::new(gpu.clone());
+        // One parameter slot per dispatch: ≤ 8 non-linear ops per layer plus one per weight
+        // chunk, for each of the three programs.
+        let slots = 3 * (model.w.layers.len() * 8 + 8 + count_chunks(&model)) as u64;
+        let uniforms = Uniforms::new(&gpu, "params", slots);
+        let prefill = forward::build(&model, &state, &kernels, &uniforms, Mode::Prefill)?;
+        let decode = forward::build(&model, &state, &kernels, &uniforms, Mode::Decode)?;
+        Ok(Session {
+            model,
+            state,
+            kernels,
+            uniforms,
+            prefill,
+            decode,
+            prefill_all: None,
+            pos: 0,
+        })
+    }
+
+    /// Starts a new sequence (the caches are overwritten as it goes).
+    pub fn reset(&mut self) {
+        self.state.reset(&self.model.gpu);
+        self.pos = 0;
+    }
+
+    fn check(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.model.cfg.vocab_size;
+        if let Some((pos, &id)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+            return Err(Error::TokenOutOfRange { id, pos, vocab });
+        }
+        if self.pos + tokens.len() > self.state.ctx {
+            return Err(Error::ContextExceeded {
+                needed: self.pos + tokens.len(),
+                ctx: self.state.ctx,
+                max: 32768.max(self.model.cfg.max_position_embeddings),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the step uniform and submits `program` for `n` tokens; optionally copies the
+    /// sampled id and the first `logit_rows` logits rows out.
+    fn run(&self, which: Mode, n: usize, read_id: bool, read_logit_row: bool) -> Result<()> {
+        let gpu = &self.model.gpu;
+        let splits = match which {
+            Mode::Decode => (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
+            _ => 1,
+        };
+        let step = [n as u32, self.pos as u32, splits, 0];
+        gpu.queue.write_buffer(&self.state.step, 0, bytemuck::cast_slice(&step));
+        let program = match which {
+            Mode::Prefill => &self.prefill,
+            Mode::Decode => &self.decode,
+            Mode::PrefillAllLogits => self.prefill_all.as_ref().expect("built before use"),
+        };
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("forward"),
+                timestamp_writes: None,
+            });
+            program.record(
+                &mut pass,
+                StepShape {
+                    n_tokens: n as u32,
+                    splits,
+                },
+            );
+        }
+        if read_id {
+            enc.copy_buffer_to_buffer(&self.state.ids, 0, &self.state.staging_id, 0, 4);
+        }
+        if read_logit_row {
+            let bytes = self.model.cfg.vocab_size as u64 * 4;
+            enc.copy_buffer_to_buffer(&self.state.logits, 0, &self.state.staging_logits, 0, bytes);
+        }
+        gpu.queue.submit([enc.finish()]);
+        Ok(())
+    }
+
+    fn read_id(&self) -> Result<u32> {
+        let b = self.model.gpu.read_staging(&self.state.staging_id, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn read_logit_row(&self) -> Result<Vec<f32>> {
+        let n = self.model.cfg.vocab_size as u64 * 4;
+        Ok(bytemuck::cast_slice(&self.model.gpu.read_staging(&self.state.staging_logits, n)?).to_vec())
+    }
+
+    fn write_ids(&self, tokens: &[u32]) {
+        self.model
+            .gpu
+            .queue
+            .write_buffer(&self.state.ids, 0, bytemuck::cast_slice(tokens));
+    }
+
+    /// Prefills `tokens` (continuing the sequence) and returns the greedy next token, plus
+    /// the last position's logits when `want_logits`.
+    pub fn prefill(&mut self, tokens: &[u32], want_logits: bool) -> Result<(u32, Option<Vec<f32>>)> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("empty prompt".into()));
+        }
+        self.check(tokens)?;
+        let chunks: Vec<&[u32]> = tokens.chunks(self.state.ubatch).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            self.write_ids(chunk);
+            self.run(Mode::Prefill, chunk.len(), last, last && want_logits)?;
+            self.pos += chunk.len();
+        }
+        let id = self.read_id()?;
+        let logits = if want_logits {
+            Some(self.read_logit_row()?)
+        } else {
+            None
+        };
+        Ok((id, logits))
+    }
+
+    /// Prefills `tokens` and returns the logits of every position, [T, vocab].
+    pub fn prefill_all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("empty prompt".into()));
+        }
+        self.check(tokens)?;
+        if self.prefill_all.is_none() {
+            let p = forward::build(
+                &self.model,
+                &self.state,
+                &self.kernels,
+                &self.uniforms,
+                Mode::PrefillAllLogits,
+            )?;
+            self.prefill_all = Some(p);
+        }
+        let v = self.model.cfg.vocab_size;
+        let mut out = Vec::with_capacity(tokens.len() * v);
+        for chunk in tokens.chunks(self.state.logit_rows.min(self.state.ubatch)) {
+            self.write_ids(chunk);
+            self.run(Mode::PrefillAllLogits, chunk.len(), false, false)?;
+            self.pos += chunk.len();
+            out.extend(self.model.gpu.read_f32(&self.state.logits, 0, chunk.len() * v)?);
+        }
+        Ok(out)
+    }
+
+    /// Decodes one token. `token`: the input, or None to feed the id the previous step
+    /// sampled on the GPU (no host round trip). Returns the greedy next id, and the logits
+    /// when `want_logits`.
+    pub fn decode(&mut self, token: Option<u32>, want_logits: bool) -> Result<(u32, Option<Vec<f32>>)> {
+        if let Some(t) = token {
+            self.check(&[t])?;
+            self.write_ids(&[t]);
+        } else if self.pos == 0 {
+            return Err(Error::Invalid(
+                "decode without an input token needs a prefilled sequence".into(),
+            ));
+        } else if self.pos + 1 > self.state.ctx {
+            return Err(Error::ContextExceeded {
+                needed: self.pos + 1,
+                ctx: self.state.ctx,
+                max: 32768.max(self.model.cfg.max_position_embeddings),
+            });
+        }
+        self.run(Mode::Decode, 1, true, want_logits)?;
+        self.pos += 1;
+        let id = self.read_id()?;
+        let logits = if want_logits {
+            Some(self.read_logit_row()?)
+        } else {
+            None
+        };
+        Ok((id, logits))
+    }
+
+    /// Greedy generation: prefill `prompt`, then `n - 1` decode steps fed by the GPU's own
+    /// argmax. Returns the n ids and, when asked, the logits of each of the n steps [n, vocab].
+    pub fn generate_greedy(&mut self, prompt: &[u32], n: usize, want_logits: bool) -> Result<(Vec<u32>, Vec<f32>)> {
+        let mut ids = Vec::with_capacity(n);
+        let mut logits = Vec::new();
+        if n == 0 {
+            return Ok((ids, logits));
+        }
+        let (mut next, l) = self.prefill(prompt, want_logits)?;
+        ids.push(next);
+        logits.extend(l.unwrap_or_default());
+        while ids.len() < n {
+            let (id, l) = self.decode(Some(next), want_logits)?;
+            next = id;
+            ids.push(id);
+            logits.extend(l.unwrap_or_default());
+        }
+        Ok((ids, logits))
+    }
+}
+
+fn count_chunks(m: &GpuModel) -> usize {
+    use super::weights::{Ffn, Op};
+    let mut n = m.w.embed.chunks.len() + m.w.head().chunks.len();
+    for l in &m.w.layers {
+        n += match &l.op {
+            Op::Conv { in_proj, out_proj, .. } => in_proj.chunks.len() + out_proj.chunks.len(),
+            Op::Attention { qkv, out_proj, .. } => qkv.chunks.len() + out_proj.chunks.len(),
+        };
+        n += match &l.ffn {
+            Ffn::Dense { gate, down, .. } => gate.chunks.len() + down.chunks.len(),
+            Ffn::Moe { router, gate, down, .. } => router.chunks.len() + gate.chunks.len() + down.chunks.len(),
+        };
+    }
+    n
+}

@@ -1,0 +1,468 @@
+//! The checkpoint: HF safetensors (single file or sharded), read through mmap.
+//!
+//! This is the only module that knows checkpoint key strings (spec §3.1). It describes the
+//! engine's view of the weights — q|k|v fused along rows, experts stacked per projection —
+//! as [`MatSpec`]s assembled from on-disk parts, and hands them to a [`WeightSink`] (host f32
+//! for the CPU reference, GPU buffers for the engine), one tensor at a time.
+
+use super::config::{Config, LayerKind};
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A matrix as the engine stores it: `rows × cols`, row-major, y = W·x over `cols`.
+/// It is assembled from `parts` stacked along rows, in order (q|k|v, or expert 0..E).
+#[derive(Clone, Debug)]
+pub struct MatSpec {
+    /// HF-style module path, used as the GPU label (e.g. `model.layers.3.conv.in_proj`).
+    pub label: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// Rows that must stay in one binding when the matrix is split (rows of one expert).
+    pub group_rows: usize,
+    pub parts: Vec<Part>,
+}
+
+/// One on-disk tensor, checked against `shape`; it contributes `rows` rows of the matrix.
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// Where loaded weights go: host vectors for the reference, GPU buffers for the engine.
+pub trait WeightSink {
+    type Matrix;
+    type Vector;
+    fn matrix(&mut self, ckpt: &Checkpoint, spec: &MatSpec) -> Result<Self::Matrix>;
+    /// A float32 vector of `len` values read from `name` (checked against `shape`).
+    fn vector(&mut self, ckpt: &Checkpoint, name: &str, shape: &[usize]) -> Result<Self::Vector>;
+}
+
+/// The whole model, generic over how matrices (`M`) and vectors (`V`) are stored.
+#[derive(Debug)]
+pub struct Weights<M, V> {
+    /// [vocab, H]
+    pub embed: M,
+    /// [H], `model.embedding_norm` — the final norm.
+    pub final_norm: V,
+    /// [vocab, H] when untied; the head is `embed` otherwise.
+    pub lm_head: Option<M>,
+    pub layers: Vec<Layer<M, V>>,
+}
+
+#[derive(Debug)]
+pub struct Layer<M, V> {
+    /// [H]
+    pub operator_norm: V,
+    /// [H]
+    pub ffn_norm: V,
+    pub op: Op<M, V>,
+    pub ffn: Ffn<M, V>,
+}
+
+#[derive(Debug)]
+pub enum Op<M, V> {
+    Conv {
+        /// [3H, H], output order B | C | x
+        in_proj: M,
+        /// [3H] when conv_bias
+        in_bias: Option<V>,
+        /// [H·K], channel-major (w[c·K + k]); tap K−1 multiplies the newest input
+        conv: V,
+        /// [H] when conv_bias
+        conv_bias: Option<V>,
+        /// [H, H]
+        out_proj: M,
+        /// [H] when conv_bias
+        out_bias: Option<V>,
+    },
+    Attention {
+        /// [(nh + 2·nkv)·d, H], rows q | k | v
+        qkv: M,
+        /// [d]
+        q_norm: V,
+        /// [d]
+        k_norm: V,
+        /// [H, nh·d]
+        out_proj: M,
+    },
+}
+
+#[derive(Debug)]
+pub enum Ffn<M, V> {
+    Dense {
+        /// w1 [I, H]
+        gate: M,
+        /// w3 [I, H]
+        up: M,
+        /// w2 [H, I]
+        down: M,
+    },
+    Moe {
+        /// [E, H]
+        router: M,
+        /// [E], selection-only bias; None when use_expert_bias is false
+        expert_bias: Option<V>,
+        /// w1 stacked: [E·Im, H]
+        gate: M,
+        /// w3 stacked: [E·Im, H]
+        up: M,
+        /// w2 stacked: [E·H, Im]
+        down: M,
+    },
+}
+
+fn layer_name(i: usize, suffix: &str) -> String {
+    format!("model.layers.{i}.{suffix}")
+}
+
+fn single(label: String, name: String, rows: usize, cols: usize) -> MatSpec {
+    MatSpec {
+        label,
+        rows,
+        cols,
+        group_rows: 1,
+        parts: vec![Part {
+            name,
+            shape: vec![rows, cols],
+        }],
+    }
+}
+
+fn experts(cfg: &Config, i: usize, w: &str, rows: usize, cols: usize) -> MatSpec {
+    let e = cfg.num_experts;
+    MatSpec {
+        label: layer_name(i, &format!("feed_forward.experts.{w}")),
+        rows: e * rows,
+        cols,
+        group_rows: rows,
+        parts: (0..e)
+            .map(|x| Part {
+                name: layer_name(i, &format!("feed_forward.experts.{x}.{w}.weight")),
+                shape: vec![rows, cols],
+            })
+            .collect(),
+    }
+}
+
+impl<M, V> Weights<M, V> {
+    /// Reads every tensor the config calls for into `sink`, checking names and shapes.
+    pub fn load<S>(ckpt: &Checkpoint, cfg: &Config, sink: &mut S) -> Result<Self>
+    where
+        S: WeightSink<Matrix = M, Vector = V>,
+    {
+        let h = cfg.hidden_size;
+        let v = cfg.vocab_size;
+        let embed = sink.matrix(
+            ckpt,
+            &single("model.embed_tokens".into(), "model.embed_tokens.weight".into(), v, h),
+        )?;
+        let final_norm = sink.vector(ckpt, "model.embedding_norm.weight", &[h])?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(sink.matrix(ckpt, &single("lm_head".into(), "lm_head.weight".into(), v, h))?)
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers());
+        for (i, kind) in cfg.layer_types.iter().enumerate() {
+            let operator_norm = sink.vector(ckpt, &layer_name(i, "operator_norm.weight"), &[h])?;
+            let ffn_norm = sink.vector(ckpt, &layer_name(i, "ffn_norm.weight"), &[h])?;
+            let op = match kind {
+                LayerKind::Conv => {
+                    let k = cfg.conv_l_cache;
+                    let bias = |sink: &mut S, name: &str, n: usize| -> Result<Option<V>> {
+                        match cfg.conv_bias {
+                            true => sink.vector(ckpt, &layer_name(i, name), &[n]).map(Some),
+                            false => Ok(None),
+                        }
+                    };
+                    Op::Conv {
+                        in_proj: sink.matrix(
+                            ckpt,
+                            &single(
+                                layer_name(i, "conv.in_proj"),
+                                layer_name(i, "conv.in_proj.weight"),
+                                3 * h,
+                                h,
+                            ),
+                        )?,
+                        in_bias: bias(sink, "conv.in_proj.bias", 3 * h)?,
+                        conv: sink.vector(ckpt, &layer_name(i, "conv.conv.weight"), &[h, 1, k])?,
+                        conv_bias: bias(sink, "conv.conv.bias", h)?,
+                        out_proj: sink.matrix(
+                            ckpt,
+                            &single(
+                                layer_name(i, "conv.out_proj"),
+                                layer_name(i, "conv.out_proj.weight"),
+                                h,
+                                h,
+                            ),
+                        )?,
+                        out_bias: bias(sink, "conv.out_proj.bias", h)?,
+                    }
+                }
+                LayerKind::Attention => {
+                    let d = cfg.head_dim;
+                    let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+                    let part = |w: &str, rows: usize| Part {
+                        name: layer_name(i, &format!("self_attn.{w}.weight")),
+                        shape: vec![rows, h],
+                    };
+                    let qkv = MatSpec {
+                        label: layer_name(i, "self_attn.qkv_proj"),
+                        rows: cfg.qkv_dim(),
+                        cols: h,
+                        group_rows: 1,
+                        parts: vec![part("q_proj", nh * d), part("k_proj", nkv * d), part("v_proj", nkv * d)],
+                    };
+                    Op::Attention {
+                        qkv: sink.matrix(ckpt, &qkv)?,
+                        q_norm: sink.vector(ckpt, &layer_name(i, "self_attn.q_layernorm.weight"), &[d])?,
+                        k_norm: sink.vector(ckpt, &layer_name(i, "self_attn.k_layernorm.weight"), &[d])?,
+                        out_proj: sink.matrix(
+                            ckpt,
+                            &single(
+                                layer_name(i, "self_attn.out_proj"),
+                                layer_name(i, "self_attn.out_proj.weight"),
+                                h,
+                                nh * d,
+                            ),
+                        )?,
+                    }
+                }
+            };
+            let ffn = if cfg.is_moe(i) {
+                let (e, im) = (cfg.num_experts, cfg.moe_intermediate_size);
+                Ffn::Moe {
+                    router: sink.matrix(
+                        ckpt,
+                        &single(
+                            layer_name(i, "feed_forward.gate"),
+                            layer_name(i, "feed_forward.gate.weight"),
+                            e,
+                            h,
+                        ),
+                    )?,
+                    expert_bias: match cfg.use_expert_bias {
+                        true => Some(sink.vector(ckpt, &layer_name(i, "feed_forward.expert_bias"), &[e])?),
+                        false => None,
+                    },
+                    gate: sink.matrix(ckpt, &experts(cfg, i, "w1", im, h))?,
+                    up: sink.matrix(ckpt, &experts(cfg, i, "w3", im, h))?,
+                    down: sink.matrix(ckpt, &experts(cfg, i, "w2", h, im))?,
+                }
+            } else {
+                let im = cfg.intermediate_size;
+                let m = |w: &str, rows, cols| {
+                    single(
+                        layer_name(i, &format!("feed_forward.{w}")),
+                        layer_name(i, &format!("feed_forward.{w}.weight")),
+                        rows,
+                        cols,
+                    )
+                };
+                Ffn::Dense {
+                    gate: sink.matrix(ckpt, &m("w1", im, h))?,
+                    up: sink.matrix(ckpt, &m("w3", im, h))?,
+                    down: sink.matrix(ckpt, &m("w2", h, im))?,
+                }
+            };
+            layers.push(Layer {
+                operator_norm,
+                ffn_norm,
+                op,
+                ffn,
+            });
+        }
+        Ok(Weights {
+            embed,
+            final_norm,
+            lm_head,
+            layers,
+        })
+    }
+
+    /// The matrix the logits are computed with (tied to the embedding unless untied).
+    pub fn head(&self) -> &M {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Element type of a tensor on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl DiskDtype {
+    pub fn size(self) -> usize {
+        match self {
+            DiskDtype::F32 => 4,
+            _ => 2,
+        }
+    }
+}
+
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    header_len: usize,
+    meta: safetensors::tensor::Metadata,
+}
+
+/// An opened checkpoint directory: config plus memory-mapped safetensors shards.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: Config,
+    shards: Vec<Shard>,
+    /// tensor name → shard index
+    index: HashMap<String, usize>,
+}
+
+/// A tensor's bytes as stored on disk (borrowed from the mapping).
+pub struct TensorView<'a> {
+    pub dtype: DiskDtype,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+impl TensorView<'_> {
+    /// Converts into `out` (exactly as many values as the tensor has).
+    pub fn read_f32(&self, out: &mut [f32]) {
+        debug_assert_eq!(out.len() * self.dtype.size(), self.bytes.len());
+        let chunks = self.bytes.chunks_exact(self.dtype.size());
+        match self.dtype {
+            DiskDtype::F32 => {
+                for (o, b) in out.iter_mut().zip(chunks) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            DiskDtype::F16 => {
+                for (o, b) in out.iter_mut().zip(chunks) {
+                    *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            DiskDtype::Bf16 => {
+                for (o, b) in out.iter_mut().zip(chunks) {
+                    *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+        }
+    }
+}
+
+impl Checkpoint {
+    /// Opens `dir/config.json` and `dir/model.safetensors` (or the shards listed in
+    /// `dir/model.safetensors.index.json`).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
+                path: index_path.clone(),
+                msg: format!("invalid index: {e}"),
+            })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::Safetensors {
+                    path: index_path.clone(),
+                    msg: "index has no `weight_map` object".into(),
+                })?;
+            let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            vec![dir.join("model.safetensors")]
+        };
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        for path in files {
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: the file is only read; a concurrent writer would be the user's error,
+            // and every offset is validated against the mapping's length below.
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
+                path: path.clone(),
+                msg: format!("{e:?} (file truncated or corrupt?)"),
+            })?;
+            for name in meta.tensors().keys() {
+                index.insert(name.clone(), shards.len());
+            }
+            shards.push(Shard {
+                path,
+                map,
+                header_len,
+                meta,
+            });
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            shards,
+            index,
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The tensor `name`, checked to have exactly `shape` and a float dtype.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorView<'_>> {
+        let &s = self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            dir: self.dir.clone(),
+        })?;
+        let shard = &self.shards[s];
+        let info = shard.meta.info(name).expect("indexed tensor has info");
+        if info.shape != shape {
+            return Err(Error::Shape {
+                name: name.to_string(),
+                found: info.shape.clone(),
+                expected: shape.to_vec(),
+            });
+        }
+        let dtype = match info.dtype {
+            safetensors::Dtype::F32 => DiskDtype::F32,
+            safetensors::Dtype::F16 => DiskDtype::F16,
+            safetensors::Dtype::BF16 => DiskDtype::Bf16,
+            other => {
+                return Err(Error::Dtype {
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        let start = 8 + shard.header_len + info.data_offsets.0;
+        let end = 8 + shard.header_len + info.data_offsets.1;
+        let bytes = shard.map.get(start..end).ok_or_else(|| Error::Safetensors {
+            path: shard.path.clone(),
+            msg: format!("tensor {name} lies outside the file"),
+        })?;
+        Ok(TensorView {
+            dtype,
+            shape: info.shape.clone(),
+            bytes,
+        })
+    }
+
+    /// Reads `name` (of `shape`) as f32 into `out`.
+    pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let t = self.tensor(name, shape)?;
+        t.read_f32(out);
+        Ok(())
+    }
+
+    /// Total bytes of tensor data in the shards.
+    pub fn file_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.map.len() as u64).sum()
+    }
+}

@@ -1,0 +1,359 @@
+//! Plain f32 CPU forward pass of LFM2-MoE: the oracle for every kernel and for the engine.
+//!
+//! Written for obviousness, straight from spec §4–§11; it shares [`Config`] and the
+//! checkpoint reader with the GPU path so constants cannot drift, and never touches wgpu.
+
+use crate::error::Result;
+use crate::model::config::{Config, LayerKind};
+use crate::model::weights::{Checkpoint, Ffn, MatSpec, Op, WeightSink, Weights};
+use half::f16;
+
+/// A row-major matrix [rows, cols] in f32.
+#[derive(Clone, Debug)]
+pub struct HostMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl HostMatrix {
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// Loads weights into host memory; `round_f16` rounds every matrix to f16 (the engine's
+/// f16 storage), leaving vectors (norms, biases, conv taps, expert_bias) in f32.
+pub struct HostSink {
+    pub round_f16: bool,
+}
+
+impl WeightSink for HostSink {
+    type Matrix = HostMatrix;
+    type Vector = Vec<f32>;
+
+    fn matrix(&mut self, ckpt: &Checkpoint, spec: &MatSpec) -> Result<HostMatrix> {
+        let mut data = vec![0f32; spec.rows * spec.cols];
+        let mut at = 0;
+        for part in &spec.parts {
+            let n: usize = part.shape.iter().product();
+            ckpt.read_f32(&part.name, &part.shape, &mut data[at..at + n])?;
+            at += n;
+        }
+        if self.round_f16 {
+            for x in &mut data {
+                *x = f16::from_f32(*x).to_f32();
+            }
+        }
+        Ok(HostMatrix {
+            rows: spec.rows,
+            cols: spec.cols,
+            data,
+        })
+    }
+
+    fn vector(&mut self, ckpt: &Checkpoint, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let mut data = vec![0f32; shape.iter().product()];
+        ckpt.read_f32(name, shape, &mut data)?;
+        Ok(data)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ops, each the oracle of one kernel.
+
+/// y[m, n] = Σ_k x[m, k]·w[row0 + n, k] (+ bias[n]), for m < x.len()/w.cols.
+pub fn matmul(x: &[f32], w: &HostMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let k = w.cols;
+    let m = x.len() / k;
+    let mut y = vec![0f32; m * w.rows];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        for n in 0..w.rows {
+            let mut acc = 0f32;
+            for (a, b) in xr.iter().zip(w.row(n)) {
+                acc += a * b;
+            }
+            y[i * w.rows + n] = acc + bias.map_or(0.0, |b| b[n]);
+        }
+    }
+    y
+}
+
+/// RMSNorm of every `n`-sized row of `x` with weight `w` [n] (spec §5).
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let n = w.len();
+    let mut y = vec![0f32; x.len()];
+    for (xr, yr) in x.chunks(n).zip(y.chunks_mut(n)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        for ((yv, xv), wv) in yr.iter_mut().zip(xr).zip(w) {
+            *yv = wv * (xv * r);
+        }
+    }
+    y
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Gated short conv over T tokens (spec §6): z [T, 3H] = B | C | x, taps w [H·K],
+/// `state` [(K−1), H] oldest first, updated in place. Returns C ⊙ conv(B ⊙ x) [T, H].
+pub fn short_conv(z: &[f32], w: &[f32], bias: Option<&[f32]>, state: &mut [f32], h: usize) -> Vec<f32> {
+    let k = w.len() / h;
+    let t_len = z.len() / (3 * h);
+    let mut hist: Vec<f32> = state.to_vec(); // grows: [(K−1) + T, H]
+    for t in 0..t_len {
+        let zr = &z[t * 3 * h..(t + 1) * 3 * h];
+        hist.extend((0..h).map(|c| zr[c] * zr[2 * h + c]));
+    }
+    let mut y = vec![0f32; t_len * h];
+    for t in 0..t_len {
+        let zr = &z[t * 3 * h..(t + 1) * 3 * h];
+        for c in 0..h {
+            let mut v = bias.map_or(0.0, |b| b[c]);
+            for j in 0..k {
+                v += w[c * k + j] * hist[(t + j) * h + c];
+            }
+            y[t * h + c] = zr[h + c] * v;
+        }
+    }
+    let n = hist.len();
+    state.copy_from_slice(&hist[n - (k - 1) * h..]);
+    y
+}
+
+/// NeoX rotate-half RoPE of one head `x` [d] in place.
+pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i] + a * sin[i];
+    }
+}
+
+/// Causal GQA attention of `q` [T, nh·d] for tokens at positions pos0.. over caches
+/// `k`, `v` [pos0+T, nkv·d]. Returns [T, nh·d].
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, nkv: usize, d: usize, pos0: usize) -> Vec<f32> {
+    let t_len = q.len() / (nh * d);
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut o = vec![0f32; q.len()];
+    for t in 0..t_len {
+        let p = pos0 + t;
+        for hh in 0..nh {
+            let g = hh / (nh / nkv);
+            let qh = &q[(t * nh + hh) * d..][..d];
+            let scores: Vec<f32> = (0..=p)
+                .map(|s| {
+                    qh.iter()
+                        .zip(&k[(s * nkv + g) * d..][..d])
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>()
+                        * scale
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+            let l: f32 = e.iter().sum();
+            let oh = &mut o[(t * nh + hh) * d..][..d];
+            for (s, es) in e.iter().enumerate() {
+                for (j, ov) in oh.iter_mut().enumerate() {
+                    *ov += es / l * v[(s * nkv + g) * d + j];
+                }
+            }
+        }
+    }
+    o
+}
+
+/// Expert selection for one token (spec §9): sigmoid scores, top-k of score + bias,
+/// weights from the unbiased scores, optionally normalised, then scaled.
+/// Returns (expert ids, weights) in descending order of biased score.
+pub fn route(logits: &[f32], bias: Option<&[f32]>, k: usize, norm: bool, scale: f32) -> (Vec<u32>, Vec<f32>) {
+    let s: Vec<f32> = logits.iter().map(|&l| sigmoid(l)).collect();
+    let biased: Vec<f32> = s
+        .iter()
+        .enumerate()
+        .map(|(e, v)| v + bias.map_or(0.0, |b| b[e]))
+        .collect();
+    let mut order: Vec<usize> = (0..s.len()).collect();
+    // Stable: equal scores keep the lower expert id first.
+    order.sort_by(|&a, &b| biased[b].partial_cmp(&biased[a]).unwrap_or(std::cmp::Ordering::Equal));
+    let ids: Vec<u32> = order[..k].iter().map(|&e| e as u32).collect();
+    let mut w: Vec<f32> = ids.iter().map(|&e| s[e as usize]).collect();
+    if norm {
+        let sum: f32 = w.iter().sum::<f32>() + 1e-6;
+        w.iter_mut().for_each(|x| *x /= sum);
+    }
+    w.iter_mut().for_each(|x| *x *= scale);
+    (ids, w)
+}
+
+/// SwiGLU down·(silu(gate·x) ⊙ up·x) for one token with expert `e`'s slice of stacked
+/// matrices (e = 0 for a dense FFN).
+fn swiglu(x: &[f32], gate: &HostMatrix, up: &HostMatrix, down: &HostMatrix, e: usize) -> Vec<f32> {
+    let i_rows = down.cols; // width of the hidden layer
+    let h = x.len();
+    let act: Vec<f32> = (0..i_rows)
+        .map(|r| {
+            let g: f32 = gate.row(e * i_rows + r).iter().zip(x).map(|(a, b)| a * b).sum();
+            let u: f32 = up.row(e * i_rows + r).iter().zip(x).map(|(a, b)| a * b).sum();
+            silu(g) * u
+        })
+        .collect();
+    (0..h)
+        .map(|o| down.row(e * h + o).iter().zip(&act).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// The CPU model.
+pub struct Reference {
+    pub cfg: Config,
+    pub w: Weights<HostMatrix, Vec<f32>>,
+    inv_freq: Vec<f32>,
+}
+
+/// Per-sequence state of the CPU model.
+#[derive(Clone, Debug)]
+pub struct RefState {
+    /// Tokens already processed (the next token's position).
+    pub pos: usize,
+    /// Per layer: conv state [(K−1), H] (empty for attention layers).
+    pub conv: Vec<Vec<f32>>,
+    /// Per layer: K and V caches [pos, nkv·d] (empty for conv layers).
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+}
+
+impl Reference {
+    pub fn load(ckpt: &Checkpoint, round_f16: bool) -> Result<Self> {
+        let cfg = ckpt.config.clone();
+        let w = Weights::load(ckpt, &cfg, &mut HostSink { round_f16 })?;
+        let inv_freq = cfg.rope_inv_freq();
+        Ok(Reference { cfg, w, inv_freq })
+    }
+
+    pub fn new_state(&self) -> RefState {
+        let c = &self.cfg;
+        let conv = c
+            .layer_types
+            .iter()
+            .map(|k| match k {
+                LayerKind::Conv => vec![0.0; (c.conv_l_cache - 1) * c.hidden_size],
+                LayerKind::Attention => vec![],
+            })
+            .collect();
+        RefState {
+            pos: 0,
+            conv,
+            k: vec![vec![]; c.num_layers()],
+            v: vec![vec![]; c.num_layers()],
+        }
+    }
+
+    /// Runs `tokens` through the model from `st`, returning the logits [T, vocab].
+    /// `hidden` (if given) receives the residual stream after each layer, HF-style.
+    pub fn forward(&self, st: &mut RefState, tokens: &[u32], mut hidden: Option<&mut Vec<Vec<f32>>>) -> Vec<f32> {
+        let c = &self.cfg;
+        let h_dim = c.hidden_size;
+        let t_len = tokens.len();
+        let mut h: Vec<f32> = tokens
+            .iter()
+            .flat_map(|&t| self.w.embed.row(t as usize).to_vec())
+            .collect();
+        if let Some(hs) = hidden.as_deref_mut() {
+            hs.push(h.clone());
+        }
+        for (i, layer) in self.w.layers.iter().enumerate() {
+            let a = rmsnorm(&h, &layer.operator_norm, c.norm_eps);
+            let y = match &layer.op {
+                Op::Conv {
+                    in_proj,
+                    in_bias,
+                    conv,
+                    conv_bias,
+                    out_proj,
+                    out_bias,
+                } => {
+                    let z = matmul(&a, in_proj, in_bias.as_deref());
+                    let u = short_conv(&z, conv, conv_bias.as_deref(), &mut st.conv[i], h_dim);
+                    matmul(&u, out_proj, out_bias.as_deref())
+                }
+                Op::Attention {
+                    qkv,
+                    q_norm,
+                    k_norm,
+                    out_proj,
+                } => {
+                    let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+                    let z = matmul(&a, qkv, None);
+                    let mut q = Vec::with_capacity(t_len * nh * d);
+                    for t in 0..t_len {
+                        let zr = &z[t * qkv.rows..(t + 1) * qkv.rows];
+                        let (cos, sin) = c.rope_cos_sin(&self.inv_freq, st.pos + t);
+                        let mut qt = rmsnorm(&zr[..nh * d], q_norm, c.norm_eps);
+                        let mut kt = rmsnorm(&zr[nh * d..(nh + nkv) * d], k_norm, c.norm_eps);
+                        qt.chunks_mut(d).for_each(|x| rope(x, &cos, &sin));
+                        kt.chunks_mut(d).for_each(|x| rope(x, &cos, &sin));
+                        q.extend(qt);
+                        st.k[i].extend(kt);
+                        st.v[i].extend_from_slice(&zr[(nh + nkv) * d..]);
+                    }
+                    let o = attention(&q, &st.k[i], &st.v[i], nh, nkv, d, st.pos);
+                    matmul(&o, out_proj, None)
+                }
+            };
+            h.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+            let b = rmsnorm(&h, &layer.ffn_norm, c.norm_eps);
+            let y = match &layer.ffn {
+                Ffn::Dense { gate, up, down } => b
+                    .chunks(h_dim)
+                    .flat_map(|x| swiglu(x, gate, up, down, 0))
+                    .collect::<Vec<_>>(),
+                Ffn::Moe {
+                    router,
+                    expert_bias,
+                    gate,
+                    up,
+                    down,
+                } => {
+                    let logits = matmul(&b, router, None);
+                    let mut y = vec![0f32; t_len * h_dim];
+                    for t in 0..t_len {
+                        let (ids, wts) = route(
+                            &logits[t * c.num_experts..(t + 1) * c.num_experts],
+                            expert_bias.as_deref(),
+                            c.num_experts_per_tok,
+                            c.norm_topk_prob,
+                            c.routed_scaling_factor,
+                        );
+                        let x = &b[t * h_dim..(t + 1) * h_dim];
+                        for (e, wt) in ids.iter().zip(wts) {
+                            let o = swiglu(x, gate, up, down, *e as usize);
+                            y[t * h_dim..(t + 1) * h_dim]
+                                .iter_mut()
+                                .zip(o)
+                                .for_each(|(a, b)| *a += wt * b);
+                        }
+                    }
+                    y
+                }
+            };
+            h.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+            if let Some(hs) = hidden.as_deref_mut() {
+                hs.push(h.clone());
+            }
+        }
+        st.pos += t_len;
+        let hn = rmsnorm(&h, &self.w.final_norm, c.norm_eps);
+        matmul(&hn, self.w.head(), None)
+    }
+}
