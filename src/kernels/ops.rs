@@ -205,6 +205,7 @@ impl<'a> Recorder<'a> {
     }
 
     /// y = RMSNorm(x) over rows of `n` (rows: T, or 1 with `last_only`).
+    #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm(
         &mut self,
         label: &str,

@@ -206,7 +206,7 @@ impl Config {
     fn validate(&self) -> std::result::Result<(), String> {
         let c = self;
         let even = |name: &str, x: usize| {
-            if x == 0 || x % 2 != 0 {
+            if x == 0 || !x.is_multiple_of(2) {
                 Err(format!(
                     "{name} = {x} must be even and non-zero (weights are read in pairs)"
                 ))
@@ -220,11 +220,11 @@ impl Config {
         if c.vocab_size == 0 {
             return Err("vocab_size must be positive".into());
         }
-        if c.layer_types.iter().any(|k| *k == LayerKind::Attention) {
+        if c.layer_types.contains(&LayerKind::Attention) {
             if c.num_attention_heads == 0 || c.num_key_value_heads == 0 {
                 return Err("attention layers need num_attention_heads and num_key_value_heads > 0".into());
             }
-            if c.num_attention_heads % c.num_key_value_heads != 0 {
+            if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
                 return Err(format!(
                     "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                     c.num_attention_heads, c.num_key_value_heads
@@ -236,7 +236,7 @@ impl Config {
                     c.head_dim, c.num_attention_heads, c.hidden_size
                 ));
             }
-            if c.head_dim % 4 != 0 || c.head_dim > MAX_HEAD_DIM {
+            if !c.head_dim.is_multiple_of(4) || c.head_dim > MAX_HEAD_DIM {
                 return Err(format!(
                     "head_dim {} must be a multiple of 4 and at most {MAX_HEAD_DIM}",
                     c.head_dim
@@ -267,7 +267,7 @@ impl Config {
                 c.conv_l_cache
             ));
         }
-        if !(c.norm_eps > 0.0) || !(c.rope_theta > 0.0) {
+        if c.norm_eps.is_nan() || c.norm_eps <= 0.0 || c.rope_theta.is_nan() || c.rope_theta <= 0.0 {
             return Err("norm_eps and rope theta must be positive".into());
         }
         Ok(())

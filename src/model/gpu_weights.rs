@@ -3,7 +3,7 @@
 
 use super::config::Config;
 use super::weights::{Checkpoint, MatSpec, WeightSink, Weights};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{DType, Gpu, GpuMatrix};
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
@@ -67,11 +67,6 @@ impl GpuModel {
     /// Loads the checkpoint in `dir` onto `gpu`, with matrices stored as `dtype`.
     pub fn load(gpu: Arc<Gpu>, ckpt: &Checkpoint, dtype: DType) -> Result<Self> {
         let cfg = ckpt.config.clone();
-        if dtype == DType::F16 && cfg.vocab_size * cfg.hidden_size % 2 != 0 {
-            return Err(Error::Invalid(
-                "f16 storage needs an even number of weights per matrix".into(),
-            ));
-        }
         let mut sink = GpuSink {
             gpu: &gpu,
             dtype,

@@ -77,10 +77,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
     let mut bad = Vec::new();
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let d = (g - w).abs();
-        if d.is_nan() || d > tol {
-            if bad.len() < 8 {
-                bad.push(format!("  [{i}] got {g} want {w} (|Δ| {d})"));
-            }
+        if (d.is_nan() || d > tol) && bad.len() < 8 {
+            bad.push(format!("  [{i}] got {g} want {w} (|Δ| {d})"));
         }
         if d.is_nan() {
             max = f32::INFINITY;
