@@ -5,6 +5,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod npy;
+pub mod quant;
 pub mod reference;
 
 pub use error::{Error, Result};

@@ -237,9 +237,10 @@ impl<'a> Recorder<'a> {
         self.linear_grid(shape, op, None)
     }
 
-    /// As [`Self::linear`] but over a fixed number of rows (not the step's T).
-    pub fn linear_rows(&mut self, shape: Shape, op: &LinearOp<'_>, rows: u32) -> Result<()> {
-        self.linear_grid(shape, op, Some(rows))
+    /// Mat-vec over the first `rows` rows of x whatever the step's T (the prefill head, which
+    /// only needs the last position, normed into row 0).
+    pub fn matvec_rows(&mut self, op: &LinearOp<'_>, rows: u32) -> Result<()> {
+        self.linear_grid(Shape::Decode, op, Some(rows))
     }
 
     fn linear_grid(&mut self, shape: Shape, op: &LinearOp<'_>, rows: Option<u32>) -> Result<()> {

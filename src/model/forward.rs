@@ -230,14 +230,13 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
         eps,
         last_only && mode != Mode::Decode,
     )?;
-    let head_shape = if mode == Mode::Prefill { Shape::Decode } else { shape };
-    // In Prefill mode the head runs on one row (the last position, normed into row 0).
     let v = cfg.vocab_size as u32;
     let head = linear(&s.a, h, w.head(), &s.logits, v);
     if mode == Mode::Prefill {
-        r.linear_rows(head_shape, &head, 1)?;
+        // Only the last position's logits: it was normed into row 0.
+        r.matvec_rows(&head, 1)?;
     } else {
-        r.linear(head_shape, &head)?;
+        r.linear(shape, &head)?;
     }
     r.argmax(&s.logits, &s.ids, cfg.vocab_size, mode == Mode::PrefillAllLogits)?;
     Ok(r.prog)

@@ -1,0 +1,1168 @@
+//! Every kernel against the plain CPU ops of `lfm_wgpu::reference`, one dispatch sequence at a
+//! time, on random data and on shapes that are not multiples of the workgroup sizes (matmul
+//! tiles of 32, matvec 4 rows per workgroup, workgroups of 64/128/256), for f32 and f16 weight
+//! storage, f32 and f16 KV caches, with and without subgroups and native f16, and through the
+//! split-binding path.
+//!
+//! Tolerances (see [`tol`]):
+//! - f32 data: the GPU forms the same products as the CPU op but sums them in another order
+//!   (tiles of 16, pairs, tree or subgroup reductions) and its exp / sqrt differ by a few ulp,
+//!   so results differ by a few ulp of the largest partial sums: bound 1e-5 × max(1, max|want|).
+//! - f16 weight storage: compared with the CPU op on the weights rounded to f16; f16 → f32 is
+//!   exact on the GPU, so the products are the same and the same bound applies.
+//! - f16 KV cache contents written by qk_rope: the GPU rounds its own f32 result (itself within
+//!   the f32 bound of the CPU's) to f16, which can land on the neighbouring f16 value near a
+//!   rounding boundary: one f16 ulp, ≤ 2⁻¹⁰ × max|want|, on top of the f32 bound. Attention is
+//!   then checked against the CPU op run on the caches as read back, with the f32 bound taken
+//!   relative to the scores' term sums (see `check_attention`).
+//! - Exact (0) for copies and integer outputs: embed, route ids / offsets / rows, argmax.
+
+mod common;
+
+use common::*;
+use half::f16;
+use lfm_wgpu::gpu::{DType, Gpu, GpuMatrix, GpuOptions};
+use lfm_wgpu::kernels::ops::{LinearOp, Recorder, Routing, Shape};
+use lfm_wgpu::kernels::{Kernels, Program, StepShape, Uniforms};
+use lfm_wgpu::reference::{self as cpu, HostMatrix};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+/// Relative bound of f32 results (see the module comment).
+const TOL_REL: f32 = 1e-5;
+
+fn tol(want: &[f32]) -> f32 {
+    TOL_REL * max_abs(want).max(1.0)
+}
+
+/// The feature sets every kernel runs under: the default (subgroups and native f16 where the
+/// adapter has them, as lavapipe does), the fallbacks (workgroup-memory reductions, f16
+/// unpacked from u32), and each feature alone.
+fn configs() -> Vec<(&'static str, GpuOptions)> {
+    let opts = |no_subgroups, no_f16| GpuOptions {
+        no_subgroups,
+        no_f16,
+        ..Default::default()
+    };
+    vec![
+        ("default", opts(false, false)),
+        ("fallback", opts(true, true)),
+        ("no-f16", opts(false, true)),
+        ("no-subgroups", opts(true, false)),
+    ]
+}
+
+/// One device with its kernels, step uniform and dummy binding.
+struct Dev {
+    name: String,
+    gpu: Arc<Gpu>,
+    k: Kernels,
+    step: wgpu::Buffer,
+    dummy: wgpu::Buffer,
+}
+
+#[derive(Clone, Copy)]
+struct Step {
+    n_tokens: u32,
+    pos0: u32,
+    splits: u32,
+}
+
+fn tokens(n: usize) -> Step {
+    Step {
+        n_tokens: n as u32,
+        pos0: 0,
+        splits: 1,
+    }
+}
+
+impl Dev {
+    fn new(name: &str, opts: GpuOptions) -> Dev {
+        let gpu = gpu(opts);
+        let caps = gpu.caps;
+        let name = format!("{name} (sg {}, f16 {})", caps.subgroups, caps.f16);
+        let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step"),
+            size: 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let dummy = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Dev {
+            name,
+            k: Kernels::new(gpu.clone()),
+            gpu,
+            step,
+            dummy,
+        }
+    }
+
+    /// A storage buffer holding `bytes` (padded to a multiple of 16, at least 16).
+    fn storage(&self, bytes: &[u8]) -> wgpu::Buffer {
+        let mut data = bytes.to_vec();
+        data.resize(bytes.len().next_multiple_of(16).max(16), 0);
+        self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("test data"),
+            contents: &data,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    fn f32s(&self, v: &[f32]) -> wgpu::Buffer {
+        self.storage(bytemuck::cast_slice(v))
+    }
+
+    fn u32s(&self, v: &[u32]) -> wgpu::Buffer {
+        self.storage(bytemuck::cast_slice(v))
+    }
+
+    fn read_f32(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+        self.gpu.read_f32(b, 0, n).unwrap()
+    }
+
+    fn read_u32(&self, b: &wgpu::Buffer, n: usize) -> Vec<u32> {
+        bytemuck::cast_slice(&self.gpu.read(b, 0, n as u64 * 4).unwrap()).to_vec()
+    }
+
+    /// Records the ops `build` adds, runs them once for step `s` and waits for nothing (reads
+    /// wait). Validation errors fail the test.
+    fn run(&self, s: Step, kv: DType, build: impl FnOnce(&mut Recorder<'_>) -> lfm_wgpu::Result<()>) {
+        let uniforms = Uniforms::new(&self.gpu, "params", 256);
+        self.gpu.queue.write_buffer(
+            &self.step,
+            0,
+            bytemuck::cast_slice(&[s.n_tokens, s.pos0, s.splits, 0u32]),
+        );
+        let mut rec = Recorder {
+            k: &self.k,
+            uniforms: &uniforms,
+            step: &self.step,
+            dummy: &self.dummy,
+            kv,
+            prog: Program::default(),
+        };
+        build(&mut rec).unwrap();
+        let prog = rec.prog;
+        self.gpu
+            .scoped("running the test program", || {
+                let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("test"),
+                        timestamp_writes: None,
+                    });
+                    prog.record(
+                        &mut pass,
+                        StepShape {
+                            n_tokens: s.n_tokens,
+                            splits: s.splits,
+                        },
+                    );
+                }
+                self.gpu.queue.submit([enc.finish()]);
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+fn rand_vec(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+/// `v` as stored in `dtype` (what the GPU reads back as f32).
+fn stored(dtype: DType, v: &[f32]) -> Vec<f32> {
+    match dtype {
+        DType::F32 => v.to_vec(),
+        DType::F16 => v.iter().map(|&x| round_f16(x)).collect(),
+    }
+}
+
+fn host(rows: usize, cols: usize, data: &[f32]) -> HostMatrix {
+    assert_eq!(data.len(), rows * cols);
+    HostMatrix {
+        rows,
+        cols,
+        data: data.to_vec(),
+    }
+}
+
+/// Rows `rows` of width `width` taken from a strided [.., ld] buffer.
+fn unstride(v: &[f32], rows: usize, width: usize, ld: usize) -> Vec<f32> {
+    (0..rows).flat_map(|r| v[r * ld..r * ld + width].to_vec()).collect()
+}
+
+const DTYPES: [DType; 2] = [DType::F32, DType::F16];
+
+// ---------------------------------------------------------------------------------------
+// linear: plain, BIAS, ACC, GLU, strides, both shapes
+
+#[derive(Clone, Copy, Debug, Default)]
+struct LinCase {
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: bool,
+    acc: bool,
+    glu: bool,
+    /// Extra values per x row / y row (ldx = k + padx, ldy = n + pady).
+    padx: usize,
+    pady: usize,
+    /// Run over this many rows (`matvec_rows`) while the step has `m` tokens.
+    rows: Option<u32>,
+}
+
+/// Runs one linear op on `dev` and checks all of y (outside the written block y must keep its
+/// initial values). Returns the number of weight chunks.
+fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinCase) -> usize {
+    let (m, k, n) = (c.m, c.k, c.n);
+    let (ldx, ldy) = (k + c.padx, n + c.pady);
+    let x = rand_vec(rng, m * ldx, -1.0, 1.0);
+    let w = rand_vec(rng, n * k, -1.0, 1.0);
+    let wu = rand_vec(rng, n * k, -1.0, 1.0);
+    let b = rand_vec(rng, n, -1.0, 1.0);
+    let y0 = rand_vec(rng, m * ldy, -1.0, 1.0);
+    let gw = GpuMatrix::from_f32(&dev.gpu, "w", (n, k, 1), dtype, &w).unwrap();
+    let gu = c
+        .glu
+        .then(|| GpuMatrix::from_f32(&dev.gpu, "w_up", (n, k, 1), dtype, &wu).unwrap());
+    let (xb, yb, bb) = (dev.f32s(&x), dev.f32s(&y0), dev.f32s(&b));
+    dev.run(tokens(m), DType::F32, |r| {
+        let op = LinearOp {
+            x: &xb,
+            ldx: ldx as u32,
+            w: &gw,
+            w_up: gu.as_ref(),
+            y: &yb,
+            ldy: ldy as u32,
+            bias: c.bias.then_some(&bb),
+            acc: c.acc,
+            moe: None,
+            scale: false,
+        };
+        match c.rows {
+            Some(rows) => {
+                assert_eq!(shape, Shape::Decode, "matvec_rows is a mat-vec");
+                r.matvec_rows(&op, rows)
+            }
+            None => r.linear(shape, &op),
+        }
+    });
+    let got = dev.read_f32(&yb, m * ldy);
+
+    let rows = c.rows.map_or(m, |r| r as usize);
+    let xs = unstride(&x, rows, k, ldx);
+    let plain_bias = (c.bias && !c.glu).then_some(&b[..]);
+    let g = cpu::matmul(&xs, &host(n, k, &stored(dtype, &w)), plain_bias);
+    let u = c.glu.then(|| cpu::matmul(&xs, &host(n, k, &stored(dtype, &wu)), None));
+    let mut want = y0.clone();
+    for i in 0..rows {
+        for j in 0..n {
+            let mut v = g[i * n + j];
+            if let Some(u) = &u {
+                v = cpu::silu(v) * u[i * n + j];
+                if c.bias {
+                    v += b[j];
+                }
+            }
+            let o = &mut want[i * ldy + j];
+            *o = if c.acc { *o + v } else { v };
+        }
+    }
+    let what = format!(
+        "{} linear {shape:?} w={dtype} {c:?} chunks={}",
+        dev.name,
+        gw.chunks.len()
+    );
+    assert_close(&what, &got, &want, tol(&want));
+    gw.chunks.len()
+}
+
+/// Plain linear over the full grid of sizes, and every fused variant over a few.
+fn linear_suite(shape: Shape) {
+    let mut rng = StdRng::seed_from_u64(match shape {
+        Shape::Prefill => 11,
+        Shape::Decode => 12,
+    });
+    let fused = [
+        LinCase {
+            bias: true,
+            ..Default::default()
+        },
+        LinCase {
+            acc: true,
+            ..Default::default()
+        },
+        LinCase {
+            bias: true,
+            acc: true,
+            padx: 3,
+            pady: 5,
+            ..Default::default()
+        },
+        LinCase {
+            glu: true,
+            ..Default::default()
+        },
+        LinCase {
+            glu: true,
+            acc: true,
+            padx: 2,
+            pady: 1,
+            ..Default::default()
+        },
+    ];
+    let fused_sizes = [(1, 46, 37), (5, 130, 100), (33, 2, 3), (70, 46, 1), (70, 130, 37)];
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for dtype in DTYPES {
+            for m in [1, 5, 33, 70] {
+                for k in [2, 46, 130] {
+                    for n in [1, 3, 37, 100] {
+                        let c = LinCase {
+                            m,
+                            k,
+                            n,
+                            ..Default::default()
+                        };
+                        check_linear(&dev, &mut rng, shape, dtype, c);
+                    }
+                }
+            }
+            for v in fused {
+                for (m, k, n) in fused_sizes {
+                    check_linear(&dev, &mut rng, shape, dtype, LinCase { m, k, n, ..v });
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_prefill_matmul() {
+    linear_suite(Shape::Prefill);
+}
+
+#[test]
+fn linear_decode_matvec() {
+    linear_suite(Shape::Decode);
+}
+
+/// `matvec_rows`: a fixed row count while the step has more tokens (the engine's prefill head
+/// runs mat-vec on row 0 only); rows past it must keep their values.
+#[test]
+fn matvec_rows() {
+    let shape = Shape::Decode;
+    let mut rng = StdRng::seed_from_u64(13);
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for dtype in DTYPES {
+            for (m, k, n, rows) in [(5, 46, 37, 1), (70, 130, 3, 1), (70, 46, 100, 33)] {
+                let c = LinCase {
+                    m,
+                    k,
+                    n,
+                    rows: Some(rows),
+                    ..Default::default()
+                };
+                check_linear(&dev, &mut rng, shape, dtype, c);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// linear GATHER over routed experts
+
+#[derive(Clone, Copy, Debug)]
+struct MoeCase {
+    t: usize,
+    topk: usize,
+    experts: usize,
+    /// Inner dimension (W cols).
+    k: usize,
+    /// W rows per expert (output columns).
+    n: usize,
+    glu: bool,
+    scale: bool,
+    /// x row = pair / xdiv: topk for gate/up (x rows are tokens), 1 for down (pairs).
+    xdiv: usize,
+}
+
+/// Routing buffers filled on the host: distinct experts per token (as top-k gives), random
+/// weights, and the per-expert pair lists in a shuffled order within each expert.
+struct HostRouting {
+    ids: Vec<u32>,
+    weights: Vec<f32>,
+    offsets: Vec<u32>,
+    rows: Vec<u32>,
+}
+
+fn host_routing(rng: &mut StdRng, t: usize, topk: usize, experts: usize) -> HostRouting {
+    let mut ids = Vec::with_capacity(t * topk);
+    for _ in 0..t {
+        let mut all: Vec<u32> = (0..experts as u32).collect();
+        all.shuffle(rng);
+        ids.extend_from_slice(&all[..topk]);
+    }
+    let weights = rand_vec(rng, t * topk, 0.05, 1.0);
+    let mut offsets = vec![0u32; experts + 1];
+    let mut rows = Vec::with_capacity(t * topk);
+    for e in 0..experts {
+        let mut mine: Vec<u32> = (0..ids.len() as u32).filter(|&p| ids[p as usize] == e as u32).collect();
+        mine.shuffle(rng);
+        rows.extend(mine);
+        offsets[e + 1] = rows.len() as u32;
+    }
+    HostRouting {
+        ids,
+        weights,
+        offsets,
+        rows,
+    }
+}
+
+/// Runs one GATHER linear and checks y against a CPU loop over the (token, slot) pairs.
+/// Returns the number of weight chunks.
+fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase) -> usize {
+    let pairs = c.t * c.topk;
+    let x_rows = pairs / c.xdiv;
+    let x = rand_vec(rng, x_rows * c.k, -1.0, 1.0);
+    let w = rand_vec(rng, c.experts * c.n * c.k, -1.0, 1.0);
+    let wu = rand_vec(rng, c.experts * c.n * c.k, -1.0, 1.0);
+    let y0 = rand_vec(rng, pairs * c.n, -1.0, 1.0);
+    let hr = host_routing(rng, c.t, c.topk, c.experts);
+    let dims = (c.experts * c.n, c.k, c.n);
+    let gw = GpuMatrix::from_f32(&dev.gpu, "experts.gate", dims, dtype, &w).unwrap();
+    let gu = c
+        .glu
+        .then(|| GpuMatrix::from_f32(&dev.gpu, "experts.up", dims, dtype, &wu).unwrap());
+    let (xb, yb) = (dev.f32s(&x), dev.f32s(&y0));
+    let (ib, wb, ob, rb) = (
+        dev.u32s(&hr.ids),
+        dev.f32s(&hr.weights),
+        dev.u32s(&hr.offsets),
+        dev.u32s(&hr.rows),
+    );
+    let routing = Routing {
+        ids: &ib,
+        weights: &wb,
+        offsets: &ob,
+        rows: &rb,
+        topk: c.topk as u32,
+    };
+    dev.run(tokens(c.t), DType::F32, |r| {
+        r.linear(
+            shape,
+            &LinearOp {
+                x: &xb,
+                ldx: c.k as u32,
+                w: &gw,
+                w_up: gu.as_ref(),
+                y: &yb,
+                ldy: c.n as u32,
+                bias: None,
+                acc: false,
+                moe: Some((&routing, c.xdiv as u32)),
+                scale: c.scale,
+            },
+        )
+    });
+    let got = dev.read_f32(&yb, pairs * c.n);
+
+    let (ws, wus) = (stored(dtype, &w), stored(dtype, &wu));
+    let expert = |m: &[f32], e: usize| host(c.n, c.k, &m[e * c.n * c.k..(e + 1) * c.n * c.k]);
+    let mut want = vec![0f32; pairs * c.n];
+    for p in 0..pairs {
+        let e = hr.ids[p] as usize;
+        let xr = &x[(p / c.xdiv) * c.k..][..c.k];
+        let g = cpu::matmul(xr, &expert(&ws, e), None);
+        let u = c.glu.then(|| cpu::matmul(xr, &expert(&wus, e), None));
+        for j in 0..c.n {
+            let mut v = g[j];
+            if let Some(u) = &u {
+                v = cpu::silu(v) * u[j];
+            }
+            if c.scale {
+                v *= hr.weights[p];
+            }
+            want[p * c.n + j] = v;
+        }
+    }
+    let what = format!("{} moe {shape:?} w={dtype} {c:?} chunks={}", dev.name, gw.chunks.len());
+    assert_close(&what, &got, &want, tol(&want));
+    gw.chunks.len()
+}
+
+/// gate/up (GLU, x rows are tokens) and down (SCALE, x rows are pairs) per routing shape.
+fn moe_pair(t: usize, topk: usize, experts: usize, h: usize, im: usize) -> [MoeCase; 2] {
+    [
+        MoeCase {
+            t,
+            topk,
+            experts,
+            k: h,
+            n: im,
+            glu: true,
+            scale: false,
+            xdiv: topk,
+        },
+        MoeCase {
+            t,
+            topk,
+            experts,
+            k: im,
+            n: h,
+            glu: false,
+            scale: true,
+            xdiv: 1,
+        },
+    ]
+}
+
+#[test]
+fn linear_moe_gather() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut cases = Vec::new();
+    // (T, topk, E, H, I): decode-like; many empty experts; > 32 pairs per expert (several
+    // row tiles); tiny inner dimension.
+    for (t, topk, e, h, im) in [
+        (1, 2, 4, 46, 38),
+        (5, 3, 16, 130, 24),
+        (70, 2, 3, 46, 34),
+        (33, 4, 8, 2, 6),
+    ] {
+        cases.extend(moe_pair(t, topk, e, h, im));
+    }
+    // Plain gather with x rows per token and routing weights.
+    cases.push(MoeCase {
+        t: 9,
+        topk: 2,
+        experts: 5,
+        k: 46,
+        n: 5,
+        glu: false,
+        scale: true,
+        xdiv: 2,
+    });
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for dtype in DTYPES {
+            for shape in [Shape::Prefill, Shape::Decode] {
+                for &c in &cases {
+                    check_moe(&dev, &mut rng, shape, dtype, c);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The split path: weight matrices cut into several bindings
+
+#[test]
+fn split_bindings() {
+    let mut rng = StdRng::seed_from_u64(31);
+    for (cname, opts) in configs() {
+        let dev = Dev::new(
+            &format!("{cname} split 8K"),
+            GpuOptions {
+                max_binding_bytes: Some(8192),
+                ..opts
+            },
+        );
+        for dtype in DTYPES {
+            for shape in [Shape::Prefill, Shape::Decode] {
+                // 100×130: 15 (f32) / 31 (f16) rows per chunk; 37×46: 44 / 89.
+                for (m, k, n, glu) in [(5, 130, 100, false), (33, 130, 100, true), (70, 46, 37, false)] {
+                    let c = LinCase {
+                        m,
+                        k,
+                        n,
+                        glu,
+                        bias: !glu,
+                        acc: true,
+                        ..Default::default()
+                    };
+                    let chunks = check_linear(&dev, &mut rng, shape, dtype, c);
+                    if k * n * dtype.size() as usize > 8192 {
+                        assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
+                    }
+                }
+                // Stacked experts: 20×46 per expert is 3680 B in f32 (2 per chunk), 1840 B in
+                // f16 (4 per chunk); 38×46 is one expert per chunk in f32.
+                for (t, topk, e, h, im) in [(5, 3, 8, 46, 20), (40, 2, 6, 46, 38)] {
+                    for c in moe_pair(t, topk, e, h, im) {
+                        let chunks = check_moe(&dev, &mut rng, shape, dtype, c);
+                        assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
+                    }
+                }
+            }
+            // Embedding table of 300 rows × 46: 44 (f32) / 89 (f16) rows per chunk.
+            let chunks = check_embed(&dev, &mut rng, dtype, 300, 46, 70);
+            assert!(chunks > 1, "{}: embedding table was not split", dev.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// embed
+
+/// Gathers `t` rows (including the first, the last and random ones) of a [vocab, h] table.
+fn check_embed(dev: &Dev, rng: &mut StdRng, dtype: DType, vocab: usize, h: usize, t: usize) -> usize {
+    let table = rand_vec(rng, vocab * h, -2.0, 2.0);
+    let mut ids: Vec<u32> = (0..t).map(|_| rng.random_range(0..vocab as u32)).collect();
+    ids[0] = 0;
+    ids[t - 1] = vocab as u32 - 1;
+    let gt = GpuMatrix::from_f32(&dev.gpu, "embed", (vocab, h, 1), dtype, &table).unwrap();
+    // The first and last row of every chunk.
+    let edges = gt.chunks.iter().flat_map(|c| [c.row0, c.row0 + c.rows - 1]);
+    for (i, e) in (1..t - 1).zip(edges) {
+        ids[i] = e;
+    }
+    let (ib, ob) = (dev.u32s(&ids), dev.f32s(&vec![f32::NAN; t * h]));
+    dev.run(tokens(t), DType::F32, |r| r.embed(&ib, &gt, &ob));
+    let got = dev.read_f32(&ob, t * h);
+    let rounded = host(vocab, h, &stored(dtype, &table));
+    let want: Vec<f32> = ids.iter().flat_map(|&i| rounded.row(i as usize).to_vec()).collect();
+    let what = format!(
+        "{} embed w={dtype} V={vocab} H={h} T={t} chunks={}",
+        dev.name,
+        gt.chunks.len()
+    );
+    // A copy: exact.
+    assert_close(&what, &got, &want, 0.0);
+    gt.chunks.len()
+}
+
+#[test]
+fn embed() {
+    let mut rng = StdRng::seed_from_u64(41);
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for dtype in DTYPES {
+            for (vocab, h, t) in [(1, 2, 1), (7, 46, 5), (300, 130, 70), (65, 200, 33)] {
+                check_embed(&dev, &mut rng, dtype, vocab, h, t);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// rmsnorm
+
+#[test]
+fn rmsnorm() {
+    let mut rng = StdRng::seed_from_u64(51);
+    let eps = 1e-5;
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for (rows, n) in [(1, 1), (1, 2), (3, 45), (5, 130), (70, 300), (2, 1000), (4, 128)] {
+            for last_only in [false, true] {
+                let scale = rng.random_range(0.01..10.0);
+                let x = rand_vec(&mut rng, rows * n, -scale, scale);
+                let w = rand_vec(&mut rng, n, 0.5, 1.5);
+                let y0 = rand_vec(&mut rng, rows * n, -1.0, 1.0);
+                let (xb, wb, yb) = (dev.f32s(&x), dev.f32s(&w), dev.f32s(&y0));
+                dev.run(tokens(rows), DType::F32, |r| {
+                    r.rmsnorm("norm", &xb, &wb, &yb, n, eps, last_only)
+                });
+                let got = dev.read_f32(&yb, rows * n);
+                let want = if last_only {
+                    // Row T−1 normed into row 0; the other rows untouched.
+                    let mut want = y0.clone();
+                    want[..n].copy_from_slice(&cpu::rmsnorm(&x[(rows - 1) * n..], &w, eps));
+                    want
+                } else {
+                    cpu::rmsnorm(&x, &w, eps)
+                };
+                let what = format!("{} rmsnorm rows={rows} n={n} last_only={last_only}", dev.name);
+                assert_close(&what, &got, &want, tol(&want));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// short_conv
+
+#[test]
+fn short_conv() {
+    let mut rng = StdRng::seed_from_u64(61);
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for h in [1, 46, 70, 130] {
+            for k in [2, 3, 4] {
+                for has_bias in [false, true] {
+                    let taps = rand_vec(&mut rng, h * k, -1.0, 1.0);
+                    let bias = rand_vec(&mut rng, h, -1.0, 1.0);
+                    // Continue from a non-zero state.
+                    let mut state = rand_vec(&mut rng, (k - 1) * h, -1.0, 1.0);
+                    let (tb, bb, sb) = (dev.f32s(&taps), dev.f32s(&bias), dev.f32s(&state));
+                    // A prompt chunk, a decode step, another chunk.
+                    for (call, t) in [5, 1, 3, 70].into_iter().enumerate() {
+                        let z = rand_vec(&mut rng, t * 3 * h, -1.5, 1.5);
+                        let (zb, yb) = (dev.f32s(&z), dev.f32s(&vec![f32::NAN; t * h]));
+                        dev.run(tokens(t), DType::F32, |r| {
+                            r.short_conv("conv", &zb, &tb, has_bias.then_some(&bb), &sb, &yb, h, k)
+                        });
+                        let want = cpu::short_conv(&z, &taps, has_bias.then_some(&bias[..]), &mut state, h);
+                        let what = format!("{} short_conv H={h} K={k} bias={has_bias} call {call} T={t}", dev.name);
+                        let got = dev.read_f32(&yb, t * h);
+                        assert_close(&format!("{what}: y"), &got, &want, tol(&want));
+                        let got = dev.read_f32(&sb, (k - 1) * h);
+                        // The state is a copy of B⊙x products: exact up to the product's rounding.
+                        assert_close(&format!("{what}: state"), &got, &state, tol(&state));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// qk_rope + attention (+ merge)
+
+#[derive(Clone, Copy, Debug)]
+struct AttnCase {
+    nh: usize,
+    nkv: usize,
+    d: usize,
+    pos0: usize,
+    t: usize,
+    splits: u32,
+    /// Norm weights of 4–8 instead of 0.5–1.5: scores in the hundreds, where a wrong running
+    /// max in the online softmax overflows exp.
+    sharp: bool,
+}
+
+fn kv_bytes(kv: DType, v: &[f32]) -> Vec<u8> {
+    match kv {
+        DType::F32 => bytemuck::cast_slice(v).to_vec(),
+        DType::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+    }
+}
+
+fn read_kv(dev: &Dev, b: &wgpu::Buffer, kv: DType, n: usize) -> Vec<f32> {
+    match kv {
+        DType::F32 => dev.read_f32(b, n),
+        DType::F16 => {
+            let bytes = dev.gpu.read(b, 0, (n as u64 * 2).next_multiple_of(4)).unwrap();
+            bytes[..n * 2]
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect()
+        }
+    }
+}
+
+/// cos/sin tables of positions 0..ctx (NeoX RoPE, θ = 10⁴), as (cos, sin) per position.
+fn rope_tables(ctx: usize, d: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    (0..ctx)
+        .map(|pos| {
+            (0..d / 2)
+                .map(|i| {
+                    let a = pos as f64 * 10000f64.powf(-((2 * i) as f64) / d as f64);
+                    (a.cos() as f32, a.sin() as f32)
+                })
+                .unzip()
+        })
+        .collect()
+}
+
+fn check_attention(dev: &Dev, rng: &mut StdRng, kv: DType, c: AttnCase) {
+    let AttnCase {
+        nh,
+        nkv,
+        d,
+        pos0,
+        t,
+        splits,
+        sharp,
+    } = c;
+    let eps = 1e-5;
+    let what = format!("{} attention kv={kv} {c:?}", dev.name);
+    let ld = (nh + 2 * nkv) * d;
+    let end = pos0 + t;
+    // Two spare positions past the end, to catch writes and reads beyond it.
+    let ctx = end + 2;
+    let row = nkv * d;
+    let qkv = rand_vec(rng, t * ld, -2.0, 2.0);
+    let (lo, hi) = if sharp { (4.0, 8.0) } else { (0.5, 1.5) };
+    let q_norm = rand_vec(rng, d, lo, hi);
+    let k_norm = rand_vec(rng, d, lo, hi);
+    let tables = rope_tables(ctx, d);
+    let rope_flat: Vec<f32> = tables
+        .iter()
+        .flat_map(|(cos, sin)| cos.iter().zip(sin).flat_map(|(&c, &s)| [c, s]))
+        .collect();
+    // The cache holds earlier positions; the rest is NaN (must be written before being read).
+    let mut k0 = vec![f32::NAN; ctx * row];
+    let mut v0 = vec![f32::NAN; ctx * row];
+    for x in k0[..pos0 * row].iter_mut().chain(&mut v0[..pos0 * row]) {
+        *x = round_f16(rng.random_range(-1.5..1.5));
+    }
+    let (qkvb, qnb, knb, ropeb) = (
+        dev.f32s(&qkv),
+        dev.f32s(&q_norm),
+        dev.f32s(&k_norm),
+        dev.f32s(&rope_flat),
+    );
+    let (kb, vb) = (dev.storage(&kv_bytes(kv, &k0)), dev.storage(&kv_bytes(kv, &v0)));
+    let qb = dev.f32s(&vec![f32::NAN; t * nh * d]);
+    let partb = dev.f32s(&vec![f32::NAN; t * nh * splits as usize * (d + 2)]);
+    let ob = dev.f32s(&vec![f32::NAN; t * nh * d]);
+    let step = Step {
+        n_tokens: t as u32,
+        pos0: pos0 as u32,
+        splits,
+    };
+    dev.run(step, kv, |r| {
+        r.qk_rope("qk_rope", &qkvb, &qnb, &knb, &ropeb, &qb, (&kb, &vb), (nh, nkv, d), eps)?;
+        r.attention("attn", &qb, (&kb, &vb), &partb, &ob, (nh, nkv, d))
+    });
+
+    // qk_rope: per-head norm + RoPE of q and k, raw v.
+    let (mut want_q, mut want_k, mut want_v) = (vec![], vec![], vec![]);
+    for ti in 0..t {
+        let zr = &qkv[ti * ld..(ti + 1) * ld];
+        let (cos, sin) = &tables[pos0 + ti];
+        let mut q = cpu::rmsnorm(&zr[..nh * d], &q_norm, eps);
+        let mut k = cpu::rmsnorm(&zr[nh * d..(nh + nkv) * d], &k_norm, eps);
+        q.chunks_mut(d).for_each(|x| cpu::rope(x, cos, sin));
+        k.chunks_mut(d).for_each(|x| cpu::rope(x, cos, sin));
+        want_q.extend(q);
+        want_k.extend(k);
+        want_v.extend_from_slice(&zr[(nh + nkv) * d..]);
+    }
+    let q = dev.read_f32(&qb, t * nh * d);
+    assert_close(&format!("{what}: q"), &q, &want_q, tol(&want_q));
+    let kc = read_kv(dev, &kb, kv, ctx * row);
+    let vc = read_kv(dev, &vb, kv, ctx * row);
+    for (name, cache, init, want) in [("k", &kc, &k0, &want_k), ("v", &vc, &v0, &want_v)] {
+        let written = &cache[pos0 * row..end * row];
+        let bound = match kv {
+            DType::F32 => tol(want),
+            // One f16 ulp of rounding-boundary disagreement (module comment).
+            DType::F16 => tol(want) + max_abs(want) / 1024.0,
+        };
+        assert_close(&format!("{what}: {name} cache"), written, &stored(kv, want), bound);
+        assert_close(
+            &format!("{what}: {name} cache before pos0"),
+            &cache[..pos0 * row],
+            &init[..pos0 * row],
+            0.0,
+        );
+        assert!(
+            cache[end * row..].iter().all(|v| v.is_nan()),
+            "{what}: {name} cache written past pos0 + T"
+        );
+    }
+    // attention + merge, on the caches and queries as the GPU holds them. A score's rounding
+    // error is relative to the sum of its terms' magnitudes, S = Σ|q·k|/√d, and moves the
+    // output by that much times |v|: bound 1e-5 × max(1, max|v|) × max(1, max S).
+    let want = cpu::attention(&q, &kc[..end * row], &vc[..end * row], nh, nkv, d, pos0);
+    let got = dev.read_f32(&ob, t * nh * d);
+    let mut s_max = 0f32;
+    for ti in 0..t {
+        for hh in 0..nh {
+            let qh = &q[(ti * nh + hh) * d..][..d];
+            let g = hh / (nh / nkv);
+            for j in 0..=pos0 + ti {
+                let kh = &kc[(j * nkv + g) * d..][..d];
+                let s: f32 = qh.iter().zip(kh).map(|(a, b)| (a * b).abs()).sum();
+                s_max = s_max.max(s / (d as f32).sqrt());
+            }
+        }
+    }
+    let bound = TOL_REL * max_abs(&vc[..end * row]).max(1.0) * s_max.max(1.0);
+    assert_close(&format!("{what}: o"), &got, &want, bound);
+}
+
+#[test]
+fn qk_rope_attention() {
+    let mut rng = StdRng::seed_from_u64(71);
+    let mut cases = vec![];
+    let case = |(nh, nkv, d), pos0, t, splits| AttnCase {
+        nh,
+        nkv,
+        d,
+        pos0,
+        t,
+        splits,
+        sharp: false,
+    };
+    // Prefill (causal, T > 1), from 0 and after a pre-filled cache; T = 70 > 64 keys per block.
+    cases.push(case((2, 1, 8), 0, 7, 1));
+    cases.push(case((4, 2, 16), 20, 5, 1));
+    cases.push(case((3, 3, 64), 10, 70, 1));
+    cases.push(case((4, 1, 128), 90, 3, 1));
+    cases.push(case((8, 2, 256), 3, 2, 1));
+    // T > 1 split along the KV length (the kernels allow it; the engine uses it for T = 1).
+    cases.push(case((6, 3, 64), 30, 4, 3));
+    cases.push(case((8, 2, 256), 70, 1, 5));
+    // Large scores, prefill and decode.
+    for (heads, pos0, t, splits) in [
+        ((4, 1, 128), 100, 3, 1),
+        ((4, 2, 64), 200, 1, 3),
+        ((2, 2, 128), 90, 1, 1),
+    ] {
+        cases.push(AttnCase {
+            sharp: true,
+            ..case(heads, pos0, t, splits)
+        });
+    }
+    // Decode: T = 1 with 1, 3, 7 splits, including splits left empty (pos0 = 0, 5).
+    for heads in [(2, 1, 8), (4, 2, 16), (6, 2, 64), (4, 1, 128)] {
+        for pos0 in [0, 5, 150, 600] {
+            for splits in [1, 3, 7] {
+                cases.push(case(heads, pos0, 1, splits));
+            }
+        }
+    }
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for kv in DTYPES {
+            for &c in &cases {
+                check_attention(&dev, &mut rng, kv, c);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// route (+ grouping by expert), moe_combine
+
+#[derive(Clone, Copy, Debug)]
+struct RouteCase {
+    t: usize,
+    experts: usize,
+    topk: usize,
+    bias: bool,
+    norm: bool,
+    scale: f32,
+    /// Logits (and bias) from a few values, so that scores tie exactly.
+    ties: bool,
+}
+
+/// Logits of one token whose distinct biased scores are at least 1e-5 apart, so that the
+/// top-k does not hinge on the last ulp of sigmoid (exact ties are allowed: lower id wins).
+fn router_logits(rng: &mut StdRng, c: &RouteCase, bias: &[f32]) -> Vec<f32> {
+    loop {
+        let l: Vec<f32> = (0..c.experts)
+            .map(|_| match c.ties {
+                true => [-1.0, -0.5, 0.0, 0.5, 1.0][rng.random_range(0..5)],
+                false => rng.random_range(-4.0..4.0),
+            })
+            .collect();
+        let mut s: Vec<f32> = l.iter().zip(bias).map(|(&x, &b)| cpu::sigmoid(x) + b).collect();
+        s.sort_by(f32::total_cmp);
+        if s.windows(2).all(|w| w[0] == w[1] || w[1] - w[0] > 1e-5) {
+            return l;
+        }
+    }
+}
+
+fn check_route(dev: &Dev, rng: &mut StdRng, shape: Shape, c: RouteCase) {
+    let what = format!("{} route {shape:?} {c:?}", dev.name);
+    let bias: Vec<f32> = (0..c.experts)
+        .map(|_| match (c.bias, c.ties) {
+            (false, _) => 0.0,
+            (true, true) => [0.0, 0.25][rng.random_range(0..2)],
+            (true, false) => rng.random_range(-0.3..0.3),
+        })
+        .collect();
+    let logits: Vec<f32> = (0..c.t).flat_map(|_| router_logits(rng, &c, &bias)).collect();
+    let pairs = c.t * c.topk;
+    let (lb, bb) = (dev.f32s(&logits), dev.f32s(&bias));
+    let (ib, wb) = (dev.u32s(&vec![u32::MAX; pairs]), dev.f32s(&vec![f32::NAN; pairs]));
+    let (ob, rb) = (
+        dev.u32s(&vec![u32::MAX; c.experts + 1]),
+        dev.u32s(&vec![u32::MAX; pairs]),
+    );
+    let routing = Routing {
+        ids: &ib,
+        weights: &wb,
+        offsets: &ob,
+        rows: &rb,
+        topk: c.topk as u32,
+    };
+    dev.run(tokens(c.t), DType::F32, |r| {
+        r.route(
+            shape,
+            "router",
+            &lb,
+            c.bias.then_some(&bb),
+            &routing,
+            c.experts,
+            c.norm,
+            c.scale,
+        )
+    });
+    let (mut want_ids, mut want_w) = (vec![], vec![]);
+    for t in 0..c.t {
+        let l = &logits[t * c.experts..(t + 1) * c.experts];
+        let (ids, w) = cpu::route(l, c.bias.then_some(&bias[..]), c.topk, c.norm, c.scale);
+        want_ids.extend(ids);
+        want_w.extend(w);
+    }
+    let ids = dev.read_u32(&ib, pairs);
+    assert_eq!(ids, want_ids, "{what}: expert ids");
+    let w = dev.read_f32(&wb, pairs);
+    assert_close(&format!("{what}: weights"), &w, &want_w, tol(&want_w));
+    if shape == Shape::Prefill {
+        // Offsets: exclusive prefix sums of the per-expert counts; rows: each expert's pairs
+        // (in any order: they are appended with atomics).
+        let off = dev.read_u32(&ob, c.experts + 1);
+        let rows = dev.read_u32(&rb, pairs);
+        let mut want_off = vec![0u32];
+        for e in 0..c.experts as u32 {
+            let n = want_ids.iter().filter(|&&i| i == e).count() as u32;
+            want_off.push(want_off[e as usize] + n);
+        }
+        assert_eq!(off, want_off, "{what}: offsets");
+        for e in 0..c.experts {
+            let mut got: Vec<u32> = rows[off[e] as usize..off[e + 1] as usize].to_vec();
+            got.sort();
+            let want: Vec<u32> = (0..pairs as u32)
+                .filter(|&p| want_ids[p as usize] == e as u32)
+                .collect();
+            assert_eq!(got, want, "{what}: pairs of expert {e}");
+        }
+    }
+}
+
+#[test]
+fn route() {
+    let mut rng = StdRng::seed_from_u64(81);
+    let case = |t, experts, topk, bias, norm, scale, ties| RouteCase {
+        t,
+        experts,
+        topk,
+        bias,
+        norm,
+        scale,
+        ties,
+    };
+    let cases = [
+        case(1, 4, 1, false, false, 1.0, false),
+        case(5, 32, 4, true, true, 2.5, false),
+        case(70, 100, 8, true, false, 1.0, false),
+        case(70, 256, 8, false, true, 1.5, false),
+        case(33, 64, 6, true, true, 1.0, false),
+        case(3, 16, 2, false, true, 1.0, true),
+        case(65, 20, 4, true, false, 0.5, true),
+        case(2, 8, 8, true, true, 1.0, false),
+    ];
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for shape in [Shape::Prefill, Shape::Decode] {
+            for c in cases {
+                check_route(&dev, &mut rng, shape, c);
+            }
+        }
+    }
+}
+
+#[test]
+fn moe_combine() {
+    let mut rng = StdRng::seed_from_u64(91);
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for (t, h, k) in [(1, 46, 4), (5, 130, 2), (70, 1, 3), (3, 200, 1), (2, 64, 8)] {
+            let y = rand_vec(&mut rng, t * k * h, -1.0, 1.0);
+            let h0 = rand_vec(&mut rng, t * h, -1.0, 1.0);
+            let (yb, hb) = (dev.f32s(&y), dev.f32s(&h0));
+            dev.run(tokens(t), DType::F32, |r| {
+                r.moe_combine("combine", &yb, &hb, h, k as u32)
+            });
+            let got = dev.read_f32(&hb, t * h);
+            let mut want = h0.clone();
+            for ti in 0..t {
+                for ch in 0..h {
+                    let s: f32 = (0..k).map(|j| y[(ti * k + j) * h + ch]).sum();
+                    want[ti * h + ch] += s;
+                }
+            }
+            let what = format!("{} moe_combine T={t} H={h} k={k}", dev.name);
+            assert_close(&what, &got, &want, tol(&want));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// argmax
+
+/// The lowest index of the largest non-NaN value (0 when there is none).
+fn cpu_argmax(row: &[f32]) -> u32 {
+    let mut best: Option<usize> = None;
+    for (i, &v) in row.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|b| v > row[b]) {
+            best = Some(i);
+        }
+    }
+    best.unwrap_or(0) as u32
+}
+
+#[test]
+fn argmax() {
+    let mut rng = StdRng::seed_from_u64(101);
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for vocab in [1, 7, 256, 257, 1000, 5003] {
+            for kind in ["random", "ties", "nan", "flat", "neg"] {
+                for t in [1, 3] {
+                    let mut logits = rand_vec(&mut rng, t * vocab, -10.0, 10.0);
+                    for row in logits.chunks_mut(vocab) {
+                        match kind {
+                            "ties" => {
+                                // The maximum at several indices, the lowest one not first.
+                                for _ in 0..3 {
+                                    let i = rng.random_range(0..vocab);
+                                    row[i] = 11.0;
+                                }
+                            }
+                            "nan" => {
+                                row[0] = f32::NAN;
+                                for _ in 0..vocab / 3 {
+                                    let i = rng.random_range(0..vocab);
+                                    row[i] = if rng.random_bool(0.5) { f32::NAN } else { f32::INFINITY };
+                                }
+                            }
+                            "flat" => row.fill(0.5),
+                            "neg" => row.iter_mut().for_each(|v| *v = -1e30 - v.abs() * 1e29),
+                            _ => {}
+                        }
+                    }
+                    for last_row in [false, true] {
+                        let (lb, ob) = (dev.f32s(&logits), dev.u32s(&[u32::MAX; 4]));
+                        dev.run(tokens(t), DType::F32, |r| r.argmax(&lb, &ob, vocab, last_row));
+                        let got = dev.read_u32(&ob, 1)[0];
+                        let row = if last_row { t - 1 } else { 0 };
+                        let want = cpu_argmax(&logits[row * vocab..(row + 1) * vocab]);
+                        assert_eq!(
+                            got, want,
+                            "{} argmax V={vocab} {kind} T={t} last_row={last_row}",
+                            dev.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
