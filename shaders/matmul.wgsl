@@ -1,10 +1,11 @@
 // Tiled GEMM for prefill (interface in lib/linear.wgsl): 32 rows × 32 columns per
-// workgroup, K in steps of 16 through workgroup memory, f32 accumulation, 2×2 per thread.
+// workgroup, K in steps of 32 through workgroup memory (weights dequantized on the way in),
+// f32 accumulation, 2×2 outputs per thread.
 // Grid (ceil(n/32), ceil(T/32), GATHER ? ne : 1). In GATHER mode a workgroup takes rows
 // [32·y, 32·y+32) of expert (e0 + z)'s pair list and exits when the expert has fewer.
 const BM: u32 = 32u;
 const BN: u32 = 32u;
-const BK: u32 = 16u;
+const BK: u32 = 32u;
 
 var<workgroup> xs: array<array<f32, BK>, BM>;
 var<workgroup> ws: array<array<f32, BK>, BN>;
@@ -12,6 +13,17 @@ var<workgroup> wus: array<array<f32, BK>, BN>;
 var<workgroup> xrow_of: array<u32, BM>;
 var<workgroup> yrow_of: array<u32, BM>;
 var<workgroup> rows_here: u32;
+
+fn put8(r: u32, c: u32, v: W8, up: bool) {
+    let a = array<f32, 8>(v.lo.x, v.lo.y, v.lo.z, v.lo.w, v.hi.x, v.hi.y, v.hi.z, v.hi.w);
+    for (var i = 0u; i < 8u; i++) {
+        if up {
+            wus[r][c + i] = a[i];
+        } else {
+            ws[r][c + i] = a[i];
+        }
+    }
+}
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
@@ -60,38 +72,39 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid3
 
     var acc: array<array<f32, 2>, 2>;
     var acc_up: array<array<f32, 2>, 2>;
-    let kp = p.k / 2u;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        // x tile: BM × BK floats, two per thread.
-        for (var j = 0u; j < 2u; j++) {
-            let idx = lid * 2u + j;
-            let r = idx / BK;
-            let c = idx % BK;
-            let xr = xrow_of[r];
-            var v = 0.0;
-            if xr != 0xffffffffu && k0 + c < p.k {
-                v = x[xr * p.ldx + k0 + c];
-            }
-            xs[r][c] = v;
-        }
-        // W tile: BN rows × BK/2 pairs, one pair per thread.
+        // x tile: BM × BK floats, one vec4 per thread.
         {
-            let r = lid / (BK / 2u);
-            let c2 = lid % (BK / 2u);
+            let r = lid / (BK / 4u);
+            let c4 = lid % (BK / 4u);
+            let xr = xrow_of[r];
+            var v = vec4<f32>(0.0);
+            if xr != 0xffffffffu && k0 + 4u * c4 < p.k {
+                v = x[(xr * p.ldx + k0) / 4u + c4];
+            }
+            xs[r][4u * c4] = v.x;
+            xs[r][4u * c4 + 1u] = v.y;
+            xs[r][4u * c4 + 2u] = v.z;
+            xs[r][4u * c4 + 3u] = v.w;
+        }
+        // W tile: BN rows × BK/8 groups of 8, one group per thread of the first 128.
+        if lid < BN * (BK / 8u) {
+            let r = lid / (BK / 8u);
+            let c = (lid % (BK / 8u)) * 8u;
             let n = n0 + r;
-            var v = vec2<f32>(0.0);
-            var vu = vec2<f32>(0.0);
-            if n < p.n && k0 + 2u * c2 < p.k {
-                let i = (wrow0 + n) * kp + k0 / 2u + c2;
-                v = W_load(w[i]);
+            var v = W8(vec4<f32>(0.0), vec4<f32>(0.0));
+            var vu = v;
+            if n < p.n && k0 + c < p.k {
+                let e8 = (wrow0 + n) * p.k + k0 + c;
+                v = load8_w(e8);
                 if GLU {
-                    vu = W_load(w_up[i]);
+                    vu = load8_w_up(e8);
                 }
             }
-            ws[r][2u * c2] = v.x;
-            ws[r][2u * c2 + 1u] = v.y;
-            wus[r][2u * c2] = vu.x;
-            wus[r][2u * c2 + 1u] = vu.y;
+            put8(r, c, v, false);
+            if GLU {
+                put8(r, c, vu, true);
+            }
         }
         workgroupBarrier();
         for (var c = 0u; c < BK; c++) {

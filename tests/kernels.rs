@@ -190,6 +190,16 @@ fn stored(dtype: DType, v: &[f32]) -> Vec<f32> {
     match dtype {
         DType::F32 => v.to_vec(),
         DType::F16 => v.iter().map(|&x| round_f16(x)).collect(),
+        q => {
+            // Quantize → dequantize with the host GGML math (itself checked bit-exact against
+            // the gguf package in tests/quant.rs); rows are whole blocks, so one call serves.
+            let fmt = q.quant().unwrap();
+            let (mut quants, mut scales) = (Vec::new(), Vec::new());
+            lfm_wgpu::quant::quantize_row(fmt, v, &mut quants, &mut scales).unwrap();
+            let mut out = vec![0f32; v.len()];
+            lfm_wgpu::quant::dequantize_row(fmt, &quants, &scales, &mut out).unwrap();
+            out
+        }
     }
 }
 
@@ -207,7 +217,10 @@ fn unstride(v: &[f32], rows: usize, width: usize, ld: usize) -> Vec<f32> {
     (0..rows).flat_map(|r| v[r * ld..r * ld + width].to_vec()).collect()
 }
 
-const DTYPES: [DType; 2] = [DType::F32, DType::F16];
+/// Weight formats; quantized ones only where the inner dimension is whole 32-blocks.
+const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0];
+/// KV-cache formats.
+const KV_DTYPES: [DType; 2] = [DType::F32, DType::F16];
 
 // ---------------------------------------------------------------------------------------
 // linear: plain, BIAS, ACC, GLU, strides, both shapes
@@ -220,7 +233,8 @@ struct LinCase {
     bias: bool,
     acc: bool,
     glu: bool,
-    /// Extra values per x row / y row (ldx = k + padx, ldy = n + pady).
+    /// Extra values per x row / y row (ldx = k + padx, ldy = n + pady); x rows are read as
+    /// vec4, so padx is a multiple of 4.
     padx: usize,
     pady: usize,
     /// Run over this many rows (`matvec_rows`) while the step has `m` tokens.
@@ -231,6 +245,9 @@ struct LinCase {
 /// initial values). Returns the number of weight chunks.
 fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinCase) -> usize {
     let (m, k, n) = (c.m, c.k, c.n);
+    if !dtype.fits_cols(k) {
+        return 0;
+    }
     let (ldx, ldy) = (k + c.padx, n + c.pady);
     let x = rand_vec(rng, m * ldx, -1.0, 1.0);
     let w = rand_vec(rng, n * k, -1.0, 1.0);
@@ -311,7 +328,7 @@ fn linear_suite(shape: Shape) {
         LinCase {
             bias: true,
             acc: true,
-            padx: 3,
+            padx: 4,
             pady: 5,
             ..Default::default()
         },
@@ -322,17 +339,17 @@ fn linear_suite(shape: Shape) {
         LinCase {
             glu: true,
             acc: true,
-            padx: 2,
+            padx: 8,
             pady: 1,
             ..Default::default()
         },
     ];
-    let fused_sizes = [(1, 46, 37), (5, 130, 100), (33, 2, 3), (70, 46, 1), (70, 130, 37)];
+    let fused_sizes = [(1, 48, 37), (5, 128, 100), (33, 8, 3), (70, 64, 1), (70, 160, 37)];
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);
         for dtype in DTYPES {
             for m in [1, 5, 33, 70] {
-                for k in [2, 46, 130] {
+                for k in [8, 96, 136] {
                     for n in [1, 3, 37, 100] {
                         let c = LinCase {
                             m,
@@ -440,6 +457,9 @@ fn host_routing(rng: &mut StdRng, t: usize, topk: usize, experts: usize) -> Host
 /// Runs one GATHER linear and checks y against a CPU loop over the (token, slot) pairs.
 /// Returns the number of weight chunks.
 fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase) -> usize {
+    if !dtype.fits_cols(c.k) {
+        return 0;
+    }
     let pairs = c.t * c.topk;
     let x_rows = pairs / c.xdiv;
     let x = rand_vec(rng, x_rows * c.k, -1.0, 1.0);
@@ -542,10 +562,10 @@ fn linear_moe_gather() {
     // (T, topk, E, H, I): decode-like; many empty experts; > 32 pairs per expert (several
     // row tiles); tiny inner dimension.
     for (t, topk, e, h, im) in [
-        (1, 2, 4, 46, 38),
-        (5, 3, 16, 130, 24),
-        (70, 2, 3, 46, 34),
-        (33, 4, 8, 2, 6),
+        (1, 2, 4, 64, 40),
+        (5, 3, 16, 128, 24),
+        (70, 2, 3, 96, 32),
+        (33, 4, 8, 8, 8),
     ] {
         cases.extend(moe_pair(t, topk, e, h, im));
     }
@@ -554,7 +574,7 @@ fn linear_moe_gather() {
         t: 9,
         topk: 2,
         experts: 5,
-        k: 46,
+        k: 48,
         n: 5,
         glu: false,
         scale: true,
@@ -588,8 +608,8 @@ fn split_bindings() {
         );
         for dtype in DTYPES {
             for shape in [Shape::Prefill, Shape::Decode] {
-                // 100×130: 15 (f32) / 31 (f16) rows per chunk; 37×46: 44 / 89.
-                for (m, k, n, glu) in [(5, 130, 100, false), (33, 130, 100, true), (70, 46, 37, false)] {
+                // 100×128 and 37×64 take several 8 KiB chunks in every format.
+                for (m, k, n, glu) in [(5, 128, 100, false), (33, 128, 100, true), (70, 64, 37, false)] {
                     let c = LinCase {
                         m,
                         k,
@@ -600,21 +620,23 @@ fn split_bindings() {
                         ..Default::default()
                     };
                     let chunks = check_linear(&dev, &mut rng, shape, dtype, c);
-                    if k * n * dtype.size() as usize > 8192 {
+                    if dtype.layout(n, k).0 > 8192 {
                         assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
                     }
                 }
-                // Stacked experts: 20×46 per expert is 3680 B in f32 (2 per chunk), 1840 B in
-                // f16 (4 per chunk); 38×46 is one expert per chunk in f32.
-                for (t, topk, e, h, im) in [(5, 3, 8, 46, 20), (40, 2, 6, 46, 38)] {
+                // Stacked experts of 64×32 / 32×64 weights: 8 KiB each in f32 (one per chunk),
+                // 2 per chunk in f16, 3 in q8_0, 7 in q4_0; 48×40 / 40×48 (not quantizable).
+                for (t, topk, e, h, im) in [(5, 3, 8, 64, 32), (40, 2, 6, 48, 40)] {
                     for c in moe_pair(t, topk, e, h, im) {
                         let chunks = check_moe(&dev, &mut rng, shape, dtype, c);
-                        assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
+                        if dtype.fits_cols(c.k) {
+                            assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
+                        }
                     }
                 }
             }
-            // Embedding table of 300 rows × 46: 44 (f32) / 89 (f16) rows per chunk.
-            let chunks = check_embed(&dev, &mut rng, dtype, 300, 46, 70);
+            // Embedding table of 300 rows × 64: 32 (f32) … 227 (q4_0) rows per chunk.
+            let chunks = check_embed(&dev, &mut rng, dtype, 300, 64, 70);
             assert!(chunks > 1, "{}: embedding table was not split", dev.name);
         }
     }
@@ -625,6 +647,9 @@ fn split_bindings() {
 
 /// Gathers `t` rows (including the first, the last and random ones) of a [vocab, h] table.
 fn check_embed(dev: &Dev, rng: &mut StdRng, dtype: DType, vocab: usize, h: usize, t: usize) -> usize {
+    if !dtype.fits_cols(h) {
+        return 0;
+    }
     let table = rand_vec(rng, vocab * h, -2.0, 2.0);
     let mut ids: Vec<u32> = (0..t).map(|_| rng.random_range(0..vocab as u32)).collect();
     ids[0] = 0;
@@ -656,7 +681,7 @@ fn embed() {
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);
         for dtype in DTYPES {
-            for (vocab, h, t) in [(1, 2, 1), (7, 46, 5), (300, 130, 70), (65, 200, 33)] {
+            for (vocab, h, t) in [(1, 8, 1), (7, 48, 5), (300, 128, 70), (65, 192, 33)] {
                 check_embed(&dev, &mut rng, dtype, vocab, h, t);
             }
         }
@@ -755,6 +780,7 @@ fn kv_bytes(kv: DType, v: &[f32]) -> Vec<u8> {
     match kv {
         DType::F32 => bytemuck::cast_slice(v).to_vec(),
         DType::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+        q => panic!("no {q} KV cache"),
     }
 }
 
@@ -768,6 +794,7 @@ fn read_kv(dev: &Dev, b: &wgpu::Buffer, kv: DType, n: usize) -> Vec<f32> {
                 .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect()
         }
+        q => panic!("no {q} KV cache"),
     }
 }
 
@@ -860,6 +887,7 @@ fn check_attention(dev: &Dev, rng: &mut StdRng, kv: DType, c: AttnCase) {
             DType::F32 => tol(want),
             // One f16 ulp of rounding-boundary disagreement (module comment).
             DType::F16 => tol(want) + max_abs(want) / 1024.0,
+            q => panic!("no {q} KV cache"),
         };
         assert_close(&format!("{what}: {name} cache"), written, &stored(kv, want), bound);
         assert_close(
@@ -937,7 +965,7 @@ fn qk_rope_attention() {
     }
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);
-        for kv in DTYPES {
+        for kv in KV_DTYPES {
             for &c in &cases {
                 check_attention(&dev, &mut rng, kv, c);
             }

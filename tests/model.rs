@@ -41,6 +41,7 @@ fn run(name: &str, case: &Case) -> (f32, f32) {
     let (want_prefill, want_steps, want_greedy) = match case.dtype {
         DType::F32 => (&r.prefill_logits, &r.step_logits, &r.greedy),
         DType::F16 => (&r.prefill_logits_f16w, &r.step_logits_f16w, &r.greedy_f16w),
+        q => panic!("{q}: quantized models are compared with the CPU reference (tests/quantized.rs)"),
     };
     let tol = 1e-3 * max_abs(want_prefill).max(max_abs(want_steps));
     let label = format!(

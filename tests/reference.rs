@@ -5,13 +5,14 @@
 mod common;
 
 use common::*;
+use lfm_wgpu::dtype::DType;
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::reference::Reference;
 
 fn check(name: &str, round_f16: bool) {
     let r = reference(name);
     let ckpt = Checkpoint::open(&fixture_dir(name)).unwrap();
-    let m = Reference::load(&ckpt, round_f16).unwrap();
+    let m = Reference::load(&ckpt, if round_f16 { DType::F16 } else { DType::F32 }).unwrap();
     let (want_prefill, want_steps, greedy) = match round_f16 {
         false => (&r.prefill_logits, &r.step_logits, &r.greedy),
         true => (&r.prefill_logits_f16w, &r.step_logits_f16w, &r.greedy_f16w),
@@ -77,7 +78,7 @@ fn negative_control_expert_bias_matters() {
     // tolerance (a test that cannot fail proves nothing).
     let r = reference("tiny_a");
     let ckpt = Checkpoint::open(&fixture_dir("tiny_a")).unwrap();
-    let mut m = Reference::load(&ckpt, false).unwrap();
+    let mut m = Reference::load(&ckpt, DType::F32).unwrap();
     for l in &mut m.w.layers {
         if let lfm_wgpu::model::weights::Ffn::Moe { expert_bias, .. } = &mut l.ffn {
             *expert_bias = None;

@@ -1,4 +1,6 @@
 // Shared interface of the linear kernels (matmul: tiled GEMM; matvec: one row per reduction).
+// Weights are read through the format snippet's load8_w / load8_w_up; K and ldx are
+// multiples of 8.
 //   y[row, col0 + n] (+)= Σ_k x[xrow, k] · W[wrow0 + n, k]   for n < ncols
 // GLU:    out = silu(W·x) ⊙ (W_up·x)   (gate rows in `w`, up rows in `w_up`)
 // GATHER: routed experts; rows are (token, slot) pairs, x row = pair / xdiv, y row = pair,
@@ -21,11 +23,11 @@ struct Params {
     xdiv: u32,    // GATHER: x row = pair / xdiv
     n_per_e: u32, // GATHER: W rows per expert
     topk: u32,    // GATHER: slots per token
-    _a: u32,
+    w_scales: u32, // quantized weights: word offset of the scales in w / w_up
     _b: u32,
 }
 @group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // [rows, ldx / 4]
 @group(0) @binding(3) var<storage, read> w: array<W_T>;
 @group(0) @binding(4) var<storage, read> w_up: array<W_T>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;

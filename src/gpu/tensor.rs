@@ -3,43 +3,15 @@
 //! A [`GpuMatrix`] [rows, cols] is row-major; its rows are cut into [`MatChunk`]s of at most
 //! `Gpu::max_binding` bytes, each its own buffer, never splitting a group of `group_rows`
 //! rows (one expert). Kernels are dispatched once per chunk with the chunk's first row.
+//!
+//! Quantized chunks are structure-of-arrays in one buffer: the quant bytes of every block
+//! (row-major, blocks of 32 along a row), then one f16 scale per block from word
+//! `scale_word` on — so kernels load aligned words, and one binding holds both.
 
 use super::context::Gpu;
+pub use crate::dtype::DType;
 use crate::error::{Error, Result};
 use half::f16;
-
-/// Storage type of weights (activations are always f32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    F32,
-    F16,
-}
-
-impl DType {
-    pub fn size(self) -> u64 {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(DType::F32),
-            "f16" => Ok(DType::F16),
-            other => Err(Error::Invalid(format!("unknown dtype {other:?} (f32 or f16)"))),
-        }
-    }
-}
-
-impl std::fmt::Display for DType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-        })
-    }
-}
 
 /// Rows [row0, row0 + rows) of a matrix, in one buffer.
 #[derive(Debug)]
@@ -47,6 +19,8 @@ pub struct MatChunk {
     pub buffer: wgpu::Buffer,
     pub row0: u32,
     pub rows: u32,
+    /// Quantized formats: word offset of the scales in `buffer`.
+    pub scale_word: u32,
 }
 
 #[derive(Debug)]
@@ -65,13 +39,15 @@ pub fn plan_chunks(
     rows: usize,
     cols: usize,
     group_rows: usize,
-    elem: u64,
+    dtype: DType,
     max_bytes: u64,
 ) -> Result<Vec<(usize, usize)>> {
-    let group_bytes = group_rows as u64 * cols as u64 * elem;
+    let group_bytes = dtype.layout(group_rows, cols).0;
     if group_bytes > max_bytes {
         return Err(Error::Limit {
-            what: format!("{label}: one group of {group_rows}×{cols} weights (bytes) in a single storage binding"),
+            what: format!(
+                "{label}: one group of {group_rows}×{cols} {dtype} weights (bytes) in a single storage binding"
+            ),
             needed: group_bytes,
             limit: max_bytes,
         });
@@ -94,19 +70,28 @@ impl GpuMatrix {
         dtype: DType,
         fill: impl FnOnce(&mut MatWriter) -> Result<()>,
     ) -> Result<Self> {
-        let plan = plan_chunks(label, rows, cols, group_rows, dtype.size(), gpu.max_binding)?;
+        if !dtype.fits_cols(cols) {
+            return Err(Error::Invalid(format!(
+                "{label}: {cols} columns cannot be stored as {dtype}"
+            )));
+        }
+        let plan = plan_chunks(label, rows, cols, group_rows, dtype, gpu.max_binding)?;
         let chunks: Vec<MatChunk> = plan
             .iter()
             .enumerate()
-            .map(|(i, &(row0, n))| MatChunk {
-                buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(&format!("{label}[{i}]")),
-                    size: (n as u64 * cols as u64 * dtype.size()).next_multiple_of(4),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: true,
-                }),
-                row0: row0 as u32,
-                rows: n as u32,
+            .map(|(i, &(row0, n))| {
+                let (size, scale_word) = dtype.layout(n, cols);
+                MatChunk {
+                    buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(&format!("{label}[{i}]")),
+                        size,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: true,
+                    }),
+                    row0: row0 as u32,
+                    rows: n as u32,
+                    scale_word,
+                }
             })
             .collect();
         {
@@ -119,17 +104,20 @@ impl GpuMatrix {
             }
             let mut w = MatWriter {
                 views,
-                chunk_elems: plan.iter().map(|&(_, n)| n * cols).collect(),
+                chunk_rows: plan.iter().map(|&(_, n)| n).collect(),
+                scale_bytes: chunks.iter().map(|c| c.scale_word as usize * 4).collect(),
+                cols,
                 dtype,
                 chunk: 0,
-                at: 0,
+                row: 0,
+                pending: Vec::new(),
             };
             fill(&mut w)?;
-            let written: usize = w.chunk_elems[..w.chunk].iter().sum::<usize>() + w.at;
-            if written != rows * cols {
+            let written: usize = w.chunk_rows[..w.chunk].iter().sum::<usize>() + w.row;
+            if written != rows || !w.pending.is_empty() {
                 return Err(Error::Invalid(format!(
-                    "{label}: {written} values written, {} expected",
-                    rows * cols
+                    "{label}: {written} rows (+{} values) written, {rows} expected",
+                    w.pending.len()
                 )));
             }
         }
@@ -157,42 +145,84 @@ impl GpuMatrix {
         Self::create(gpu, label, (rows, cols, group_rows), dtype, |w| w.push(data))
     }
 
+    /// Bytes resident on the GPU.
     pub fn bytes(&self) -> u64 {
-        (self.rows * self.cols) as u64 * self.dtype.size()
+        self.chunks.iter().map(|c| c.buffer.size()).sum()
     }
 }
 
-/// Sequential writer into the mapped chunks of a matrix being created.
+/// Sequential writer into the mapped chunks of a matrix being created; converts or
+/// quantizes whole rows as they complete.
 pub struct MatWriter {
     views: Vec<wgpu::BufferViewMut>,
-    chunk_elems: Vec<usize>,
+    chunk_rows: Vec<usize>,
+    /// Byte offset of the scales in each chunk (quantized formats).
+    scale_bytes: Vec<usize>,
+    cols: usize,
     dtype: DType,
     chunk: usize,
-    at: usize,
+    /// Rows written into the current chunk.
+    row: usize,
+    /// Values of an incomplete row.
+    pending: Vec<f32>,
 }
 
 impl MatWriter {
-    /// Appends `data` (any number of whole or partial rows).
+    /// Appends `data`, any number of values in row order.
     pub fn push(&mut self, mut data: &[f32]) -> Result<()> {
+        if !self.pending.is_empty() {
+            let need = self.cols - self.pending.len();
+            let take = need.min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == self.cols {
+                let row = std::mem::take(&mut self.pending);
+                self.write_rows(&row)?;
+            }
+        }
+        let whole = data.len() / self.cols * self.cols;
+        if whole > 0 {
+            self.write_rows(&data[..whole])?;
+        }
+        self.pending.extend_from_slice(&data[whole..]);
+        Ok(())
+    }
+
+    fn write_rows(&mut self, mut data: &[f32]) -> Result<()> {
+        let cols = self.cols;
         while !data.is_empty() {
             if self.chunk >= self.views.len() {
                 return Err(Error::Invalid("more weight values than the matrix holds".into()));
             }
-            let room = self.chunk_elems[self.chunk] - self.at;
-            let n = room.min(data.len());
-            let es = self.dtype.size() as usize;
-            let bytes: Vec<u8> = match self.dtype {
-                DType::F32 => bytemuck::cast_slice(&data[..n]).to_vec(),
-                DType::F16 => data[..n].iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-            };
-            self.views[self.chunk]
-                .slice(self.at * es..(self.at + n) * es)
-                .copy_from_slice(&bytes);
-            self.at += n;
-            data = &data[n..];
-            if self.at == self.chunk_elems[self.chunk] {
+            let n = (self.chunk_rows[self.chunk] - self.row).min(data.len() / cols);
+            let rows = &data[..n * cols];
+            let view = &mut self.views[self.chunk];
+            match self.dtype.quant() {
+                None => {
+                    let es = self.dtype.row_bytes(1) as usize;
+                    let bytes: Vec<u8> = match self.dtype {
+                        DType::F32 => bytemuck::cast_slice(rows).to_vec(),
+                        _ => rows.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+                    };
+                    let at = self.row * cols * es;
+                    view.slice(at..at + bytes.len()).copy_from_slice(&bytes);
+                }
+                Some(q) => {
+                    let (mut quants, mut scales) = (Vec::new(), Vec::new());
+                    crate::quant::quantize_row(q, rows, &mut quants, &mut scales)?;
+                    let blocks_before = self.row * cols / 32;
+                    let at = blocks_before * q.quant_bytes_per_block();
+                    view.slice(at..at + quants.len()).copy_from_slice(&quants);
+                    let at = self.scale_bytes[self.chunk] + blocks_before * 2;
+                    let sb: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+                    view.slice(at..at + sb.len()).copy_from_slice(&sb);
+                }
+            }
+            self.row += n;
+            data = &data[n * cols..];
+            if self.row == self.chunk_rows[self.chunk] {
                 self.chunk += 1;
-                self.at = 0;
+                self.row = 0;
             }
         }
         Ok(())

@@ -155,13 +155,33 @@ impl Kernel {
     }
 }
 
-fn pair_snippet(prefix: &str, dtype: DType, native_f16: bool) -> String {
+/// The KV-cache storage snippet (f32 / f16 pairs).
+fn kv_snippet(dtype: DType, native_f16: bool) -> String {
     let text = match (dtype, native_f16) {
-        (DType::F32, _) => include_str!("../../shaders/lib/pair_f32.wgsl"),
         (DType::F16, true) => include_str!("../../shaders/lib/pair_f16.wgsl"),
         (DType::F16, false) => include_str!("../../shaders/lib/pair_f16_packed.wgsl"),
+        _ => include_str!("../../shaders/lib/pair_f32.wgsl"),
     };
-    text.replace("PAIR", prefix)
+    text.replace("PAIR", "KV")
+}
+
+/// The weight-format snippet: its shared part once, its loader once per weight binding.
+fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
+    let text = match (dtype, native_f16) {
+        (DType::F32, _) => include_str!("../../shaders/lib/w_f32.wgsl"),
+        (DType::F16, true) => include_str!("../../shaders/lib/w_f16.wgsl"),
+        (DType::F16, false) => include_str!("../../shaders/lib/w_f16_packed.wgsl"),
+        (DType::Q8_0, _) => include_str!("../../shaders/lib/w_q8_0.wgsl"),
+        (DType::Q4_0, _) => include_str!("../../shaders/lib/w_q4_0.wgsl"),
+    };
+    let (shared, per_buffer) = text
+        .split_once("// @per-buffer")
+        .expect("snippet has a per-buffer part");
+    let mut s = shared.to_string();
+    for b in buffers {
+        s.push_str(&per_buffer.replace("BUF", b));
+    }
+    s
 }
 
 /// The full WGSL text of a pipeline.
@@ -175,10 +195,14 @@ pub fn assemble(key: &PipelineKey) -> String {
     }
     s.push_str(include_str!("../../shaders/lib/step.wgsl"));
     if src.uses_weights {
-        s.push_str(&pair_snippet("W", key.weights, key.caps.f16));
+        let buffers: &[&str] = match key.kernel {
+            Kernel::Embed => &["w"],
+            _ => &["w", "w_up"],
+        };
+        s.push_str(&weight_snippet(key.weights, key.caps.f16, buffers));
     }
     if src.uses_kv {
-        s.push_str(&pair_snippet("KV", key.kv, key.caps.f16));
+        s.push_str(&kv_snippet(key.kv, key.caps.f16));
     }
     if src.uses_reduce {
         s.push_str(match key.caps.subgroups {

@@ -41,7 +41,8 @@ struct LinearParams {
     xdiv: u32,
     n_per_e: u32,
     topk: u32,
-    _p: [u32; 2],
+    w_scales: u32,
+    _p: u32,
 }
 
 #[repr(C)]
@@ -189,8 +190,8 @@ impl<'a> Recorder<'a> {
             let p = U4 {
                 a: c.row0,
                 b: c.rows,
-                c: (table.cols / 2) as u32,
-                d: 0,
+                c: table.cols as u32,
+                d: c.scale_word,
             };
             self.push(
                 format!("{}.gather[{i}]", table.label),
@@ -245,8 +246,14 @@ impl<'a> Recorder<'a> {
 
     fn linear_grid(&mut self, shape: Shape, op: &LinearOp<'_>, rows: Option<u32>) -> Result<()> {
         let w = op.w;
+        if !op.ldx.is_multiple_of(4) || !w.cols.is_multiple_of(8) {
+            return Err(Error::Invalid(format!(
+                "{}: x stride {} must be a multiple of 4 and K {} of 8",
+                w.label, op.ldx, w.cols
+            )));
+        }
         if let Some(up) = op.w_up {
-            assert!(up.rows == w.rows && up.cols == w.cols && up.chunks.len() == w.chunks.len());
+            assert!(up.rows == w.rows && up.cols == w.cols && up.dtype == w.dtype && up.chunks.len() == w.chunks.len());
         }
         let variant = Linear {
             glu: op.w_up.is_some(),
@@ -280,7 +287,8 @@ impl<'a> Recorder<'a> {
                 xdiv,
                 n_per_e,
                 topk: routing.map_or(1, |r| r.topk),
-                _p: [0; 2],
+                w_scales: c.scale_word,
+                _p: 0,
             };
             let (ra, rb, rw) = match (routing, shape) {
                 (Some(r), Shape::Prefill) => (r.offsets, r.rows, r.weights),

@@ -205,18 +205,18 @@ impl Config {
     /// Constraints the math and the kernels rely on, each with a readable message.
     fn validate(&self) -> std::result::Result<(), String> {
         let c = self;
-        let even = |name: &str, x: usize| {
-            if x == 0 || !x.is_multiple_of(2) {
+        let by8 = |name: &str, x: usize| {
+            if x == 0 || !x.is_multiple_of(8) {
                 Err(format!(
-                    "{name} = {x} must be even and non-zero (weights are read in pairs)"
+                    "{name} = {x} must be a non-zero multiple of 8 (weights are read 8 at a time)"
                 ))
             } else {
                 Ok(())
             }
         };
-        even("hidden_size", c.hidden_size)?;
-        even("intermediate_size", c.intermediate_size)?;
-        even("moe_intermediate_size", c.moe_intermediate_size)?;
+        by8("hidden_size", c.hidden_size)?;
+        by8("intermediate_size", c.intermediate_size)?;
+        by8("moe_intermediate_size", c.moe_intermediate_size)?;
         if c.vocab_size == 0 {
             return Err("vocab_size must be positive".into());
         }
@@ -236,6 +236,7 @@ impl Config {
                     c.head_dim, c.num_attention_heads, c.hidden_size
                 ));
             }
+            by8("num_attention_heads × head_dim", c.num_attention_heads * c.head_dim)?;
             if !c.head_dim.is_multiple_of(4) || c.head_dim > MAX_HEAD_DIM {
                 return Err(format!(
                     "head_dim {} must be a multiple of 4 and at most {MAX_HEAD_DIM}",

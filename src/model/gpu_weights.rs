@@ -2,7 +2,7 @@
 //! bindings when needed), vectors (norms, biases, conv taps, expert bias) in f32.
 
 use super::config::Config;
-use super::weights::{Checkpoint, MatSpec, WeightSink, Weights};
+use super::weights::{storage_format, Checkpoint, MatSpec, WeightSink, Weights};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, GpuMatrix};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ impl WeightSink for GpuSink<'_> {
             self.gpu,
             &spec.label,
             (spec.rows, spec.cols, spec.group_rows),
-            self.dtype,
+            storage_format(spec, self.dtype),
             |w| {
                 let mut buf = Vec::new();
                 for part in &spec.parts {

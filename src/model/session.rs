@@ -19,7 +19,7 @@ pub struct SessionOptions {
     pub ctx: usize,
     /// Prefill chunk, default 512.
     pub ubatch: usize,
-    /// KV-cache storage; default: the weights' dtype.
+    /// KV-cache storage (f32 or f16); default: f32 with f32 weights, else f16.
     pub kv_dtype: Option<DType>,
 }
 
@@ -48,7 +48,16 @@ pub struct Session {
 impl Session {
     pub fn new(model: Arc<GpuModel>, opts: &SessionOptions) -> Result<Self> {
         let gpu = model.gpu.clone();
-        let kv_dtype = opts.kv_dtype.unwrap_or(model.dtype);
+        let kv_dtype = match opts.kv_dtype {
+            Some(d @ (DType::F32 | DType::F16)) => d,
+            Some(d) => {
+                return Err(Error::Invalid(format!(
+                    "KV cache dtype {d} is not supported (f32 or f16)"
+                )))
+            }
+            None if model.dtype == DType::F32 => DType::F32,
+            None => DType::F16,
+        };
         let state = gpu.scoped("allocating the sequence state", || {
             State::new(&gpu, &model.cfg, opts.ctx, opts.ubatch, kv_dtype)
         })?;

@@ -111,7 +111,7 @@ impl State {
             }))
         };
         let logit_rows = u.min((max_bytes / (v as u64 * 4)).max(1) as usize);
-        let kv_es = kv_dtype.size() as usize;
+        let kv_es = kv_dtype.row_bytes(1) as usize;
         let layers = cfg
             .layer_types
             .iter()

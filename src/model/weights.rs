@@ -6,11 +6,27 @@
 //! for the CPU reference, GPU buffers for the engine), one tensor at a time.
 
 use super::config::{Config, LayerKind};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// What a matrix is for (the storage policy treats some roles differently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The embedding table, also the head when tied.
+    Embed,
+    /// An untied head.
+    Head,
+    /// The MoE router.
+    Router,
+    /// Projections of the operators and the dense FFN.
+    Proj,
+    /// Stacked routed experts.
+    Expert,
+}
 
 /// A matrix as the engine stores it: `rows × cols`, row-major, y = W·x over `cols`.
 /// It is assembled from `parts` stacked along rows, in order (q|k|v, or expert 0..E).
@@ -18,6 +34,7 @@ use std::path::{Path, PathBuf};
 pub struct MatSpec {
     /// HF-style module path, used as the GPU label (e.g. `model.layers.3.conv.in_proj`).
     pub label: String,
+    pub role: Role,
     pub rows: usize,
     pub cols: usize,
     /// Rows that must stay in one binding when the matrix is split (rows of one expert).
@@ -119,9 +136,10 @@ fn layer_name(i: usize, suffix: &str) -> String {
     format!("model.layers.{i}.{suffix}")
 }
 
-fn single(label: String, name: String, rows: usize, cols: usize) -> MatSpec {
+fn single(role: Role, label: String, name: String, rows: usize, cols: usize) -> MatSpec {
     MatSpec {
         label,
+        role,
         rows,
         cols,
         group_rows: 1,
@@ -136,6 +154,7 @@ fn experts(cfg: &Config, i: usize, w: &str, rows: usize, cols: usize) -> MatSpec
     let e = cfg.num_experts;
     MatSpec {
         label: layer_name(i, &format!("feed_forward.experts.{w}")),
+        role: Role::Expert,
         rows: e * rows,
         cols,
         group_rows: rows,
@@ -158,13 +177,22 @@ impl<M, V> Weights<M, V> {
         let v = cfg.vocab_size;
         let embed = sink.matrix(
             ckpt,
-            &single("model.embed_tokens".into(), "model.embed_tokens.weight".into(), v, h),
+            &single(
+                Role::Embed,
+                "model.embed_tokens".into(),
+                "model.embed_tokens.weight".into(),
+                v,
+                h,
+            ),
         )?;
         let final_norm = sink.vector(ckpt, "model.embedding_norm.weight", &[h])?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(sink.matrix(ckpt, &single("lm_head".into(), "lm_head.weight".into(), v, h))?)
+            Some(sink.matrix(
+                ckpt,
+                &single(Role::Head, "lm_head".into(), "lm_head.weight".into(), v, h),
+            )?)
         };
         let mut layers = Vec::with_capacity(cfg.num_layers());
         for (i, kind) in cfg.layer_types.iter().enumerate() {
@@ -183,6 +211,7 @@ impl<M, V> Weights<M, V> {
                         in_proj: sink.matrix(
                             ckpt,
                             &single(
+                                Role::Proj,
                                 layer_name(i, "conv.in_proj"),
                                 layer_name(i, "conv.in_proj.weight"),
                                 3 * h,
@@ -195,6 +224,7 @@ impl<M, V> Weights<M, V> {
                         out_proj: sink.matrix(
                             ckpt,
                             &single(
+                                Role::Proj,
                                 layer_name(i, "conv.out_proj"),
                                 layer_name(i, "conv.out_proj.weight"),
                                 h,
@@ -213,6 +243,7 @@ impl<M, V> Weights<M, V> {
                     };
                     let qkv = MatSpec {
                         label: layer_name(i, "self_attn.qkv_proj"),
+                        role: Role::Proj,
                         rows: cfg.qkv_dim(),
                         cols: h,
                         group_rows: 1,
@@ -225,6 +256,7 @@ impl<M, V> Weights<M, V> {
                         out_proj: sink.matrix(
                             ckpt,
                             &single(
+                                Role::Proj,
                                 layer_name(i, "self_attn.out_proj"),
                                 layer_name(i, "self_attn.out_proj.weight"),
                                 h,
@@ -240,6 +272,7 @@ impl<M, V> Weights<M, V> {
                     router: sink.matrix(
                         ckpt,
                         &single(
+                            Role::Router,
                             layer_name(i, "feed_forward.gate"),
                             layer_name(i, "feed_forward.gate.weight"),
                             e,
@@ -258,6 +291,7 @@ impl<M, V> Weights<M, V> {
                 let im = cfg.intermediate_size;
                 let m = |w: &str, rows, cols| {
                     single(
+                        Role::Proj,
                         layer_name(i, &format!("feed_forward.{w}")),
                         layer_name(i, &format!("feed_forward.{w}.weight")),
                         rows,
@@ -464,5 +498,17 @@ impl Checkpoint {
     /// Total bytes of tensor data in the shards.
     pub fn file_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.map.len() as u64).sum()
+    }
+}
+
+/// The storage format of a matrix when the model is loaded as `requested` (the default
+/// policy, see README "Quantization"): quantized formats apply to the projections, the
+/// experts and the embedding / head; the router stays f16 (expert choice is sensitive to
+/// it and it is tiny); a matrix whose rows are not whole 32-weight blocks falls back to f16.
+pub fn storage_format(spec: &MatSpec, requested: DType) -> DType {
+    match requested.quant() {
+        None => requested,
+        Some(_) if spec.role == Role::Router || !requested.fits_cols(spec.cols) => DType::F16,
+        Some(_) => requested,
     }
 }

@@ -3,9 +3,10 @@
 //! Written for obviousness, straight from spec §4–§11; it shares [`Config`] and the
 //! checkpoint reader with the GPU path so constants cannot drift, and never touches wgpu.
 
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::model::config::{Config, LayerKind};
-use crate::model::weights::{Checkpoint, Ffn, MatSpec, Op, WeightSink, Weights};
+use crate::model::weights::{storage_format, Checkpoint, Ffn, MatSpec, Op, WeightSink, Weights};
 use half::f16;
 
 /// A row-major matrix [rows, cols] in f32.
@@ -22,10 +23,11 @@ impl HostMatrix {
     }
 }
 
-/// Loads weights into host memory; `round_f16` rounds every matrix to f16 (the engine's
-/// f16 storage), leaving vectors (norms, biases, conv taps, expert_bias) in f32.
+/// Loads weights into host memory, rounded as the engine stores them for `dtype` (f16
+/// rounding, or quantize → dequantize per [`storage_format`]); vectors (norms, biases, conv
+/// taps, expert_bias) stay f32.
 pub struct HostSink {
-    pub round_f16: bool,
+    pub dtype: DType,
 }
 
 impl WeightSink for HostSink {
@@ -40,9 +42,14 @@ impl WeightSink for HostSink {
             ckpt.read_f32(&part.name, &part.shape, &mut data[at..at + n])?;
             at += n;
         }
-        if self.round_f16 {
-            for x in &mut data {
-                *x = f16::from_f32(*x).to_f32();
+        match storage_format(spec, self.dtype) {
+            DType::F32 => {}
+            DType::F16 => data.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32()),
+            q => {
+                let fmt = q.quant().expect("quantized format");
+                let (mut quants, mut scales) = (Vec::new(), Vec::new());
+                crate::quant::quantize_row(fmt, &data, &mut quants, &mut scales)?;
+                crate::quant::dequantize_row(fmt, &quants, &scales, &mut data)?;
             }
         }
         Ok(HostMatrix {
@@ -234,9 +241,10 @@ pub struct RefState {
 }
 
 impl Reference {
-    pub fn load(ckpt: &Checkpoint, round_f16: bool) -> Result<Self> {
+    /// Loads `ckpt` with weights rounded as the engine stores them for `dtype`.
+    pub fn load(ckpt: &Checkpoint, dtype: DType) -> Result<Self> {
         let cfg = ckpt.config.clone();
-        let w = Weights::load(ckpt, &cfg, &mut HostSink { round_f16 })?;
+        let w = Weights::load(ckpt, &cfg, &mut HostSink { dtype })?;
         let inv_freq = cfg.rope_inv_freq();
         Ok(Reference { cfg, w, inv_freq })
     }

@@ -1,0 +1,11 @@
+// Weights stored as f16, native (SHADER_F16). Interface: see w_f32.wgsl.
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+alias W_T = vec4<f16>;
+// @per-buffer
+fn load8_BUF(e: u32) -> W8 {
+    let i = e / 4u;
+    return W8(vec4<f32>(BUF[i]), vec4<f32>(BUF[i + 1u]));
+}

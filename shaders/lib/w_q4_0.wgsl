@@ -1,0 +1,23 @@
+// Weights in GGML Q4_0 blocks (32 × 4 bits, value q − 8, one f16 scale), structure-of-arrays
+// in one binding: block b's 16 quant bytes in words 4b..4b+4 (byte j: element j in the low
+// nibble, element j + 16 in the high one), scales as f16 pairs from word p.w_scales on.
+// Interface: see w_f32.wgsl.
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+alias W_T = u32;
+
+fn q4x4(w: u32, shift: u32) -> vec4<f32> {
+    let v = (w >> shift) & 0x0f0f0f0fu;
+    return vec4<f32>(f32(v & 0xffu), f32((v >> 8u) & 0xffu), f32((v >> 16u) & 0xffu), f32(v >> 24u)) - 8.0;
+}
+// @per-buffer
+fn load8_BUF(e: u32) -> W8 {
+    let b = e / 32u;
+    let o = e % 32u;
+    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
+    let i = b * 4u + (o % 16u) / 4u;
+    let shift = (o / 16u) * 4u;
+    return W8(q4x4(BUF[i], shift) * d, q4x4(BUF[i + 1u], shift) * d);
+}

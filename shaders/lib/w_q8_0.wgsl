@@ -1,0 +1,21 @@
+// Weights in GGML Q8_0 blocks (32 int8 + one f16 scale), structure-of-arrays in one binding:
+// quants of block b in words 8b..8b+8, scales as f16 pairs from word p.w_scales on.
+// Interface: see w_f32.wgsl.
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+alias W_T = u32;
+
+fn i8x4(w: u32) -> vec4<f32> {
+    let s = bitcast<i32>(w);
+    return vec4<f32>(f32(extractBits(s, 0u, 8u)), f32(extractBits(s, 8u, 8u)),
+                     f32(extractBits(s, 16u, 8u)), f32(extractBits(s, 24u, 8u)));
+}
+// @per-buffer
+fn load8_BUF(e: u32) -> W8 {
+    let b = e / 32u;
+    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
+    let i = b * 8u + (e % 32u) / 4u;
+    return W8(i8x4(BUF[i]) * d, i8x4(BUF[i + 1u]) * d);
+}
