@@ -13,6 +13,14 @@ pub use crate::dtype::DType;
 use crate::error::{Error, Result};
 use half::f16;
 
+/// A whole matrix in the engine's layout: per row-major block its quant bytes (or the plain
+/// f32 / f16 values), then one f16 scale per block for quantized formats.
+pub struct StoredMatrix<'a> {
+    pub dtype: DType,
+    pub data: &'a [u8],
+    pub scales: &'a [u8],
+}
+
 /// Rows [row0, row0 + rows) of a matrix, in one buffer.
 #[derive(Debug)]
 pub struct MatChunk {
@@ -123,6 +131,70 @@ impl GpuMatrix {
         }
         for c in &chunks {
             c.buffer.unmap();
+        }
+        Ok(GpuMatrix {
+            label: label.to_string(),
+            rows,
+            cols,
+            group_rows,
+            dtype,
+            chunks,
+        })
+    }
+
+    /// Uploads a matrix already in the engine's layout: `data` holds the rows' values (or
+    /// quant bytes, row-major blocks), `scales` the f16 scale of each block (quantized only).
+    pub fn from_stored(
+        gpu: &Gpu,
+        label: &str,
+        (rows, cols, group_rows): (usize, usize, usize),
+        stored: &StoredMatrix<'_>,
+    ) -> Result<Self> {
+        let dtype = stored.dtype;
+        let blocks_per_row = cols / 32;
+        let (row_data, row_scales) = match dtype.quant() {
+            Some(q) => (blocks_per_row * q.quant_bytes_per_block(), blocks_per_row * 2),
+            None => (dtype.row_bytes(cols) as usize, 0),
+        };
+        if !dtype.fits_cols(cols) || stored.data.len() != rows * row_data || stored.scales.len() != rows * row_scales {
+            return Err(Error::Invalid(format!(
+                "{label}: stored {dtype} data of {} + {} bytes does not fit [{rows}, {cols}] ({} + {} expected)",
+                stored.data.len(),
+                stored.scales.len(),
+                rows * row_data,
+                rows * row_scales
+            )));
+        }
+        let plan = plan_chunks(label, rows, cols, group_rows, dtype, gpu.max_binding)?;
+        let mut chunks = Vec::with_capacity(plan.len());
+        for (i, &(row0, n)) in plan.iter().enumerate() {
+            let (size, scale_word) = dtype.layout(n, cols);
+            let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&format!("{label}[{i}]")),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: true,
+            });
+            {
+                let mut view = buffer.get_mapped_range_mut(..).map_err(|e| Error::Gpu {
+                    during: format!("mapping {label} for upload"),
+                    msg: e.to_string(),
+                })?;
+                let d = &stored.data[row0 * row_data..(row0 + n) * row_data];
+                view.slice(..d.len()).copy_from_slice(d);
+                if row_scales > 0 {
+                    let sc = &stored.scales[row0 * row_scales..(row0 + n) * row_scales];
+                    let at = scale_word as usize * 4;
+                    view.slice(at..at + sc.len()).copy_from_slice(sc);
+                }
+            }
+            buffer.unmap();
+            chunks.push(MatChunk {
+                buffer,
+                row0: row0 as u32,
+                rows: n as u32,
+                scale_word,
+            });
         }
         Ok(GpuMatrix {
             label: label.to_string(),

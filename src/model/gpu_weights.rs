@@ -2,7 +2,7 @@
 //! bindings when needed), vectors (norms, biases, conv taps, expert bias) in f32.
 
 use super::config::Config;
-use super::weights::{storage_format, Checkpoint, MatSpec, WeightSink, Weights};
+use super::weights::{storage_format, MatSpec, Source, WeightSink, Weights};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, GpuMatrix};
 use std::sync::Arc;
@@ -20,30 +20,28 @@ impl WeightSink for GpuSink<'_> {
     type Matrix = GpuMatrix;
     type Vector = wgpu::Buffer;
 
-    fn matrix(&mut self, ckpt: &Checkpoint, spec: &MatSpec) -> Result<GpuMatrix> {
-        let m = GpuMatrix::create(
-            self.gpu,
-            &spec.label,
-            (spec.rows, spec.cols, spec.group_rows),
-            storage_format(spec, self.dtype),
-            |w| {
+    fn matrix(&mut self, src: &dyn Source, spec: &MatSpec) -> Result<GpuMatrix> {
+        let shape = (spec.rows, spec.cols, spec.group_rows);
+        let m = match src.stored(spec)? {
+            // Already in the GPU layout (`lfm quantize` output): copy, no conversion.
+            Some(stored) => GpuMatrix::from_stored(self.gpu, &spec.label, shape, &stored)?,
+            None => GpuMatrix::create(self.gpu, &spec.label, shape, storage_format(spec, self.dtype), |w| {
                 let mut buf = Vec::new();
                 for part in &spec.parts {
-                    let t = ckpt.tensor(&part.name, &part.shape)?;
                     buf.resize(part.shape.iter().product(), 0.0);
-                    t.read_f32(&mut buf);
+                    src.read_f32(&part.name, &part.shape, &mut buf)?;
                     w.push(&buf)?;
                 }
                 Ok(())
-            },
-        )?;
+            })?,
+        };
         self.bytes += m.bytes();
         Ok(m)
     }
 
-    fn vector(&mut self, ckpt: &Checkpoint, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
+    fn vector(&mut self, src: &dyn Source, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
         let mut data = vec![0f32; shape.iter().product()];
-        ckpt.read_f32(name, shape, &mut data)?;
+        src.read_f32(name, shape, &mut data)?;
         self.bytes += data.len() as u64 * 4;
         Ok(self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
@@ -65,15 +63,15 @@ pub struct GpuModel {
 
 impl GpuModel {
     /// Loads the checkpoint in `dir` onto `gpu`, with matrices stored as `dtype`.
-    pub fn load(gpu: Arc<Gpu>, ckpt: &Checkpoint, dtype: DType) -> Result<Self> {
-        let cfg = ckpt.config.clone();
+    pub fn load(gpu: Arc<Gpu>, src: &dyn Source, dtype: DType) -> Result<Self> {
+        let cfg = src.config().clone();
         let mut sink = GpuSink {
             gpu: &gpu,
             dtype,
             bytes: 0,
         };
-        let w = gpu.scoped(&format!("uploading {}", ckpt.dir.display()), || {
-            Weights::load(ckpt, &cfg, &mut sink)
+        let w = gpu.scoped(&format!("uploading {}", src.describe()), || {
+            Weights::load(src, &mut sink)
         })?;
         let weight_bytes = sink.bytes;
         Ok(GpuModel {

@@ -8,6 +8,7 @@
 use super::config::{Config, LayerKind};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+pub use crate::gpu::tensor::StoredMatrix;
 use half::{bf16, f16};
 use memmap2::Mmap;
 use std::collections::HashMap;
@@ -49,13 +50,27 @@ pub struct Part {
     pub shape: Vec<usize>,
 }
 
+/// Where tensors come from: a checkpoint on disk, or synthetic weights.
+pub trait Source {
+    fn config(&self) -> &Config;
+    /// Reads tensor `name`, checked to have exactly `shape`, as f32 into `out`.
+    fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()>;
+    /// A matrix already stored in the engine's GPU layout (a checkpoint written by
+    /// `lfm quantize`): its format and bytes, quants then scales. None: read parts.
+    fn stored(&self, _spec: &MatSpec) -> Result<Option<StoredMatrix<'_>>> {
+        Ok(None)
+    }
+    /// What to call it in messages (a path).
+    fn describe(&self) -> String;
+}
+
 /// Where loaded weights go: host vectors for the reference, GPU buffers for the engine.
 pub trait WeightSink {
     type Matrix;
     type Vector;
-    fn matrix(&mut self, ckpt: &Checkpoint, spec: &MatSpec) -> Result<Self::Matrix>;
-    /// A float32 vector of `len` values read from `name` (checked against `shape`).
-    fn vector(&mut self, ckpt: &Checkpoint, name: &str, shape: &[usize]) -> Result<Self::Vector>;
+    fn matrix(&mut self, src: &dyn Source, spec: &MatSpec) -> Result<Self::Matrix>;
+    /// A float32 vector read from `name` (checked against `shape`).
+    fn vector(&mut self, src: &dyn Source, name: &str, shape: &[usize]) -> Result<Self::Vector>;
 }
 
 /// The whole model, generic over how matrices (`M`) and vectors (`V`) are stored.
@@ -169,14 +184,15 @@ fn experts(cfg: &Config, i: usize, w: &str, rows: usize, cols: usize) -> MatSpec
 
 impl<M, V> Weights<M, V> {
     /// Reads every tensor the config calls for into `sink`, checking names and shapes.
-    pub fn load<S>(ckpt: &Checkpoint, cfg: &Config, sink: &mut S) -> Result<Self>
+    pub fn load<S>(src: &dyn Source, sink: &mut S) -> Result<Self>
     where
         S: WeightSink<Matrix = M, Vector = V>,
     {
+        let cfg = src.config();
         let h = cfg.hidden_size;
         let v = cfg.vocab_size;
         let embed = sink.matrix(
-            ckpt,
+            src,
             &single(
                 Role::Embed,
                 "model.embed_tokens".into(),
@@ -185,31 +201,31 @@ impl<M, V> Weights<M, V> {
                 h,
             ),
         )?;
-        let final_norm = sink.vector(ckpt, "model.embedding_norm.weight", &[h])?;
+        let final_norm = sink.vector(src, "model.embedding_norm.weight", &[h])?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
             Some(sink.matrix(
-                ckpt,
+                src,
                 &single(Role::Head, "lm_head".into(), "lm_head.weight".into(), v, h),
             )?)
         };
         let mut layers = Vec::with_capacity(cfg.num_layers());
         for (i, kind) in cfg.layer_types.iter().enumerate() {
-            let operator_norm = sink.vector(ckpt, &layer_name(i, "operator_norm.weight"), &[h])?;
-            let ffn_norm = sink.vector(ckpt, &layer_name(i, "ffn_norm.weight"), &[h])?;
+            let operator_norm = sink.vector(src, &layer_name(i, "operator_norm.weight"), &[h])?;
+            let ffn_norm = sink.vector(src, &layer_name(i, "ffn_norm.weight"), &[h])?;
             let op = match kind {
                 LayerKind::Conv => {
                     let k = cfg.conv_l_cache;
                     let bias = |sink: &mut S, name: &str, n: usize| -> Result<Option<V>> {
                         match cfg.conv_bias {
-                            true => sink.vector(ckpt, &layer_name(i, name), &[n]).map(Some),
+                            true => sink.vector(src, &layer_name(i, name), &[n]).map(Some),
                             false => Ok(None),
                         }
                     };
                     Op::Conv {
                         in_proj: sink.matrix(
-                            ckpt,
+                            src,
                             &single(
                                 Role::Proj,
                                 layer_name(i, "conv.in_proj"),
@@ -219,10 +235,10 @@ impl<M, V> Weights<M, V> {
                             ),
                         )?,
                         in_bias: bias(sink, "conv.in_proj.bias", 3 * h)?,
-                        conv: sink.vector(ckpt, &layer_name(i, "conv.conv.weight"), &[h, 1, k])?,
+                        conv: sink.vector(src, &layer_name(i, "conv.conv.weight"), &[h, 1, k])?,
                         conv_bias: bias(sink, "conv.conv.bias", h)?,
                         out_proj: sink.matrix(
-                            ckpt,
+                            src,
                             &single(
                                 Role::Proj,
                                 layer_name(i, "conv.out_proj"),
@@ -250,11 +266,11 @@ impl<M, V> Weights<M, V> {
                         parts: vec![part("q_proj", nh * d), part("k_proj", nkv * d), part("v_proj", nkv * d)],
                     };
                     Op::Attention {
-                        qkv: sink.matrix(ckpt, &qkv)?,
-                        q_norm: sink.vector(ckpt, &layer_name(i, "self_attn.q_layernorm.weight"), &[d])?,
-                        k_norm: sink.vector(ckpt, &layer_name(i, "self_attn.k_layernorm.weight"), &[d])?,
+                        qkv: sink.matrix(src, &qkv)?,
+                        q_norm: sink.vector(src, &layer_name(i, "self_attn.q_layernorm.weight"), &[d])?,
+                        k_norm: sink.vector(src, &layer_name(i, "self_attn.k_layernorm.weight"), &[d])?,
                         out_proj: sink.matrix(
-                            ckpt,
+                            src,
                             &single(
                                 Role::Proj,
                                 layer_name(i, "self_attn.out_proj"),
@@ -270,7 +286,7 @@ impl<M, V> Weights<M, V> {
                 let (e, im) = (cfg.num_experts, cfg.moe_intermediate_size);
                 Ffn::Moe {
                     router: sink.matrix(
-                        ckpt,
+                        src,
                         &single(
                             Role::Router,
                             layer_name(i, "feed_forward.gate"),
@@ -280,12 +296,12 @@ impl<M, V> Weights<M, V> {
                         ),
                     )?,
                     expert_bias: match cfg.use_expert_bias {
-                        true => Some(sink.vector(ckpt, &layer_name(i, "feed_forward.expert_bias"), &[e])?),
+                        true => Some(sink.vector(src, &layer_name(i, "feed_forward.expert_bias"), &[e])?),
                         false => None,
                     },
-                    gate: sink.matrix(ckpt, &experts(cfg, i, "w1", im, h))?,
-                    up: sink.matrix(ckpt, &experts(cfg, i, "w3", im, h))?,
-                    down: sink.matrix(ckpt, &experts(cfg, i, "w2", h, im))?,
+                    gate: sink.matrix(src, &experts(cfg, i, "w1", im, h))?,
+                    up: sink.matrix(src, &experts(cfg, i, "w3", im, h))?,
+                    down: sink.matrix(src, &experts(cfg, i, "w2", h, im))?,
                 }
             } else {
                 let im = cfg.intermediate_size;
@@ -299,9 +315,9 @@ impl<M, V> Weights<M, V> {
                     )
                 };
                 Ffn::Dense {
-                    gate: sink.matrix(ckpt, &m("w1", im, h))?,
-                    up: sink.matrix(ckpt, &m("w3", im, h))?,
-                    down: sink.matrix(ckpt, &m("w2", h, im))?,
+                    gate: sink.matrix(src, &m("w1", im, h))?,
+                    up: sink.matrix(src, &m("w3", im, h))?,
+                    down: sink.matrix(src, &m("w2", h, im))?,
                 }
             };
             layers.push(Layer {
@@ -488,13 +504,6 @@ impl Checkpoint {
         })
     }
 
-    /// Reads `name` (of `shape`) as f32 into `out`.
-    pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
-        let t = self.tensor(name, shape)?;
-        t.read_f32(out);
-        Ok(())
-    }
-
     /// Total bytes of tensor data in the shards.
     pub fn file_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.map.len() as u64).sum()
@@ -510,5 +519,20 @@ pub fn storage_format(spec: &MatSpec, requested: DType) -> DType {
         None => requested,
         Some(_) if spec.role == Role::Router || !requested.fits_cols(spec.cols) => DType::F16,
         Some(_) => requested,
+    }
+}
+
+impl Source for Checkpoint {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        self.tensor(name, shape)?.read_f32(out);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
     }
 }

@@ -6,7 +6,7 @@
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::model::config::{Config, LayerKind};
-use crate::model::weights::{storage_format, Checkpoint, Ffn, MatSpec, Op, WeightSink, Weights};
+use crate::model::weights::{storage_format, Ffn, MatSpec, Op, Source, WeightSink, Weights};
 use half::f16;
 
 /// A row-major matrix [rows, cols] in f32.
@@ -34,12 +34,12 @@ impl WeightSink for HostSink {
     type Matrix = HostMatrix;
     type Vector = Vec<f32>;
 
-    fn matrix(&mut self, ckpt: &Checkpoint, spec: &MatSpec) -> Result<HostMatrix> {
+    fn matrix(&mut self, src: &dyn Source, spec: &MatSpec) -> Result<HostMatrix> {
         let mut data = vec![0f32; spec.rows * spec.cols];
         let mut at = 0;
         for part in &spec.parts {
             let n: usize = part.shape.iter().product();
-            ckpt.read_f32(&part.name, &part.shape, &mut data[at..at + n])?;
+            src.read_f32(&part.name, &part.shape, &mut data[at..at + n])?;
             at += n;
         }
         match storage_format(spec, self.dtype) {
@@ -59,9 +59,9 @@ impl WeightSink for HostSink {
         })
     }
 
-    fn vector(&mut self, ckpt: &Checkpoint, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    fn vector(&mut self, src: &dyn Source, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let mut data = vec![0f32; shape.iter().product()];
-        ckpt.read_f32(name, shape, &mut data)?;
+        src.read_f32(name, shape, &mut data)?;
         Ok(data)
     }
 }
@@ -242,9 +242,9 @@ pub struct RefState {
 
 impl Reference {
     /// Loads `ckpt` with weights rounded as the engine stores them for `dtype`.
-    pub fn load(ckpt: &Checkpoint, dtype: DType) -> Result<Self> {
-        let cfg = ckpt.config.clone();
-        let w = Weights::load(ckpt, &cfg, &mut HostSink { dtype })?;
+    pub fn load(src: &dyn Source, dtype: DType) -> Result<Self> {
+        let cfg = src.config().clone();
+        let w = Weights::load(src, &mut HostSink { dtype })?;
         let inv_freq = cfg.rope_inv_freq();
         Ok(Reference { cfg, w, inv_freq })
     }
