@@ -54,6 +54,18 @@ enum Cmd {
         #[arg(long)]
         stop_at_eos: bool,
     },
+    /// Rewrite a checkpoint quantized, in the engine's GPU layout (loads with no conversion)
+    Quantize {
+        /// Source checkpoint directory (bf16 / f16 / f32 safetensors)
+        #[arg(long)]
+        model: PathBuf,
+        /// Output directory (created)
+        #[arg(long)]
+        out: PathBuf,
+        /// q4_0 | q8_0 (also f16 / f32)
+        #[arg(long)]
+        dtype: String,
+    },
     /// List adapters, their features and limits; with --model, the model's shape
     Info {
         #[arg(long)]
@@ -86,9 +98,10 @@ struct LoadArgs {
     /// Checkpoint directory (config.json + model.safetensors or a sharded index)
     #[arg(long)]
     model: PathBuf,
-    /// Weight storage on the GPU: f16 (default) or f32
-    #[arg(long, default_value = "f16")]
-    dtype: String,
+    /// Weight storage on the GPU: f16 (default), f32, q8_0 or q4_0 (quantized while loading);
+    /// a checkpoint written by `lfm quantize` loads as what it holds
+    #[arg(long)]
+    dtype: Option<String>,
     /// KV-cache storage: f16 or f32 (default: as --dtype)
     #[arg(long)]
     kv_dtype: Option<String>,
@@ -131,9 +144,18 @@ fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 }
 
 fn load(args: &LoadArgs) -> Result<Session> {
-    let dtype = DType::parse(&args.dtype)?;
     let kv_dtype = args.kv_dtype.as_deref().map(DType::parse).transpose()?;
     let ckpt = Checkpoint::open(&args.model).with_context(|| format!("opening model {}", args.model.display()))?;
+    let asked = args.dtype.as_deref().map(DType::parse).transpose()?;
+    let dtype = match (ckpt.prequantized, asked) {
+        (Some(stored), Some(d)) if d != stored => bail!(
+            "{} holds {stored} weights written by `lfm quantize`; load it with --dtype {stored} (or omit --dtype), \
+             or quantize the original checkpoint to {d}",
+            args.model.display()
+        ),
+        (Some(stored), _) => stored,
+        (None, d) => d.unwrap_or(DType::F16),
+    };
     let gpu = Gpu::new(&args.gpu.options()?)?;
     let t = std::time::Instant::now();
     let model = GpuModel::load(gpu, &ckpt, dtype).with_context(|| format!("loading {}", args.model.display()))?;
@@ -197,6 +219,36 @@ fn main() -> Result<()> {
             if let Some(path) = logits_out {
                 lfm_wgpu::npy::write_f32(&path, &[ids.len(), s.model.cfg.vocab_size], &logits)?;
             }
+        }
+        Cmd::Quantize { model, out, dtype } => {
+            let dtype = DType::parse(&dtype)?;
+            let ckpt = Checkpoint::open(&model).with_context(|| format!("opening model {}", model.display()))?;
+            let t = std::time::Instant::now();
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let total = ckpt.file_bytes();
+            let mut last = std::time::Instant::now();
+            let mut progress = |done: u64| {
+                if tty && last.elapsed().as_millis() > 200 {
+                    last = std::time::Instant::now();
+                    eprint!(
+                        "\rquantizing: {:.0} MB written ({:.0} MB source)",
+                        done as f64 / 1e6,
+                        total as f64 / 1e6
+                    );
+                }
+            };
+            let report = lfm_wgpu::model::quantize::quantize(&ckpt, &out, dtype, &mut progress)
+                .with_context(|| format!("quantizing {} to {}", model.display(), out.display()))?;
+            if tty {
+                eprintln!();
+            }
+            eprintln!(
+                "wrote {} ({:.1} MB, matrices by format: {:?}) in {:.2} s",
+                out.join("model.safetensors").display(),
+                report.bytes_out as f64 / 1e6,
+                report.formats,
+                t.elapsed().as_secs_f64()
+            );
         }
         Cmd::Info { model, gpu } => {
             let opts = gpu.options()?;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod forward;
 pub mod gpu_weights;
+pub mod quantize;
 pub mod session;
 pub mod state;
 pub mod weights;

@@ -36,6 +36,34 @@ impl WeightSink for HostSink {
 
     fn matrix(&mut self, src: &dyn Source, spec: &MatSpec) -> Result<HostMatrix> {
         let mut data = vec![0f32; spec.rows * spec.cols];
+        if let Some(st) = src.stored(spec)? {
+            // Already in the engine layout: decode exactly what the GPU will read.
+            match st.dtype.quant() {
+                Some(q) => {
+                    let scales: Vec<u16> = st
+                        .scales
+                        .chunks_exact(2)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                        .collect();
+                    crate::quant::dequantize_row(q, st.data, &scales, &mut data)?;
+                }
+                None if st.dtype == DType::F32 => {
+                    data.iter_mut()
+                        .zip(st.data.chunks_exact(4))
+                        .for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                None => {
+                    data.iter_mut()
+                        .zip(st.data.chunks_exact(2))
+                        .for_each(|(o, b)| *o = f16::from_le_bytes([b[0], b[1]]).to_f32());
+                }
+            }
+            return Ok(HostMatrix {
+                rows: spec.rows,
+                cols: spec.cols,
+                data,
+            });
+        }
         let mut at = 0;
         for part in &spec.parts {
             let n: usize = part.shape.iter().product();
