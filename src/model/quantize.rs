@@ -183,7 +183,7 @@ pub fn quantize(
         at += e.bytes;
     }
     let mut text = serde_json::to_string(&header).expect("json");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
 
