@@ -176,3 +176,25 @@ fn run_loose(name: &str, rel: f32) -> (f32, f32) {
     assert_eq!(ids, r.greedy_f16w, "{name}: greedy with f16 KV");
     (p, d)
 }
+
+#[test]
+fn chained_greedy_decode_matches() {
+    // Without logits, decode steps are queued ahead and fed by the GPU's argmax.
+    for name in FIXTURES {
+        let r = reference(name);
+        let ckpt = Checkpoint::open(&fixture_dir(name)).unwrap();
+        let model = Arc::new(GpuModel::load(default_gpu(), &ckpt, DType::F32).unwrap());
+        let mut s = Session::new(
+            model,
+            &SessionOptions {
+                ctx: 256,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (ids, logits) = s.generate_greedy(&r.prompt, r.greedy.len(), false).unwrap();
+        assert!(logits.is_empty());
+        assert_eq!(ids, r.greedy, "{name}: chained greedy decode");
+        assert_eq!(s.pos, r.prompt.len() + r.greedy.len() - 1);
+    }
+}

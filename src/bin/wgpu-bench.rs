@@ -1,17 +1,25 @@
-//! `wgpu-bench`: llama-bench-style prefill (ppN) and decode (tgN) throughput of a checkpoint
-//! on one adapter, mean ± sd over repetitions.
+//! `wgpu-bench`: how fast LFM2-MoE runs on a wgpu adapter, in llama-bench's shape.
 //!
-//! `wgpu-bench --model DIR [--dtype f16|f32] [-p 512] [-n 128] [-r 3] [--adapter A] [--json]`
+//! `wgpu-bench [--model DIR] [--dtype q4_0] [--layers N] [-p 512] [-n 128] [-r 5] [--depth D]
+//!             [--adapter A] [--backend B] [--profile] [--kernels] [--json]`
 //!
-//! Prompt tokens are deterministic pseudo-random ids; decode feeds the GPU's own greedy ids
-//! back without a host round trip for the input (only the sampled id is read per token).
+//! With no --model it benchmarks the full LFM2-8B-A1B shape with synthetic weights
+//! (deterministic, no download). It reports ppN / tgN tok/s (mean ± sd), time to first token,
+//! load time, decode's effective bandwidth (weight + KV bytes read per token × tok/s) as a
+//! share of the copy bandwidth this run measures on the same device, prefill FLOP/s against
+//! a measured FMA peak, and GPU memory. --profile adds a per-kernel decode breakdown from
+//! timestamp queries; --kernels times the decode mat-vecs at the model's shapes per format.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
+use lfm_wgpu::gpu::{context, DType, Gpu, GpuMatrix, GpuOptions};
+use lfm_wgpu::kernels::ops::{LinearOp, Recorder, Routing, Shape};
+use lfm_wgpu::kernels::{probe, Kernels, StepShape, Uniforms};
+use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::session::{Session, SessionOptions};
-use lfm_wgpu::model::weights::Checkpoint;
+use lfm_wgpu::model::weights::{Checkpoint, Source};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,133 +27,468 @@ use std::time::Instant;
 #[command(
     name = "wgpu-bench",
     version,
-    about = "Prefill / decode throughput of LFM2-MoE on a wgpu adapter"
+    about = "Prefill / decode speed of LFM2-MoE on a wgpu adapter"
 )]
 struct Args {
-    /// Checkpoint directory (config.json + safetensors)
+    /// Checkpoint directory; default: the LFM2-8B-A1B shape with synthetic weights
     #[arg(long)]
     model: Option<std::path::PathBuf>,
-    #[arg(long, default_value = "f16")]
-    dtype: String,
-    /// Prompt tokens (pp test)
-    #[arg(short = 'p', default_value_t = 512)]
-    prompt: usize,
-    /// Generated tokens (tg test)
-    #[arg(short = 'n', default_value_t = 128)]
-    gen: usize,
+    /// Weight format: q4_0 (default), q8_0, f16, f32
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Synthetic model: this many layers of the real schedule (default 24; fewer on CPU adapters)
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Prompt tokens of the pp test
+    #[arg(short = 'p')]
+    prompt: Option<usize>,
+    /// Generated tokens of the tg test
+    #[arg(short = 'n')]
+    gen: Option<usize>,
     /// Repetitions
-    #[arg(short = 'r', default_value_t = 3)]
-    reps: usize,
+    #[arg(short = 'r')]
+    reps: Option<usize>,
+    /// Decode after this many tokens of context
+    #[arg(long, default_value_t = 0)]
+    depth: usize,
     #[arg(long)]
     adapter: Option<String>,
     #[arg(long)]
     backend: Option<String>,
     #[arg(long, default_value_t = 512)]
     ubatch: usize,
-    /// Print JSON instead of a table
+    /// Per-kernel decode breakdown from timestamp queries
+    #[arg(long)]
+    profile: bool,
+    /// Time each decode mat-vec at the model's shapes for every weight format
+    #[arg(long)]
+    kernels: bool,
+    /// JSON instead of tables
     #[arg(long)]
     json: bool,
 }
 
 fn mean_sd(x: &[f64]) -> (f64, f64) {
+    if x.is_empty() {
+        return (0.0, 0.0);
+    }
     let m = x.iter().sum::<f64>() / x.len() as f64;
     let v = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len().max(2) - 1) as f64;
     (m, v.sqrt())
 }
 
+fn gb(x: f64) -> String {
+    format!("{:.2}", x / 1e9)
+}
+
+/// Deterministic prompt ids.
+fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
+    let mut s = 0x9e3779b97f4a7c15u64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// Matmul FLOPs of one prompt token (active weights) plus attention over `ctx` keys.
+fn flops_per_token(cfg: &Config, ctx: usize) -> f64 {
+    let h = cfg.hidden_size as f64;
+    let mut w = 0.0;
+    for (i, k) in cfg.layer_types.iter().enumerate() {
+        w += match k {
+            lfm_wgpu::model::config::LayerKind::Conv => 3.0 * h * h + h * h,
+            lfm_wgpu::model::config::LayerKind::Attention => {
+                cfg.qkv_dim() as f64 * h
+                    + h * h
+                    + 4.0 * (cfg.num_attention_heads * cfg.head_dim) as f64 * ctx as f64 / 2.0
+            }
+        };
+        w += if cfg.is_moe(i) {
+            cfg.num_experts as f64 * h + cfg.num_experts_per_tok as f64 * 3.0 * h * cfg.moe_intermediate_size as f64
+        } else {
+            3.0 * h * cfg.intermediate_size as f64
+        };
+    }
+    2.0 * (w + cfg.vocab_size as f64 * h)
+}
+
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let a = Args::parse();
-    let Some(dir) = &a.model else {
-        bail!("--model DIR is required for now (synthetic full-size weights are planned, see issue #4); try --model tests/data/tiny_c");
-    };
-    if a.reps == 0 || a.prompt == 0 {
-        bail!("-r and -p must be positive");
-    }
     let mut opts = GpuOptions::from_env()?;
     opts.adapter = a.adapter.clone().or(opts.adapter);
     if let Some(b) = &a.backend {
         opts.backend = Some(context::parse_backend(b)?);
     }
-    let dtype = DType::parse(&a.dtype)?;
-    let ckpt = Checkpoint::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     let gpu = Gpu::new(&opts)?;
+    let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    // On a software adapter the defaults scale down so a plain run ends in minutes.
+    let mut scaled = Vec::new();
+    let mut pick = |v: Option<usize>, full: usize, small: usize, what: &str| match (v, cpu_adapter) {
+        (Some(v), _) => v,
+        (None, false) => full,
+        (None, true) => {
+            scaled.push(format!("{what} {small} (not {full})"));
+            small
+        }
+    };
+    let prompt_n = pick(a.prompt, 512, 64, "-p");
+    let gen_n = pick(a.gen, 128, 16, "-n");
+    let reps = pick(a.reps, 5, 2, "-r").max(1);
+    let layers = if a.model.is_none() {
+        Some(pick(a.layers, 24, 6, "--layers"))
+    } else {
+        None
+    };
+    let dtype = DType::parse(a.dtype.as_deref().unwrap_or("q4_0"))?;
+
+    // Device yardsticks, measured in this run.
+    let kernels = Kernels::new(gpu.clone());
+    let copy_bw = probe::copy_bandwidth(&gpu, 256 << 20, 3)?;
+    let fma = probe::fma_peak(&kernels, 3)?;
+
     let t = Instant::now();
-    let model = Arc::new(GpuModel::load(gpu.clone(), &ckpt, dtype)?);
+    let (model, name) = match &a.model {
+        Some(dir) => {
+            let ckpt = Checkpoint::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+            let d = ckpt.prequantized.unwrap_or(dtype);
+            (GpuModel::load(gpu.clone(), &ckpt, d)?, dir.display().to_string())
+        }
+        None => {
+            let src = synthetic(layers.unwrap_or(24))?;
+            let name = format!("LFM2-8B-A1B shape, {} layers, synthetic", src.config().num_layers());
+            (GpuModel::load(gpu.clone(), src.as_ref(), dtype)?, name)
+        }
+    };
     gpu.wait()?;
     let load_s = t.elapsed().as_secs_f64();
+    let model = Arc::new(model);
+    let cfg = model.cfg.clone();
+    if a.kernels {
+        return kernel_mode(&kernels, &cfg, copy_bw, a.json);
+    }
+    let ctx = (a.depth + prompt_n.max(1) + gen_n + 2).next_multiple_of(256);
     let sopts = SessionOptions {
-        ctx: (a.prompt + a.gen + 1).next_multiple_of(256),
+        ctx,
         ubatch: a.ubatch,
         kv_dtype: None,
     };
     let mut s = Session::new(model.clone(), &sopts)?;
-    let vocab = model.cfg.vocab_size as u64;
-    let mut seed = 0x9e3779b97f4a7c15u64;
-    let prompt: Vec<u32> = (0..a.prompt)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % vocab) as u32
-        })
-        .collect();
-    // Warm-up: compiles nothing new (pipelines exist), but lets the driver settle.
-    s.prefill(&prompt[..prompt.len().min(8)], false)?;
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
-    for _ in 0..a.reps {
+    let gpu_bytes = model.weight_bytes + s.state.bytes();
+    let prompt = prompt_ids(prompt_n.max(a.depth).max(1), cfg.vocab_size);
+
+    s.prefill(&prompt[..prompt.len().min(8)], false)?; // warm-up
+    let (mut pp, mut ttft, mut tg, mut bw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
         s.reset();
-        let t = Instant::now();
-        let (mut next, _) = s.prefill(&prompt, false)?;
-        pp.push(a.prompt as f64 / t.elapsed().as_secs_f64());
-        if a.gen > 0 {
+        if prompt_n > 0 {
             let t = Instant::now();
-            for _ in 0..a.gen {
-                next = s.decode(Some(next), false)?.0;
-            }
-            tg.push(a.gen as f64 / t.elapsed().as_secs_f64());
+            s.prefill(&prompt[..prompt_n], false)?;
+            let dt = t.elapsed().as_secs_f64();
+            pp.push(prompt_n as f64 / dt);
+            ttft.push(dt);
+        }
+        if gen_n > 0 {
+            s.reset();
+            s.prefill(&prompt[..a.depth.max(1)], false)?;
+            let kv_start = s.decode_kv_bytes();
+            let mut ids = Vec::with_capacity(gen_n);
+            let t = Instant::now();
+            s.decode_chained(gen_n, &mut ids)?;
+            let dt = t.elapsed().as_secs_f64();
+            let kv_mean = (kv_start + s.decode_kv_bytes()) / 2;
+            tg.push(gen_n as f64 / dt);
+            bw.push((s.decode_weight_bytes() + kv_mean) as f64 * gen_n as f64 / dt);
         }
     }
     let (ppm, pps) = mean_sd(&pp);
-    let (tgm, tgs) = if tg.is_empty() { (0.0, 0.0) } else { mean_sd(&tg) };
+    let (tgm, tgs) = mean_sd(&tg);
+    let (bwm, _) = mean_sd(&bw);
+    let (ttftm, _) = mean_sd(&ttft);
+    let flops = flops_per_token(&cfg, prompt_n / 2) * ppm;
+    let per_token = s.decode_weight_bytes();
+
+    let profile = if a.profile {
+        s.reset();
+        let (next, _) = s.prefill(&prompt[..a.depth.max(1)], false)?;
+        Some(s.decode_profiled(next)?)
+    } else {
+        None
+    };
+
     let info = &gpu.info;
     if a.json {
+        let prof: Vec<_> = profile
+            .iter()
+            .flatten()
+            .map(|d| serde_json::json!({"label": d.label, "kernel": d.family, "dtype": d.dtype.name(), "seconds": d.seconds, "weight_bytes": d.bytes}))
+            .collect();
         let j = serde_json::json!({
-            "adapter": info.name, "backend": format!("{:?}", info.backend), "driver": info.driver_info,
-            "model": dir.display().to_string(), "dtype": a.dtype, "load_s": load_s,
-            "weight_bytes": model.weight_bytes,
+            "adapter": info.name, "device_type": format!("{:?}", info.device_type), "backend": format!("{:?}", info.backend),
+            "driver": format!("{} {}", info.driver, info.driver_info), "model": name, "dtype": dtype.name(),
+            "layers": cfg.num_layers(), "scaled_for_cpu_adapter": scaled,
+            "load_s": load_s, "gpu_bytes": gpu_bytes, "weight_bytes": model.weight_bytes,
+            "copy_bandwidth_bytes_s": copy_bw, "fma_peak_flop_s": fma,
             "tests": [
-                {"test": format!("pp{}", a.prompt), "tok_s_mean": ppm, "tok_s_sd": pps, "reps": a.reps},
-                {"test": format!("tg{}", a.gen), "tok_s_mean": tgm, "tok_s_sd": tgs, "reps": a.reps},
-            ]
+                {"test": format!("pp{prompt_n}"), "tok_s_mean": ppm, "tok_s_sd": pps, "ttft_s": ttftm, "flop_s": flops},
+                {"test": format!("tg{gen_n}"), "depth": a.depth, "tok_s_mean": tgm, "tok_s_sd": tgs,
+                 "bytes_per_token": per_token, "effective_bandwidth_bytes_s": bwm, "share_of_copy_bandwidth": bwm / copy_bw},
+            ],
+            "profile": prof,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
-    } else {
+        return Ok(());
+    }
+    println!(
+        "adapter: {} ({:?}, {:?}, {} {})",
+        info.name, info.device_type, info.backend, info.driver, info.driver_info
+    );
+    println!(
+        "model: {name}, {dtype}, {} layers | load {load_s:.2} s | GPU memory {} GB (weights {}) | copy bandwidth {} GB/s | FMA peak {:.1} GFLOP/s",
+        cfg.num_layers(),
+        gb(gpu_bytes as f64),
+        gb(model.weight_bytes as f64),
+        gb(copy_bw),
+        fma / 1e9
+    );
+    if !scaled.is_empty() {
+        println!("software adapter: defaults scaled down: {}", scaled.join(", "));
+    }
+    println!("| {:<10} | {:>18} | {:>44} |", "test", "t/s", "");
+    println!("| {:-<10} | {:->18} | {:->44} |", "", "", "");
+    if prompt_n > 0 {
         println!(
-            "adapter: {} ({:?}, {:?}, {})  model: {}  dtype: {}  weights: {:.1} MB  load: {:.2} s",
-            info.name,
-            info.device_type,
-            info.backend,
-            info.driver_info,
-            dir.display(),
-            a.dtype,
-            model.weight_bytes as f64 / 1e6,
-            load_s
+            "| {:<10} | {:>18} | {:>44} |",
+            format!("pp{prompt_n}"),
+            format!("{ppm:.2} ± {pps:.2}"),
+            format!(
+                "TTFT {:.3} s, {:.1} GFLOP/s = {:.1}% of FMA peak",
+                ttftm,
+                flops / 1e9,
+                100.0 * flops / fma
+            )
         );
-        println!("| {:<8} | {:>20} |", "test", "t/s");
-        println!("| {:-<8} | {:->20} |", "", "");
+    }
+    if gen_n > 0 {
         println!(
-            "| {:<8} | {:>20} |",
-            format!("pp{}", a.prompt),
-            format!("{ppm:.2} ± {pps:.2}")
+            "| {:<10} | {:>18} | {:>44} |",
+            format!(
+                "tg{gen_n}{}",
+                if a.depth > 0 {
+                    format!("@d{}", a.depth)
+                } else {
+                    String::new()
+                }
+            ),
+            format!("{tgm:.2} ± {tgs:.2}"),
+            format!(
+                "{} MB/token, {} GB/s = {:.1}% of copy",
+                per_token / 1_000_000,
+                gb(bwm),
+                100.0 * bwm / copy_bw
+            )
         );
-        if a.gen > 0 {
+    }
+    if let Some(p) = profile {
+        let total: f64 = p.iter().map(|d| d.seconds).sum();
+        let mut by: BTreeMap<String, (f64, u64, usize)> = BTreeMap::new();
+        for d in &p {
+            let e = by.entry(d.family.clone()).or_default();
+            e.0 += d.seconds;
+            e.1 += d.bytes;
+            e.2 += 1;
+        }
+        let mut rows: Vec<_> = by.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        println!(
+            "\ndecode step profile (GPU timestamps, one pass per dispatch): {:.3} ms in {} dispatches",
+            total * 1e3,
+            p.len()
+        );
+        println!(
+            "| {:<26} | {:>9} | {:>6} | {:>5} | {:>9} | {:>7} |",
+            "kernel", "ms", "share", "calls", "GB/s", "% copy"
+        );
+        println!(
+            "| {:-<26} | {:->9} | {:->6} | {:->5} | {:->9} | {:->7} |",
+            "", "", "", "", "", ""
+        );
+        for (k, (t, bytes, n)) in rows {
+            let bw = if bytes > 0 { bytes as f64 / t } else { 0.0 };
             println!(
-                "| {:<8} | {:>20} |",
-                format!("tg{}", a.gen),
-                format!("{tgm:.2} ± {tgs:.2}")
+                "| {:<26} | {:>9.3} | {:>5.1}% | {:>5} | {:>9} | {:>7} |",
+                k,
+                t * 1e3,
+                100.0 * t / total,
+                n,
+                if bytes > 0 { gb(bw) } else { "-".into() },
+                if bytes > 0 {
+                    format!("{:.1}%", 100.0 * bw / copy_bw)
+                } else {
+                    "-".into()
+                }
             );
         }
+    }
+    Ok(())
+}
+
+fn synthetic(_layers: usize) -> Result<Box<dyn Source>> {
+    bail!("synthetic weights are not built yet: pass --model DIR")
+}
+
+/// Times each decode mat-vec of the model's shapes (dense projections, routed experts,
+/// head) in every weight format, in GB/s and % of copy bandwidth.
+fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, json: bool) -> Result<()> {
+    let gpu = &k.gpu;
+    let h = cfg.hidden_size;
+    let im = cfg.moe_intermediate_size;
+    let e = cfg.num_experts.max(1);
+    let topk = cfg.num_experts_per_tok.max(1) as u32;
+    let shapes: [(&str, usize, usize, usize, bool); 5] = [
+        ("conv in_proj", 3 * h, h, 1, false),
+        ("out_proj", h, h, 1, false),
+        ("experts gate+up", e * im, h, im, true),
+        ("experts down", e * h, im, h, false),
+        ("head", cfg.vocab_size, h, 1, false),
+    ];
+    let mk = |label: &str, size: u64| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let maxd = *[3 * h, h, im, cfg.vocab_size].iter().max().unwrap();
+    let x = mk("x", (topk as usize * maxd * 4) as u64);
+    let y = mk("y", (topk as usize * cfg.vocab_size.max(e * h) * 4) as u64);
+    let ids = mk("ids", 64);
+    let wts = mk("wts", 64);
+    gpu.queue.write_buffer(
+        &ids,
+        0,
+        bytemuck::cast_slice(&(0..topk).map(|i| i * 7 % e as u32).collect::<Vec<_>>()),
+    );
+    gpu.queue
+        .write_buffer(&wts, 0, bytemuck::cast_slice(&vec![0.25f32; topk as usize]));
+    let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("step"),
+        size: 16,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[1u32, 0, 1, 0]));
+    let dummy = mk("dummy", 16);
+    let mut rows = Vec::new();
+    for dtype in DType::ALL {
+        for (name, n, kk, group, glu) in shapes {
+            if !dtype.fits_cols(kk) {
+                continue;
+            }
+            let data: Vec<f32> = (0..n * kk)
+                .map(|i| ((i * 2654435761) % 1000) as f32 * 1e-3 - 0.5)
+                .collect();
+            let w = GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?;
+            let up = if glu {
+                Some(GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?)
+            } else {
+                None
+            };
+            let uniforms = Uniforms::new(gpu, "params", 64 + w.chunks.len() as u64);
+            let routing = Routing {
+                ids: &ids,
+                weights: &wts,
+                offsets: &dummy,
+                rows: &dummy,
+                topk,
+            };
+            let mut r = Recorder {
+                k,
+                uniforms: &uniforms,
+                step: &step,
+                dummy: &dummy,
+                kv: DType::F32,
+                prog: Default::default(),
+            };
+            let moe = group > 1;
+            r.linear(
+                Shape::Decode,
+                &LinearOp {
+                    x: &x,
+                    ldx: kk as u32,
+                    w: &w,
+                    w_up: up.as_ref(),
+                    y: &y,
+                    ldy: if glu { im as u32 } else { n as u32 },
+                    bias: None,
+                    acc: false,
+                    moe: moe.then_some((&routing, if glu { topk } else { 1 })),
+                    scale: moe && !glu,
+                },
+            )?;
+            let prog = r.prog;
+            let bytes = prog.weight_bytes();
+            let run = |iters: usize| -> Result<f64> {
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    for _ in 0..iters {
+                        prog.record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
+                    }
+                }
+                let t = Instant::now();
+                gpu.queue.submit([enc.finish()]);
+                gpu.wait()?;
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run(1)?;
+            let iters = 8;
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                best = best.min(run(iters)? / iters as f64);
+            }
+            rows.push((dtype, name, n, kk, bytes, best));
+        }
+    }
+    if json {
+        let j: Vec<_> = rows
+            .iter()
+            .map(|(d, name, n, kk, bytes, t)| serde_json::json!({"dtype": d.name(), "kernel": name, "rows": n, "cols": kk, "bytes": bytes, "seconds": t, "bytes_s": *bytes as f64 / t, "share_of_copy": *bytes as f64 / t / copy_bw}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"copy_bandwidth_bytes_s": copy_bw, "kernels": j}))?
+        );
+        return Ok(());
+    }
+    println!(
+        "decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s)",
+        gb(copy_bw)
+    );
+    println!(
+        "| {:<6} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |",
+        "dtype", "kernel", "shape", "µs", "GB/s", "% copy"
+    );
+    println!(
+        "| {:-<6} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |",
+        "", "", "", "", "", ""
+    );
+    for (d, name, n, kk, bytes, t) in rows {
+        let bw = bytes as f64 / t;
+        println!(
+            "| {:<6} | {:<16} | {:>13} | {:>9.1} | {:>9} | {:>6.1}% |",
+            d.name(),
+            name,
+            format!("{n}×{kk}"),
+            t * 1e6,
+            gb(bw),
+            100.0 * bw / copy_bw
+        );
     }
     Ok(())
 }

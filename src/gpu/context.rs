@@ -231,12 +231,31 @@ impl Gpu {
 
     /// Maps `staging` (MAP_READ) for `size` bytes from 0, copies them out and unmaps.
     pub fn read_staging(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        self.read_staging_after(staging, size, None)
+    }
+
+    /// As [`Self::read_staging`], waiting only for submission `after` (not for work queued
+    /// since), so the GPU can run ahead while the host reads.
+    pub fn read_staging_after(
+        &self,
+        staging: &wgpu::Buffer,
+        size: u64,
+        after: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<u8>> {
         let slice = staging.slice(..size);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait()?;
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: after,
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                during: "waiting for the device".into(),
+                msg: e.to_string(),
+            })?;
         let mapped = rx.recv().map_err(|_| Error::Gpu {
             during: "reading back".into(),
             msg: "map callback never ran".into(),

@@ -7,6 +7,7 @@
 //! reduction snippet (subgroup or workgroup memory), then the kernel's own file.
 
 pub mod ops;
+pub mod probe;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Caps, DType, Gpu};
@@ -19,7 +20,9 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Embed,
-    RmsNorm { last_only: bool },
+    RmsNorm {
+        last_only: bool,
+    },
     Matmul(Linear),
     Matvec(Linear),
     ShortConv,
@@ -29,7 +32,11 @@ pub enum Kernel {
     Router,
     MoeRoute,
     MoeCombine,
-    Argmax { last_row: bool },
+    Argmax {
+        last_row: bool,
+    },
+    /// Device probe: FMA throughput (wgpu-bench).
+    FmaPeak,
 }
 
 /// Variant switches of the linear kernels (see shaders/lib/linear.wgsl).
@@ -106,6 +113,7 @@ impl Kernel {
             Kernel::MoeRoute => (shader!("moe_route"), false, false, false),
             Kernel::MoeCombine => (shader!("moe_combine"), false, false, false),
             Kernel::Argmax { .. } => (shader!("argmax"), false, false, false),
+            Kernel::FmaPeak => (shader!("fma_peak"), false, false, false),
         };
         Source {
             file,
@@ -135,6 +143,7 @@ impl Kernel {
             Kernel::MoeRoute => &[Uniform, Uniform, Read, ReadWrite, ReadWrite],
             Kernel::MoeCombine => &[Uniform, Uniform, Read, ReadWrite],
             Kernel::Argmax { .. } => &[Uniform, Uniform, Read, ReadWrite],
+            Kernel::FmaPeak => &[Uniform, Uniform, ReadWrite],
         }
     }
 
@@ -387,6 +396,9 @@ pub struct Dispatch {
     pub pipeline: Arc<Pipeline>,
     pub bind_group: wgpu::BindGroup,
     pub grid: [Dim; 3],
+    /// Weight bytes one execution reads for one token (expected value for routed experts);
+    /// activations and caches not counted. For bandwidth reports.
+    pub weight_bytes: u64,
 }
 
 /// A recorded sequence of dispatches (one forward pass), replayed for each step.
@@ -395,7 +407,79 @@ pub struct Program {
     pub dispatches: Vec<Dispatch>,
 }
 
+/// Most timestamp queries one profiled step uses (two per dispatch).
+pub const MAX_PROFILE_QUERIES: u32 = 4096;
+
+impl Kernel {
+    /// The kernel's family, for grouping a profile (variants of one WGSL file together,
+    /// except matvec / matmul which are told apart by what they compute).
+    pub fn family(&self) -> String {
+        match self {
+            Kernel::Matmul(l) | Kernel::Matvec(l) => {
+                let base = if matches!(self, Kernel::Matmul(_)) {
+                    "matmul"
+                } else {
+                    "matvec"
+                };
+                let what = match (l.gather, l.glu) {
+                    (true, true) => "experts gate+up",
+                    (true, false) => "experts down",
+                    (false, true) => "dense gate+up",
+                    (false, false) => "dense",
+                };
+                format!("{base} {what}")
+            }
+            other => {
+                let s = format!("{other:?}");
+                s.split([' ', '{']).next().unwrap_or("").to_string()
+            }
+        }
+    }
+}
+
 impl Program {
+    /// Weight bytes one step reads (see [`Dispatch::weight_bytes`]).
+    pub fn weight_bytes(&self) -> u64 {
+        self.dispatches.iter().map(|d| d.weight_bytes).sum()
+    }
+
+    /// Records each dispatch in a pass of its own with begin/end timestamps into `queries`
+    /// (TIMESTAMP_QUERY only; no in-pass timestamps needed). Returns, per timed dispatch,
+    /// its label, its kernel family, the weight format it read and its weight bytes.
+    pub fn record_profiled(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        queries: &wgpu::QuerySet,
+        shape: StepShape,
+    ) -> Vec<(String, String, DType, u64)> {
+        let mut timed = Vec::new();
+        for d in &self.dispatches {
+            let [x, y, z] = d.grid.map(|g| g.eval(shape));
+            if x == 0 || y == 0 || z == 0 || 2 * (timed.len() as u32 + 1) > MAX_PROFILE_QUERIES {
+                continue;
+            }
+            let i = 2 * timed.len() as u32;
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&d.label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: queries,
+                    beginning_of_pass_write_index: Some(i),
+                    end_of_pass_write_index: Some(i + 1),
+                }),
+            });
+            pass.set_pipeline(&d.pipeline.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+            timed.push((
+                d.label.clone(),
+                d.pipeline.key.kernel.family(),
+                d.pipeline.key.weights,
+                d.weight_bytes,
+            ));
+        }
+        timed
+    }
+
     /// Records every dispatch into `pass` with grids sized for `shape`.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, shape: StepShape) {
         for d in &self.dispatches {

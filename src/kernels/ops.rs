@@ -180,8 +180,15 @@ impl<'a> Recorder<'a> {
             pipeline,
             bind_group,
             grid,
+            weight_bytes: 0,
         });
         Ok(())
+    }
+
+    fn set_weight_bytes(&mut self, bytes: u64) {
+        if let Some(d) = self.prog.dispatches.last_mut() {
+            d.weight_bytes = bytes;
+        }
     }
 
     /// out [T, H] = table[ids[t]] (per vocab chunk).
@@ -201,6 +208,8 @@ impl<'a> Recorder<'a> {
                 &[ids, &c.buffer, out],
                 [Dim::Tokens, Dim::Fixed(1), Dim::Fixed(1)],
             )?;
+            // One row per token, spread over the chunks.
+            self.set_weight_bytes(table.dtype.row_bytes(table.cols) * c.rows as u64 / table.rows as u64);
         }
         Ok(())
     }
@@ -320,6 +329,13 @@ impl<'a> Recorder<'a> {
                 &[op.x, &c.buffer, up, op.y, op.bias.unwrap_or(self.dummy), ra, rb, rw],
                 grid,
             )?;
+            let mut bytes = c.buffer.size() * if op.w_up.is_some() { 2 } else { 1 };
+            if let (Some(r), Shape::Decode) = (routing, shape) {
+                // A token reads its top-k experts; this chunk holds ne of the E.
+                let experts = (w.rows / w.group_rows) as u64;
+                bytes = bytes / ne as u64 * r.topk as u64 * ne as u64 / experts;
+            }
+            self.set_weight_bytes(bytes);
         }
         Ok(())
     }

@@ -33,6 +33,19 @@ impl Default for SessionOptions {
     }
 }
 
+/// One dispatch of a profiled step.
+#[derive(Clone, Debug)]
+pub struct DispatchTime {
+    pub label: String,
+    /// Kernel family (e.g. "matvec experts down").
+    pub family: String,
+    /// Weight format the kernel read.
+    pub dtype: DType,
+    /// Weight bytes read.
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
 pub struct Session {
     pub model: Arc<GpuModel>,
     pub state: State,
@@ -102,8 +115,19 @@ impl Session {
     }
 
     /// Writes the step uniform and submits `program` for `n` tokens; optionally copies the
-    /// sampled id and the first `logit_rows` logits rows out.
+    /// sampled id and the first logits row out.
     fn run(&self, which: Mode, n: usize, read_id: bool, read_logit_row: bool) -> Result<()> {
+        self.run_into(which, n, read_id.then_some(&self.state.staging_id), read_logit_row)?;
+        Ok(())
+    }
+
+    fn run_into(
+        &self,
+        which: Mode,
+        n: usize,
+        id_to: Option<&wgpu::Buffer>,
+        read_logit_row: bool,
+    ) -> Result<wgpu::SubmissionIndex> {
         let gpu = &self.model.gpu;
         let splits = match which {
             Mode::Decode => (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
@@ -132,19 +156,22 @@ impl Session {
                 },
             );
         }
-        if read_id {
-            enc.copy_buffer_to_buffer(&self.state.ids, 0, &self.state.staging_id, 0, 4);
+        if let Some(staging) = id_to {
+            enc.copy_buffer_to_buffer(&self.state.ids, 0, staging, 0, 4);
         }
         if read_logit_row {
             let bytes = self.model.cfg.vocab_size as u64 * 4;
             enc.copy_buffer_to_buffer(&self.state.logits, 0, &self.state.staging_logits, 0, bytes);
         }
-        gpu.queue.submit([enc.finish()]);
-        Ok(())
+        Ok(gpu.queue.submit([enc.finish()]))
     }
 
     fn read_id(&self) -> Result<u32> {
-        let b = self.model.gpu.read_staging(&self.state.staging_id, 4)?;
+        self.read_id_from(&self.state.staging_id, None)
+    }
+
+    fn read_id_from(&self, staging: &wgpu::Buffer, after: Option<wgpu::SubmissionIndex>) -> Result<u32> {
+        let b = self.model.gpu.read_staging_after(staging, 4, after)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
@@ -239,6 +266,115 @@ impl Session {
         Ok((id, logits))
     }
 
+    /// Runs one decode step (input `token`) with every dispatch timed by GPU timestamps;
+    /// returns each dispatch's time. Needs TIMESTAMP_QUERY; creates its query buffers
+    /// (profiling is not the token loop).
+    pub fn decode_profiled(&mut self, token: u32) -> Result<Vec<DispatchTime>> {
+        let gpu = self.model.gpu.clone();
+        if !gpu.caps.timestamps {
+            return Err(Error::Invalid(format!(
+                "{} has no timestamp queries: no per-kernel profile",
+                gpu.info.name
+            )));
+        }
+        self.check(&[token])?;
+        if self.pos + 1 > self.state.ctx {
+            return Err(Error::ContextExceeded {
+                needed: self.pos + 1,
+                ctx: self.state.ctx,
+                max: 32768.max(self.model.cfg.max_position_embeddings),
+            });
+        }
+        let n = crate::kernels::MAX_PROFILE_QUERIES;
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: n,
+        });
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: n as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.write_ids(&[token]);
+        let splits = (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS);
+        gpu.queue.write_buffer(
+            &self.state.step,
+            0,
+            bytemuck::cast_slice(&[1u32, self.pos as u32, splits, 0]),
+        );
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let timed = self
+            .decode
+            .record_profiled(&mut enc, &queries, StepShape { n_tokens: 1, splits });
+        let used = 2 * timed.len() as u32;
+        enc.resolve_query_set(&queries, 0..used, &resolve, 0);
+        gpu.queue.submit([enc.finish()]);
+        self.pos += 1;
+        let raw = gpu.read(&resolve, 0, used as u64 * 8)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&raw);
+        let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(timed
+            .into_iter()
+            .enumerate()
+            .map(|(i, (label, family, dtype, bytes))| {
+                let seconds = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+                DispatchTime {
+                    label,
+                    family,
+                    dtype,
+                    bytes,
+                    seconds,
+                }
+            })
+            .collect())
+    }
+
+    /// `count` greedy decode steps fed by the GPU's own argmax, each queued before the previous
+    /// step's id is read back (ping-pong staging), so the GPU never waits for the host.
+    /// The caller knows `count` up front: no step runs past it.
+    pub fn decode_chained(&mut self, count: usize, ids: &mut Vec<u32>) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        if self.pos + count > self.state.ctx {
+            return Err(Error::ContextExceeded {
+                needed: self.pos + count,
+                ctx: self.state.ctx,
+                max: 32768.max(self.model.cfg.max_position_embeddings),
+            });
+        }
+        let staging = [&self.state.staging_id, &self.state.staging_id_next];
+        let mut prev: Option<wgpu::SubmissionIndex> = None;
+        for j in 0..count {
+            let index = self.run_into(Mode::Decode, 1, Some(staging[j % 2]), false)?;
+            self.pos += 1;
+            if let Some(p) = prev.replace(index) {
+                ids.push(self.read_id_from(staging[(j - 1) % 2], Some(p))?);
+            }
+        }
+        ids.push(self.read_id_from(staging[(count - 1) % 2], prev)?);
+        Ok(())
+    }
+
+    /// Weight bytes one decode step reads (all non-expert matrices, the head, the expected
+    /// top-k share of the experts, one embedding row), excluding the KV cache.
+    pub fn decode_weight_bytes(&self) -> u64 {
+        self.decode.weight_bytes()
+    }
+
+    /// KV-cache bytes one decode step reads at the current position.
+    pub fn decode_kv_bytes(&self) -> u64 {
+        let c = &self.model.cfg;
+        let attn = c
+            .layer_types
+            .iter()
+            .filter(|k| **k == super::config::LayerKind::Attention)
+            .count();
+        (attn * 2 * (self.pos + 1) * c.num_key_value_heads * c.head_dim) as u64 * self.state.kv_dtype.row_bytes(1)
+    }
+
     /// Greedy generation: prefill `prompt`, then `n - 1` decode steps fed by the GPU's own
     /// argmax. Returns the n ids and, when asked, the logits of each of the n steps [n, vocab].
     pub fn generate_greedy(&mut self, prompt: &[u32], n: usize, want_logits: bool) -> Result<(Vec<u32>, Vec<f32>)> {
@@ -250,6 +386,10 @@ impl Session {
         let (mut next, l) = self.prefill(prompt, want_logits)?;
         ids.push(next);
         logits.extend(l.unwrap_or_default());
+        if !want_logits {
+            self.decode_chained(n - 1, &mut ids)?;
+            return Ok((ids, logits));
+        }
         while ids.len() < n {
             let (id, l) = self.decode(Some(next), want_logits)?;
             next = id;

@@ -70,6 +70,8 @@ pub struct State {
     pub dummy: wgpu::Buffer,
     /// MAP_READ staging for the sampled id (4 bytes) and one logits row.
     pub staging_id: wgpu::Buffer,
+    /// A second id staging buffer, so step N+1 can be queued before step N's id is read.
+    pub staging_id_next: wgpu::Buffer,
     pub staging_logits: wgpu::Buffer,
 }
 
@@ -192,6 +194,7 @@ impl State {
             }),
             dummy: mk("unused", 4, 4)?,
             staging_id: staging("sampled_id", 16),
+            staging_id_next: staging("sampled_id_next", 16),
             staging_logits: staging("logits_row", (v as u64 * 4).next_multiple_of(16)),
         })
     }
