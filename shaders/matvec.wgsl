@@ -1,17 +1,19 @@
 // Mat-vec for decode (interface in lib/linear.wgsl): each workgroup computes R output
 // columns for one row (token, or (token, slot) pair when GATHER); threads stride over K in
-// groups of 8 weights (dequantized in registers) and the partial sums are reduced across
-// the workgroup. Grid (ceil(n/R), T or T·topk). GATHER reads the pair's expert from
+// groups of 8 weights (dequantized in registers); the R (2R with GLU) partial sums of each
+// thread are reduced together through workgroup memory behind a single barrier. Grid (ceil(n/R), T or T·topk). GATHER reads the pair's expert from
 // route_a and skips experts outside this chunk: only the routed experts' weights are read.
 const WG: u32 = 64u;
-const R: u32 = 4u;
+const R: u32 = 8u;
+
+var<workgroup> partial: array<array<f32, WG>, 16>; // [2R][WG]
 
 fn dot8(w: W8, a: vec4<f32>, b: vec4<f32>) -> f32 {
     return dot(w.lo, a) + dot(w.hi, b);
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wg.y;
     var xrow = row;
     var wrow0 = 0u;
@@ -27,7 +29,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     let groups = p.k / 8u;
     var acc: array<f32, R>;
     var acc_up: array<f32, R>;
-    for (var g = lane.id; g < groups; g += WG) {
+    for (var g = lid; g < groups; g += WG) {
         let xa = x[(xrow * p.ldx) / 4u + 2u * g];
         let xb = x[(xrow * p.ldx) / 4u + 2u * g + 1u];
         for (var r = 0u; r < R; r++) {
@@ -40,13 +42,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         }
     }
     for (var r = 0u; r < R; r++) {
-        let s = wg_sum(acc[r], lane);
-        var su = 0.0;
+        partial[r][lid] = acc[r];
         if GLU {
-            su = wg_sum(acc_up[r], lane);
+            partial[R + r][lid] = acc_up[r];
         }
-        if lane.id == 0u && n0 + r < p.n {
-            store(row, row, p.col0 + n0 + r, s, su);
+    }
+    workgroupBarrier();
+    if lid < R && n0 + lid < p.n {
+        var s = 0.0;
+        var su = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            s += partial[lid][i];
+            if GLU {
+                su += partial[R + lid][i];
+            }
         }
+        store(row, row, p.col0 + n0 + lid, s, su);
     }
 }

@@ -12,9 +12,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use lfm_wgpu::gpu::{context, DType, Gpu, GpuMatrix, GpuOptions};
-use lfm_wgpu::kernels::ops::{LinearOp, Recorder, Routing, Shape};
-use lfm_wgpu::kernels::{probe, Kernels, StepShape, Uniforms};
+use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
+use lfm_wgpu::kernels::{probe, Kernels};
 use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::session::{Session, SessionOptions};
@@ -341,151 +340,47 @@ fn synthetic(_layers: usize) -> Result<Box<dyn Source>> {
     bail!("synthetic weights are not built yet: pass --model DIR")
 }
 
-/// Times each decode mat-vec of the model's shapes (dense projections, routed experts,
-/// head) in every weight format, in GB/s and % of copy bandwidth.
-fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, json: bool) -> Result<()> {
-    let gpu = &k.gpu;
-    let h = cfg.hidden_size;
-    let im = cfg.moe_intermediate_size;
-    let e = cfg.num_experts.max(1);
-    let topk = cfg.num_experts_per_tok.max(1) as u32;
-    let shapes: [(&str, usize, usize, usize, bool); 5] = [
-        ("conv in_proj", 3 * h, h, 1, false),
-        ("out_proj", h, h, 1, false),
-        ("experts gate+up", e * im, h, im, true),
-        ("experts down", e * h, im, h, false),
-        ("head", cfg.vocab_size, h, 1, false),
-    ];
-    let mk = |label: &str, size: u64| {
-        gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: size.max(16),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
+/// The decode mat-vecs of a model: conv in_proj, out_proj, routed experts, head.
+fn matvec_shapes(cfg: &Config) -> Vec<probe::MatvecShape> {
+    let (h, im, e) = (cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts.max(1));
+    let m = |name, rows, cols, group_rows, glu| probe::MatvecShape {
+        name,
+        rows,
+        cols,
+        group_rows,
+        glu,
     };
-    let maxd = *[3 * h, h, im, cfg.vocab_size].iter().max().unwrap();
-    let x = mk("x", (topk as usize * maxd * 4) as u64);
-    let y = mk("y", (topk as usize * cfg.vocab_size.max(e * h) * 4) as u64);
-    let ids = mk("ids", 64);
-    let wts = mk("wts", 64);
-    gpu.queue.write_buffer(
-        &ids,
-        0,
-        bytemuck::cast_slice(&(0..topk).map(|i| i * 7 % e as u32).collect::<Vec<_>>()),
-    );
-    gpu.queue
-        .write_buffer(&wts, 0, bytemuck::cast_slice(&vec![0.25f32; topk as usize]));
-    let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("step"),
-        size: 16,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[1u32, 0, 1, 0]));
-    let dummy = mk("dummy", 16);
-    let mut rows = Vec::new();
-    for dtype in DType::ALL {
-        for (name, n, kk, group, glu) in shapes {
-            if !dtype.fits_cols(kk) {
-                continue;
-            }
-            let data: Vec<f32> = (0..n * kk)
-                .map(|i| ((i * 2654435761) % 1000) as f32 * 1e-3 - 0.5)
-                .collect();
-            let w = GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?;
-            let up = if glu {
-                Some(GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?)
-            } else {
-                None
-            };
-            let uniforms = Uniforms::new(gpu, "params", 64 + w.chunks.len() as u64);
-            let routing = Routing {
-                ids: &ids,
-                weights: &wts,
-                offsets: &dummy,
-                rows: &dummy,
-                topk,
-            };
-            let mut r = Recorder {
-                k,
-                uniforms: &uniforms,
-                step: &step,
-                dummy: &dummy,
-                kv: DType::F32,
-                prog: Default::default(),
-            };
-            let moe = group > 1;
-            r.linear(
-                Shape::Decode,
-                &LinearOp {
-                    x: &x,
-                    ldx: kk as u32,
-                    w: &w,
-                    w_up: up.as_ref(),
-                    y: &y,
-                    ldy: if glu { im as u32 } else { n as u32 },
-                    bias: None,
-                    acc: false,
-                    moe: moe.then_some((&routing, if glu { topk } else { 1 })),
-                    scale: moe && !glu,
-                },
-            )?;
-            let prog = r.prog;
-            let bytes = prog.weight_bytes();
-            let run = |iters: usize| -> Result<f64> {
-                let mut enc = gpu.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    for _ in 0..iters {
-                        prog.record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
-                    }
-                }
-                let t = Instant::now();
-                gpu.queue.submit([enc.finish()]);
-                gpu.wait()?;
-                Ok(t.elapsed().as_secs_f64())
-            };
-            run(1)?;
-            let iters = 8;
-            let mut best = f64::MAX;
-            for _ in 0..3 {
-                best = best.min(run(iters)? / iters as f64);
-            }
-            rows.push((dtype, name, n, kk, bytes, best));
-        }
-    }
+    vec![
+        m("conv in_proj", 3 * h, h, 1, false),
+        m("out_proj", h, h, 1, false),
+        m("experts gate+up", e * im, h, im, true),
+        m("experts down", e * h, im, h, false),
+        m("head", cfg.vocab_size, h, 1, false),
+    ]
+}
+
+/// Prints the decode mat-vec timings at the model's shapes for every weight format.
+fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, json: bool) -> Result<()> {
+    let rows = probe::time_decode_matvecs(k, &matvec_shapes(cfg), cfg.num_experts_per_tok as u32, &DType::ALL, 3)?;
     if json {
         let j: Vec<_> = rows
             .iter()
-            .map(|(d, name, n, kk, bytes, t)| serde_json::json!({"dtype": d.name(), "kernel": name, "rows": n, "cols": kk, "bytes": bytes, "seconds": t, "bytes_s": *bytes as f64 / t, "share_of_copy": *bytes as f64 / t / copy_bw}))
+            .map(|t| serde_json::json!({"dtype": t.dtype.name(), "kernel": t.name, "rows": t.rows, "cols": t.cols, "bytes": t.bytes, "seconds": t.seconds, "bytes_s": t.bytes as f64 / t.seconds, "share_of_copy": t.bytes as f64 / t.seconds / copy_bw}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"copy_bandwidth_bytes_s": copy_bw, "kernels": j}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"copy_bandwidth_bytes_s": copy_bw, "kernels": j}))?);
         return Ok(());
     }
-    println!(
-        "decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s)",
-        gb(copy_bw)
-    );
-    println!(
-        "| {:<6} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |",
-        "dtype", "kernel", "shape", "µs", "GB/s", "% copy"
-    );
-    println!(
-        "| {:-<6} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |",
-        "", "", "", "", "", ""
-    );
-    for (d, name, n, kk, bytes, t) in rows {
-        let bw = bytes as f64 / t;
+    println!("decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s)", gb(copy_bw));
+    println!("| {:<6} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |", "dtype", "kernel", "shape", "µs", "GB/s", "% copy");
+    println!("| {:-<6} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |", "", "", "", "", "", "");
+    for t in rows {
+        let bw = t.bytes as f64 / t.seconds;
         println!(
             "| {:<6} | {:<16} | {:>13} | {:>9.1} | {:>9} | {:>6.1}% |",
-            d.name(),
-            name,
-            format!("{n}×{kk}"),
-            t * 1e6,
+            t.dtype.name(),
+            t.name,
+            format!("{}×{}", t.rows, t.cols),
+            t.seconds * 1e6,
             gb(bw),
             100.0 * bw / copy_bw
         );

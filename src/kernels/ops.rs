@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Tile sizes and rows per workgroup, as in matmul.wgsl / matvec.wgsl.
 const MATMUL_TILE: u32 = 32;
-const MATVEC_ROWS: u32 = 4;
+const MATVEC_ROWS: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -1,7 +1,9 @@
 //! Device probes for benchmarks: measured copy bandwidth and FMA peak — the yardsticks
 //! wgpu-bench reports the engine's kernels against, measured by the same binary in the same run.
 
-use super::{Kernel, Kernels, Uniforms};
+use super::ops::{LinearOp, Recorder, Routing, Shape};
+use super::{Kernel, Kernels, StepShape, Uniforms};
+use crate::gpu::GpuMatrix;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu};
 use std::time::Instant;
@@ -97,4 +99,144 @@ pub fn fma_peak(k: &Kernels, reps: usize) -> Result<f64> {
     // 4 vec4 FMAs per iteration per thread, 2 FLOP each.
     let flop = groups as f64 * 256.0 * iters as f64 * 4.0 * 4.0 * 2.0;
     Ok(flop / best)
+}
+
+/// A decode mat-vec to time: `rows × cols` weights; stacked experts when `group_rows > 1`
+/// (one token's top-k of them are read); `glu` pairs it with an equal up matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct MatvecShape {
+    pub name: &'static str,
+    pub rows: usize,
+    pub cols: usize,
+    pub group_rows: usize,
+    pub glu: bool,
+}
+
+/// One timed decode mat-vec.
+#[derive(Clone, Debug)]
+pub struct KernelTiming {
+    pub dtype: DType,
+    pub name: &'static str,
+    pub rows: usize,
+    pub cols: usize,
+    /// Weight bytes one run reads.
+    pub bytes: u64,
+    /// Best time of one run.
+    pub seconds: f64,
+}
+
+/// Times each decode mat-vec of `shapes` (routed experts read for one token's `topk`) in each
+/// of `dtypes`: best of `reps`
+/// submissions of 8 back-to-back runs, waiting for the device before stopping the clock.
+pub fn time_decode_matvecs(k: &Kernels, shapes: &[MatvecShape], topk: u32, dtypes: &[DType], reps: usize) -> Result<Vec<KernelTiming>> {
+    let gpu = &k.gpu;
+    let topk = topk.max(1);
+    let experts = shapes.iter().map(|s| s.rows / s.group_rows).max().unwrap_or(1) as u32;
+    let maxd = shapes.iter().map(|s| s.rows.max(s.cols)).max().unwrap_or(1);
+    let mk = |label: &str, size: u64| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let x = mk("x", (topk as usize * maxd * 4) as u64);
+    let y = mk("y", (topk as usize * maxd * 4) as u64);
+    let ids = mk("ids", 64);
+    let wts = mk("wts", 64);
+    gpu.queue.write_buffer(
+        &ids,
+        0,
+        bytemuck::cast_slice(&(0..topk).map(|i| i * 7 % experts).collect::<Vec<_>>()),
+    );
+    gpu.queue
+        .write_buffer(&wts, 0, bytemuck::cast_slice(&vec![0.25f32; topk as usize]));
+    let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("step"),
+        size: 16,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    gpu.queue.write_buffer(&step, 0, bytemuck::cast_slice(&[1u32, 0, 1, 0]));
+    let dummy = mk("dummy", 16);
+    let mut rows = Vec::new();
+    for &dtype in dtypes {
+        for &MatvecShape { name, rows: n, cols: kk, group_rows: group, glu } in shapes {
+            if !dtype.fits_cols(kk) {
+                continue;
+            }
+            let data: Vec<f32> = (0..n * kk)
+                .map(|i| ((i * 2654435761) % 1000) as f32 * 1e-3 - 0.5)
+                .collect();
+            let w = GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?;
+            let up = if glu {
+                Some(GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?)
+            } else {
+                None
+            };
+            let uniforms = Uniforms::new(gpu, "params", 64 + w.chunks.len() as u64);
+            let moe = group > 1;
+            let routing = Routing {
+                ids: &ids,
+                weights: &wts,
+                offsets: &dummy,
+                rows: &dummy,
+                topk,
+            };
+            let mut r = Recorder {
+                k,
+                uniforms: &uniforms,
+                step: &step,
+                dummy: &dummy,
+                kv: DType::F32,
+                prog: Default::default(),
+            };
+            r.linear(
+                Shape::Decode,
+                &LinearOp {
+                    x: &x,
+                    ldx: kk as u32,
+                    w: &w,
+                    w_up: up.as_ref(),
+                    y: &y,
+                    ldy: if moe { group as u32 } else { n as u32 },
+                    bias: None,
+                    acc: false,
+                    moe: moe.then_some((&routing, if glu { topk } else { 1 })),
+                    scale: moe && !glu,
+                },
+            )?;
+            let prog = r.prog;
+            let bytes = prog.weight_bytes();
+            let run = |iters: usize| -> Result<f64> {
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    for _ in 0..iters {
+                        prog.record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
+                    }
+                }
+                let t = Instant::now();
+                gpu.queue.submit([enc.finish()]);
+                gpu.wait()?;
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run(1)?;
+            let iters = 8;
+            let mut best = f64::MAX;
+            for _ in 0..reps.max(1) {
+                best = best.min(run(iters)? / iters as f64);
+            }
+            rows.push(KernelTiming {
+                dtype,
+                name,
+                rows: n,
+                cols: kk,
+                bytes,
+                seconds: best,
+            });
+        }
+    }
+    Ok(rows)
 }
