@@ -27,7 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let k = Kernels::new(gpu.clone());
     let copy = probe::copy_bandwidth(&gpu, 256 << 20, 3)?;
-    println!("{} — copy bandwidth {:.2} GB/s (shapes ÷{div})", gpu.info.name, copy / 1e9);
+    println!(
+        "{} — copy bandwidth {:.2} GB/s (shapes ÷{div})",
+        gpu.info.name,
+        copy / 1e9
+    );
     for t in probe::time_decode_matvecs(&k, &shapes, 4, &[DType::Q4_0, DType::Q8_0, DType::F16], 5)? {
         let bw = t.bytes as f64 / t.seconds;
         println!(

@@ -39,6 +39,17 @@ pub enum Error {
     TokenOutOfRange { id: u32, pos: usize, vocab: usize },
     #[error("context exceeded: {needed} tokens needed, the context holds {ctx} (raise --ctx, at most {max})")]
     ContextExceeded { needed: usize, ctx: usize, max: usize },
+    #[error(
+        "not enough GPU memory: the model needs {} but the adapter has {} ({detail}); \
+         LFM_GPU_MEMORY overrides what the driver reports",
+        crate::model::memory::gib(*needed),
+        crate::model::memory::gib(*available)
+    )]
+    OutOfMemory {
+        needed: u64,
+        available: u64,
+        detail: String,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

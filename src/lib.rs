@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod npy;
+pub mod progress;
 pub mod quant;
 pub mod reference;
 

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::model::gpu_weights::GpuModel;
+use lfm_wgpu::model::memory::gib;
 use lfm_wgpu::model::session::{Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
 use std::path::PathBuf;
@@ -158,17 +159,22 @@ fn load(args: &LoadArgs) -> Result<Session> {
     };
     let gpu = Gpu::new(&args.gpu.options()?)?;
     let t = std::time::Instant::now();
-    let model = GpuModel::load(gpu, &ckpt, dtype).with_context(|| format!("loading {}", args.model.display()))?;
-    log::info!(
-        "loaded {:.1} MB of weights in {:.2} s",
-        model.weight_bytes as f64 / 1e6,
-        t.elapsed().as_secs_f64()
-    );
     let opts = SessionOptions {
         ctx: args.ctx,
         ubatch: args.ubatch,
         kv_dtype,
     };
+    let (model, est) = GpuModel::load_checked(gpu, &ckpt, dtype, &opts)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    log::info!(
+        "loaded {:.1} MB of weights in {:.2} s; GPU memory {} (weights {}, KV {}, scratch {})",
+        model.weight_bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64(),
+        gib(est.total()),
+        gib(est.weights),
+        gib(est.kv),
+        gib(est.scratch)
+    );
     Ok(Session::new(Arc::new(model), &opts)?)
 }
 
@@ -224,24 +230,14 @@ fn main() -> Result<()> {
             let dtype = DType::parse(&dtype)?;
             let ckpt = Checkpoint::open(&model).with_context(|| format!("opening model {}", model.display()))?;
             let t = std::time::Instant::now();
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let total = ckpt.file_bytes();
-            let mut last = std::time::Instant::now();
-            let mut progress = |done: u64| {
-                if tty && last.elapsed().as_millis() > 200 {
-                    last = std::time::Instant::now();
-                    eprint!(
-                        "\rquantizing: {:.0} MB written ({:.0} MB source)",
-                        done as f64 / 1e6,
-                        total as f64 / 1e6
-                    );
-                }
+            let bar = lfm_wgpu::progress::bytes_bar("quantizing", ckpt.file_bytes());
+            let mut progress = |done: u64, total: u64| {
+                bar.set_length(total);
+                bar.set_position(done);
             };
             let report = lfm_wgpu::model::quantize::quantize(&ckpt, &out, dtype, &mut progress)
                 .with_context(|| format!("quantizing {} to {}", model.display(), out.display()))?;
-            if tty {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             eprintln!(
                 "wrote {} ({:.1} MB, matrices by format: {:?}) in {:.2} s",
                 out.join("model.safetensors").display(),

@@ -10,13 +10,15 @@
 //! a measured FMA peak, and GPU memory. --profile adds a per-kernel decode breakdown from
 //! timestamp queries; --kernels times the decode mat-vecs at the model's shapes per format.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::kernels::{probe, Kernels};
 use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::session::{Session, SessionOptions};
+use lfm_wgpu::model::memory::{gib, peak_host_memory, MemoryEstimate};
+use lfm_wgpu::model::session::{DispatchTime, Session, SessionOptions};
+use lfm_wgpu::model::synthetic::Synthetic;
 use lfm_wgpu::model::weights::{Checkpoint, Source};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -150,34 +152,45 @@ fn main() -> Result<()> {
     let copy_bw = probe::copy_bandwidth(&gpu, 256 << 20, 3)?;
     let fma = probe::fma_peak(&kernels, 3)?;
 
-    let t = Instant::now();
-    let (model, name) = match &a.model {
-        Some(dir) => {
-            let ckpt = Checkpoint::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-            let d = ckpt.prequantized.unwrap_or(dtype);
-            (GpuModel::load(gpu.clone(), &ckpt, d)?, dir.display().to_string())
-        }
-        None => {
-            let src = synthetic(layers.unwrap_or(24))?;
-            let name = format!("LFM2-8B-A1B shape, {} layers, synthetic", src.config().num_layers());
-            (GpuModel::load(gpu.clone(), src.as_ref(), dtype)?, name)
-        }
-    };
-    gpu.wait()?;
-    let load_s = t.elapsed().as_secs_f64();
-    let model = Arc::new(model);
-    let cfg = model.cfg.clone();
-    if a.kernels {
-        return kernel_mode(&kernels, &cfg, copy_bw, a.json);
-    }
     let ctx = (a.depth + prompt_n.max(1) + gen_n + 2).next_multiple_of(256);
     let sopts = SessionOptions {
         ctx,
         ubatch: a.ubatch,
         kv_dtype: None,
     };
+    let t = Instant::now();
+    let (model, name, est, file_bytes) = match &a.model {
+        Some(dir) => {
+            let ckpt = Checkpoint::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+            let d = ckpt.prequantized.unwrap_or(dtype);
+            let (m, est) = GpuModel::load_checked(gpu.clone(), &ckpt, d, &sopts)?;
+            (m, dir.display().to_string(), est, Some(ckpt.file_bytes()))
+        }
+        None => {
+            let src = Synthetic::new(Config::lfm2_8b_a1b(layers.unwrap_or(24))?, dtype, 0x1f2a_0b8b);
+            let name = format!("LFM2-8B-A1B shape, {} layers, synthetic", src.config().num_layers());
+            let (m, est) = GpuModel::load_checked(gpu.clone(), &src, dtype, &sopts)?;
+            (m, name, est, None)
+        }
+    };
+    gpu.wait()?;
+    let load_s = t.elapsed().as_secs_f64();
+    let peak_host = peak_host_memory();
+    let model = Arc::new(model);
+    let cfg = model.cfg.clone();
+    if a.kernels {
+        return kernel_mode(&kernels, &cfg, copy_bw, a.json);
+    }
     let mut s = Session::new(model.clone(), &sopts)?;
     let gpu_bytes = model.weight_bytes + s.state.bytes();
+    // What a chat session with the default context would hold.
+    let at4k = MemoryEstimate::for_gpu(&gpu, &cfg, model.dtype, est.kv_dtype, 4096, 512)?;
+    // The time to read the checkpoint once (page cache as the load left it), to set the
+    // load time against.
+    let file_read_s = match &a.model {
+        Some(dir) => Some(read_file_time(dir)?),
+        None => None,
+    };
     let prompt = prompt_ids(prompt_n.max(a.depth).max(1), cfg.vocab_size);
 
     s.prefill(&prompt[..prompt.len().min(8)], false)?; // warm-up
@@ -211,12 +224,17 @@ fn main() -> Result<()> {
     let flops = flops_per_token(&cfg, prompt_n / 2) * ppm;
     let per_token = s.decode_weight_bytes();
 
-    let profile = if a.profile {
+    let (profile, prefill_profile) = if a.profile {
+        s.reset();
+        let pp = match prompt_n {
+            0 => None,
+            n => Some(s.prefill_profiled(&prompt[..n.min(a.ubatch)])?),
+        };
         s.reset();
         let (next, _) = s.prefill(&prompt[..a.depth.max(1)], false)?;
-        Some(s.decode_profiled(next)?)
+        (Some(s.decode_profiled(next)?), pp)
     } else {
-        None
+        (None, None)
     };
 
     let info = &gpu.info;
@@ -226,11 +244,19 @@ fn main() -> Result<()> {
             .flatten()
             .map(|d| serde_json::json!({"label": d.label, "kernel": d.family, "dtype": d.dtype.name(), "seconds": d.seconds, "weight_bytes": d.bytes}))
             .collect();
+        let pprof: Vec<_> = prefill_profile
+            .iter()
+            .flatten()
+            .map(|d| serde_json::json!({"label": d.label, "kernel": d.family, "dtype": d.dtype.name(), "seconds": d.seconds, "weight_bytes": d.bytes}))
+            .collect();
         let j = serde_json::json!({
             "adapter": info.name, "device_type": format!("{:?}", info.device_type), "backend": format!("{:?}", info.backend),
             "driver": format!("{} {}", info.driver, info.driver_info), "model": name, "dtype": dtype.name(),
             "layers": cfg.num_layers(), "scaled_for_cpu_adapter": scaled,
             "load_s": load_s, "gpu_bytes": gpu_bytes, "weight_bytes": model.weight_bytes,
+            "estimate": {"weights": est.weights, "kv": est.kv, "scratch": est.scratch, "ctx": est.ctx},
+            "gpu_bytes_ctx4096": at4k.total(), "peak_host_bytes": peak_host,
+            "file_bytes": file_bytes, "file_read_s": file_read_s,
             "copy_bandwidth_bytes_s": copy_bw, "fma_peak_flop_s": fma,
             "tests": [
                 {"test": format!("pp{prompt_n}"), "tok_s_mean": ppm, "tok_s_sd": pps, "ttft_s": ttftm, "flop_s": flops},
@@ -238,6 +264,7 @@ fn main() -> Result<()> {
                  "bytes_per_token": per_token, "effective_bandwidth_bytes_s": bwm, "share_of_copy_bandwidth": bwm / copy_bw},
             ],
             "profile": prof,
+            "prefill_profile": pprof,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
@@ -253,6 +280,19 @@ fn main() -> Result<()> {
         gb(model.weight_bytes as f64),
         gb(copy_bw),
         fma / 1e9
+    );
+    println!(
+        "memory: with a 4096-token context {} (weights {}, {} KV {}, scratch {}) | peak host memory {}{}",
+        gib(at4k.total()),
+        gib(at4k.weights),
+        at4k.kv_dtype,
+        gib(at4k.kv),
+        gib(at4k.scratch),
+        peak_host.map_or("unknown".into(), gib),
+        match (file_bytes, file_read_s) {
+            (Some(b), Some(r)) => format!(" | reading the {} file takes {r:.2} s", gib(b)),
+            _ => String::new(),
+        }
     );
     if !scaled.is_empty() {
         println!("software adapter: defaults scaled down: {}", scaled.join(", "));
@@ -293,51 +333,70 @@ fn main() -> Result<()> {
         );
     }
     if let Some(p) = profile {
-        let total: f64 = p.iter().map(|d| d.seconds).sum();
-        let mut by: BTreeMap<String, (f64, u64, usize)> = BTreeMap::new();
-        for d in &p {
-            let e = by.entry(d.family.clone()).or_default();
-            e.0 += d.seconds;
-            e.1 += d.bytes;
-            e.2 += 1;
-        }
-        let mut rows: Vec<_> = by.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        println!(
-            "\ndecode step profile (GPU timestamps, one pass per dispatch): {:.3} ms in {} dispatches",
-            total * 1e3,
-            p.len()
-        );
-        println!(
-            "| {:<26} | {:>9} | {:>6} | {:>5} | {:>9} | {:>7} |",
-            "kernel", "ms", "share", "calls", "GB/s", "% copy"
-        );
-        println!(
-            "| {:-<26} | {:->9} | {:->6} | {:->5} | {:->9} | {:->7} |",
-            "", "", "", "", "", ""
-        );
-        for (k, (t, bytes, n)) in rows {
-            let bw = if bytes > 0 { bytes as f64 / t } else { 0.0 };
-            println!(
-                "| {:<26} | {:>9.3} | {:>5.1}% | {:>5} | {:>9} | {:>7} |",
-                k,
-                t * 1e3,
-                100.0 * t / total,
-                n,
-                if bytes > 0 { gb(bw) } else { "-".into() },
-                if bytes > 0 {
-                    format!("{:.1}%", 100.0 * bw / copy_bw)
-                } else {
-                    "-".into()
-                }
-            );
-        }
+        print_profile("decode step", &p, copy_bw);
+    }
+    if let Some(p) = prefill_profile {
+        print_profile(&format!("prefill of {} tokens", prompt_n.min(a.ubatch)), &p, copy_bw);
     }
     Ok(())
 }
 
-fn synthetic(_layers: usize) -> Result<Box<dyn Source>> {
-    bail!("synthetic weights are not built yet: pass --model DIR")
+/// Per-kernel table of one profiled submission, by kernel family, slowest first.
+fn print_profile(what: &str, p: &[DispatchTime], copy_bw: f64) {
+    let total: f64 = p.iter().map(|d| d.seconds).sum();
+    let mut by: BTreeMap<String, (f64, u64, usize)> = BTreeMap::new();
+    for d in p {
+        let e = by.entry(d.family.clone()).or_default();
+        e.0 += d.seconds;
+        e.1 += d.bytes;
+        e.2 += 1;
+    }
+    let mut rows: Vec<_> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!(
+        "\n{what} profile (GPU timestamps, one pass per dispatch): {:.3} ms in {} dispatches",
+        total * 1e3,
+        p.len()
+    );
+    println!(
+        "| {:<26} | {:>9} | {:>6} | {:>5} | {:>9} | {:>7} |",
+        "kernel", "ms", "share", "calls", "GB/s", "% copy"
+    );
+    println!(
+        "| {:-<26} | {:->9} | {:->6} | {:->5} | {:->9} | {:->7} |",
+        "", "", "", "", "", ""
+    );
+    for (k, (t, bytes, n)) in rows {
+        let bw = if bytes > 0 { bytes as f64 / t } else { 0.0 };
+        println!(
+            "| {:<26} | {:>9.3} | {:>5.1}% | {:>5} | {:>9} | {:>7} |",
+            k,
+            t * 1e3,
+            100.0 * t / total,
+            n,
+            if bytes > 0 { gb(bw) } else { "-".into() },
+            if bytes > 0 {
+                format!("{:.1}%", 100.0 * bw / copy_bw)
+            } else {
+                "-".into()
+            }
+        );
+    }
+}
+
+/// Seconds to read every safetensors file of `dir` sequentially.
+fn read_file_time(dir: &std::path::Path) -> Result<f64> {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut buf = vec![0u8; 8 << 20];
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let mut f = std::fs::File::open(&p)?;
+            while f.read(&mut buf)? > 0 {}
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// The decode mat-vecs of a model: conv in_proj, out_proj, routed experts, head.
@@ -367,12 +426,24 @@ fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, json: bool) -> Result<()
             .iter()
             .map(|t| serde_json::json!({"dtype": t.dtype.name(), "kernel": t.name, "rows": t.rows, "cols": t.cols, "bytes": t.bytes, "seconds": t.seconds, "bytes_s": t.bytes as f64 / t.seconds, "share_of_copy": t.bytes as f64 / t.seconds / copy_bw}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"copy_bandwidth_bytes_s": copy_bw, "kernels": j}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"copy_bandwidth_bytes_s": copy_bw, "kernels": j}))?
+        );
         return Ok(());
     }
-    println!("decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s)", gb(copy_bw));
-    println!("| {:<6} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |", "dtype", "kernel", "shape", "µs", "GB/s", "% copy");
-    println!("| {:-<6} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |", "", "", "", "", "", "");
+    println!(
+        "decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s)",
+        gb(copy_bw)
+    );
+    println!(
+        "| {:<6} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |",
+        "dtype", "kernel", "shape", "µs", "GB/s", "% copy"
+    );
+    println!(
+        "| {:-<6} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |",
+        "", "", "", "", "", ""
+    );
     for t in rows {
         let bw = t.bytes as f64 / t.seconds;
         println!(

@@ -19,6 +19,8 @@ pub struct GpuOptions {
     pub no_subgroups: bool,
     /// Lower the storage-binding size the engine plans with (forces the split path).
     pub max_binding_bytes: Option<u64>,
+    /// GPU memory to plan with instead of what the driver reports (`LFM_GPU_MEMORY`).
+    pub memory_bytes: Option<u64>,
 }
 
 impl GpuOptions {
@@ -37,13 +39,69 @@ impl GpuOptions {
             ),
             Err(_) => None,
         };
+        let memory_bytes = match std::env::var("LFM_GPU_MEMORY") {
+            Ok(v) => Some(parse_bytes(&v).ok_or_else(|| {
+                Error::Invalid(format!("LFM_GPU_MEMORY={v} is not a size (e.g. 6GiB, 8000MB, 123456)"))
+            })?),
+            Err(_) => None,
+        };
         Ok(GpuOptions {
             adapter: std::env::var("LFM_ADAPTER").ok(),
             backend,
             no_f16: flag("LFM_NO_F16"),
             no_subgroups: flag("LFM_NO_SUBGROUPS"),
             max_binding_bytes,
+            memory_bytes,
         })
+    }
+}
+
+/// Parses a byte count: `123456`, `512MB`, `6GiB`, `1.5G` (K/M/G/T: powers of 1000 with B,
+/// of 1024 with iB or alone).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let x: f64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024f64.powi(4),
+        _ => return None,
+    };
+    (x >= 0.0).then_some((x * mult) as u64)
+}
+
+/// Device-local memory the driver reports (Vulkan: the device-local heaps), if it can tell.
+fn adapter_memory(adapter: &wgpu::Adapter) -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "windows", target_os = "android"))]
+    {
+        // SAFETY: the raw handles are only used for a read-only property query while the
+        // adapter (and so the instance) is alive.
+        let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+        let props = unsafe {
+            hal.shared_instance()
+                .raw_instance()
+                .get_physical_device_memory_properties(hal.raw_physical_device())
+        };
+        let heaps = &props.memory_heaps[..props.memory_heap_count as usize];
+        let local: u64 = heaps
+            .iter()
+            .filter(|h| h.flags.contains(ash::vk::MemoryHeapFlags::DEVICE_LOCAL))
+            .map(|h| h.size)
+            .sum();
+        (local > 0).then_some(local)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "android")))]
+    {
+        let _ = adapter;
+        None
     }
 }
 
@@ -77,6 +135,9 @@ pub struct Gpu {
     /// Largest binding a weight matrix chunk may take (≤ the granted limit; lowered by
     /// `max_binding_bytes` to exercise the split path), a multiple of 256.
     pub max_binding: u64,
+    /// Device-local memory: `LFM_GPU_MEMORY` / `--gpu-memory`, else what the driver
+    /// reports (Vulkan heaps); None when unknown (Metal, DX12, GL).
+    pub memory: Option<u64>,
 }
 
 /// All adapters wgpu finds for `backends`.
@@ -126,6 +187,7 @@ impl Gpu {
             }
         };
         let info = adapter.get_info();
+        let memory = opts.memory_bytes.or_else(|| adapter_memory(&adapter));
         let have = adapter.features();
         let offered = adapter.limits();
         let mut wanted = wgpu::Features::empty();
@@ -199,6 +261,7 @@ impl Gpu {
             limits,
             caps,
             max_binding,
+            memory,
         }))
     }
 

@@ -12,13 +12,15 @@ use super::context::Gpu;
 pub use crate::dtype::DType;
 use crate::error::{Error, Result};
 use half::f16;
+use std::borrow::Cow;
 
 /// A whole matrix in the engine's layout: per row-major block its quant bytes (or the plain
 /// f32 / f16 values), then one f16 scale per block for quantized formats.
 pub struct StoredMatrix<'a> {
     pub dtype: DType,
-    pub data: &'a [u8],
-    pub scales: &'a [u8],
+    /// Borrowed from a file mapping, or generated (synthetic weights).
+    pub data: Cow<'a, [u8]>,
+    pub scales: Cow<'a, [u8]>,
 }
 
 /// Rows [row0, row0 + rows) of a matrix, in one buffer.

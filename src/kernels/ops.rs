@@ -7,8 +7,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuMatrix};
 use bytemuck::{Pod, Zeroable};
 
-/// Tile sizes and rows per workgroup, as in matmul.wgsl / matvec.wgsl.
-const MATMUL_TILE: u32 = 32;
+/// Prefill GEMM tile (shaders/matmul.wgsl): rows (tokens or pairs) × output columns.
+const MATMUL_BM: u32 = 32;
+const MATMUL_BN: u32 = 64;
+/// Output columns per mat-vec workgroup (shaders/matvec.wgsl).
 const MATVEC_ROWS: u32 = 8;
 
 #[repr(C)]
@@ -306,8 +308,8 @@ impl<'a> Recorder<'a> {
             };
             let grid = match (shape, routing) {
                 (Shape::Prefill, _) => [
-                    Dim::Fixed(n.div_ceil(MATMUL_TILE)),
-                    Dim::TokensDiv(MATMUL_TILE),
+                    Dim::Fixed(n.div_ceil(MATMUL_BN)),
+                    Dim::TokensDiv(MATMUL_BM),
                     Dim::Fixed(ne),
                 ],
                 (Shape::Decode, Some(r)) => [

@@ -3,8 +3,8 @@
 
 use super::ops::{LinearOp, Recorder, Routing, Shape};
 use super::{Kernel, Kernels, StepShape, Uniforms};
-use crate::gpu::GpuMatrix;
 use crate::error::Result;
+use crate::gpu::GpuMatrix;
 use crate::gpu::{DType, Gpu};
 use std::time::Instant;
 
@@ -128,7 +128,13 @@ pub struct KernelTiming {
 /// Times each decode mat-vec of `shapes` (routed experts read for one token's `topk`) in each
 /// of `dtypes`: best of `reps`
 /// submissions of 8 back-to-back runs, waiting for the device before stopping the clock.
-pub fn time_decode_matvecs(k: &Kernels, shapes: &[MatvecShape], topk: u32, dtypes: &[DType], reps: usize) -> Result<Vec<KernelTiming>> {
+pub fn time_decode_matvecs(
+    k: &Kernels,
+    shapes: &[MatvecShape],
+    topk: u32,
+    dtypes: &[DType],
+    reps: usize,
+) -> Result<Vec<KernelTiming>> {
     let gpu = &k.gpu;
     let topk = topk.max(1);
     let experts = shapes.iter().map(|s| s.rows / s.group_rows).max().unwrap_or(1) as u32;
@@ -162,7 +168,14 @@ pub fn time_decode_matvecs(k: &Kernels, shapes: &[MatvecShape], topk: u32, dtype
     let dummy = mk("dummy", 16);
     let mut rows = Vec::new();
     for &dtype in dtypes {
-        for &MatvecShape { name, rows: n, cols: kk, group_rows: group, glu } in shapes {
+        for &MatvecShape {
+            name,
+            rows: n,
+            cols: kk,
+            group_rows: group,
+            glu,
+        } in shapes
+        {
             if !dtype.fits_cols(kk) {
                 continue;
             }

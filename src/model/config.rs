@@ -274,6 +274,51 @@ impl Config {
         Ok(())
     }
 
+    /// LFM2-8B-A1B's shape (spec §1) with the first `layers` layers of its schedule
+    /// (attention at 2, 6, 10, 14, 18, 21; 24 is the real model). A shorter stack keeps
+    /// dense layers in proportion (2 of 24, at least one).
+    pub fn lfm2_8b_a1b(layers: usize) -> Result<Self> {
+        const ATTENTION: [usize; 6] = [2, 6, 10, 14, 18, 21];
+        let bad = |msg: String| Error::Config {
+            path: "<built-in LFM2-8B-A1B shape>".into(),
+            msg,
+        };
+        if !(1..=24).contains(&layers) {
+            return Err(Error::Invalid(format!("{layers} layers: LFM2-8B-A1B has 1 to 24")));
+        }
+        let cfg = Config {
+            vocab_size: 65536,
+            hidden_size: 2048,
+            intermediate_size: 7168,
+            moe_intermediate_size: 1792,
+            layer_types: (0..layers)
+                .map(|i| match ATTENTION.contains(&i) {
+                    true => LayerKind::Attention,
+                    false => LayerKind::Conv,
+                })
+                .collect(),
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            head_dim: 64,
+            num_dense_layers: (2 * layers).div_ceil(24),
+            num_experts: 32,
+            num_experts_per_tok: 4,
+            norm_topk_prob: true,
+            use_expert_bias: true,
+            routed_scaling_factor: 1.0,
+            conv_l_cache: 3,
+            conv_bias: false,
+            norm_eps: 1e-5,
+            rope_theta: 1_000_000.0,
+            tie_word_embeddings: true,
+            max_position_embeddings: 128_000,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![7],
+        };
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layer_types.len()
     }

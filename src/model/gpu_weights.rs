@@ -2,6 +2,8 @@
 //! bindings when needed), vectors (norms, biases, conv taps, expert bias) in f32.
 
 use super::config::Config;
+use super::memory::{default_kv_dtype, MemoryEstimate};
+use super::session::SessionOptions;
 use super::weights::{storage_format, MatSpec, Source, WeightSink, Weights};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, GpuMatrix};
@@ -14,6 +16,8 @@ pub struct GpuSink<'a> {
     pub dtype: DType,
     /// Bytes uploaded so far.
     pub bytes: u64,
+    /// Told `bytes` after every tensor (a progress bar).
+    pub progress: &'a mut dyn FnMut(u64),
 }
 
 impl WeightSink for GpuSink<'_> {
@@ -36,6 +40,7 @@ impl WeightSink for GpuSink<'_> {
             })?,
         };
         self.bytes += m.bytes();
+        (self.progress)(self.bytes);
         Ok(m)
     }
 
@@ -43,6 +48,7 @@ impl WeightSink for GpuSink<'_> {
         let mut data = vec![0f32; shape.iter().product()];
         src.read_f32(name, shape, &mut data)?;
         self.bytes += data.len() as u64 * 4;
+        (self.progress)(self.bytes);
         Ok(self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: bytemuck::cast_slice(&data),
@@ -62,13 +68,43 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// Loads the checkpoint in `dir` onto `gpu`, with matrices stored as `dtype`.
+    /// Loads the weights of `src` onto `gpu`, with matrices stored as `dtype`.
     pub fn load(gpu: Arc<Gpu>, src: &dyn Source, dtype: DType) -> Result<Self> {
+        Self::load_with_progress(gpu, src, dtype, &mut |_| {})
+    }
+
+    /// Estimates the GPU memory of `dtype` weights plus one session of `opts`, refuses
+    /// before allocating when the adapter cannot hold it, then loads with a progress bar
+    /// on a terminal.
+    pub fn load_checked(
+        gpu: Arc<Gpu>,
+        src: &dyn Source,
+        dtype: DType,
+        opts: &SessionOptions,
+    ) -> Result<(Self, MemoryEstimate)> {
+        let cfg = src.config();
+        let kv = opts.kv_dtype.unwrap_or(default_kv_dtype(dtype));
+        let est = MemoryEstimate::for_gpu(&gpu, cfg, dtype, kv, opts.ctx, opts.ubatch)?;
+        est.check(&gpu, cfg, opts.ubatch)?;
+        let bar = crate::progress::bytes_bar("loading", est.weights);
+        let m = Self::load_with_progress(gpu, src, dtype, &mut |b| bar.set_position(b))?;
+        bar.finish_and_clear();
+        Ok((m, est))
+    }
+
+    /// As [`Self::load`], telling `progress` the bytes uploaded so far after each tensor.
+    pub fn load_with_progress(
+        gpu: Arc<Gpu>,
+        src: &dyn Source,
+        dtype: DType,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Self> {
         let cfg = src.config().clone();
         let mut sink = GpuSink {
             gpu: &gpu,
             dtype,
             bytes: 0,
+            progress,
         };
         let w = gpu.scoped(&format!("uploading {}", src.describe()), || {
             Weights::load(src, &mut sink)

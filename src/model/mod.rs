@@ -4,7 +4,9 @@
 pub mod config;
 pub mod forward;
 pub mod gpu_weights;
+pub mod memory;
 pub mod quantize;
 pub mod session;
 pub mod state;
+pub mod synthetic;
 pub mod weights;

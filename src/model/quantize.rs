@@ -87,14 +87,16 @@ struct Writer<'a, W: Write> {
     out: W,
     path: &'a Path,
     written: u64,
-    progress: &'a mut dyn FnMut(u64),
+    /// Planned bytes of tensor data.
+    total: u64,
+    progress: &'a mut dyn FnMut(u64, u64),
 }
 
 impl<W: Write> Writer<'_, W> {
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
         self.out.write_all(bytes).map_err(|e| Error::io(self.path, e))?;
         self.written += bytes.len() as u64;
-        (self.progress)(self.written);
+        (self.progress)(self.written, self.total);
         Ok(())
     }
 }
@@ -143,12 +145,12 @@ pub struct QuantizeReport {
 }
 
 /// Writes `src` as `dtype` in the engine's layout into `out_dir` (created), with the config
-/// and tokenizer files copied over. `progress` gets the bytes written so far.
+/// and tokenizer files copied over. `progress` gets (bytes written, bytes to write).
 pub fn quantize(
     src: &Checkpoint,
     out_dir: &Path,
     dtype: DType,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<QuantizeReport> {
     if let Some(d) = src.prequantized {
         return Err(Error::Invalid(format!(
@@ -198,6 +200,7 @@ pub fn quantize(
         out,
         path: &path,
         written: 0,
+        total: at as u64,
         progress,
     };
     Weights::load(src, &mut w)?;

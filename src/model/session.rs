@@ -68,8 +68,7 @@ impl Session {
                     "KV cache dtype {d} is not supported (f32 or f16)"
                 )))
             }
-            None if model.dtype == DType::F32 => DType::F32,
-            None => DType::F16,
+            None => super::memory::default_kv_dtype(model.dtype),
         };
         let state = gpu.scoped("allocating the sequence state", || {
             State::new(&gpu, &model.cfg, opts.ctx, opts.ubatch, kv_dtype)
@@ -270,6 +269,23 @@ impl Session {
     /// returns each dispatch's time. Needs TIMESTAMP_QUERY; creates its query buffers
     /// (profiling is not the token loop).
     pub fn decode_profiled(&mut self, token: u32) -> Result<Vec<DispatchTime>> {
+        self.profiled(Mode::Decode, &[token])
+    }
+
+    /// One prefill submission of `tokens` (at most one ubatch) with a timestamp pair around
+    /// every dispatch, as [`Self::decode_profiled`].
+    pub fn prefill_profiled(&mut self, tokens: &[u32]) -> Result<Vec<DispatchTime>> {
+        if tokens.is_empty() || tokens.len() > self.state.ubatch {
+            return Err(Error::Invalid(format!(
+                "a profiled prefill takes 1..={} tokens (one ubatch), not {}",
+                self.state.ubatch,
+                tokens.len()
+            )));
+        }
+        self.profiled(Mode::Prefill, tokens)
+    }
+
+    fn profiled(&mut self, which: Mode, tokens: &[u32]) -> Result<Vec<DispatchTime>> {
         let gpu = self.model.gpu.clone();
         if !gpu.caps.timestamps {
             return Err(Error::Invalid(format!(
@@ -277,14 +293,7 @@ impl Session {
                 gpu.info.name
             )));
         }
-        self.check(&[token])?;
-        if self.pos + 1 > self.state.ctx {
-            return Err(Error::ContextExceeded {
-                needed: self.pos + 1,
-                ctx: self.state.ctx,
-                max: 32768.max(self.model.cfg.max_position_embeddings),
-            });
-        }
+        self.check(tokens)?;
         let n = crate::kernels::MAX_PROFILE_QUERIES;
         let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),
@@ -297,21 +306,26 @@ impl Session {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        self.write_ids(&[token]);
-        let splits = (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS);
+        self.write_ids(tokens);
+        let t = tokens.len() as u32;
+        let (program, splits) = match which {
+            Mode::Decode => (
+                &self.decode,
+                (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
+            ),
+            _ => (&self.prefill, 1),
+        };
         gpu.queue.write_buffer(
             &self.state.step,
             0,
-            bytemuck::cast_slice(&[1u32, self.pos as u32, splits, 0]),
+            bytemuck::cast_slice(&[t, self.pos as u32, splits, 0]),
         );
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let timed = self
-            .decode
-            .record_profiled(&mut enc, &queries, StepShape { n_tokens: 1, splits });
+        let timed = program.record_profiled(&mut enc, &queries, StepShape { n_tokens: t, splits });
         let used = 2 * timed.len() as u32;
         enc.resolve_query_set(&queries, 0..used, &resolve, 0);
         gpu.queue.submit([enc.finish()]);
-        self.pos += 1;
+        self.pos += tokens.len();
         let raw = gpu.read(&resolve, 0, used as u64 * 8)?;
         let ticks: &[u64] = bytemuck::cast_slice(&raw);
         let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;

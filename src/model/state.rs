@@ -8,6 +8,8 @@ use wgpu::util::DeviceExt;
 
 /// Most KV-length splits of decode attention.
 pub const MAX_ATTN_SPLITS: u32 = 32;
+/// Rows of logits kept (all-position logits are produced this many tokens at a time).
+pub const MAX_LOGIT_ROWS: usize = 32;
 /// Keys per split that decode attention aims for.
 pub const KEYS_PER_SPLIT: u32 = 256;
 
@@ -75,8 +77,36 @@ pub struct State {
     pub staging_logits: wgpu::Buffer,
 }
 
-impl State {
-    pub fn new(gpu: &Gpu, cfg: &Config, ctx: usize, ubatch: usize, kv_dtype: DType) -> Result<Self> {
+/// Bytes of every state buffer, computed before anything is allocated: [`State::new`]
+/// allocates exactly these, and the memory estimate adds them up.
+#[derive(Clone, Debug)]
+pub struct StateSizes {
+    /// Tokens per submission (ubatch, at most ctx).
+    pub u: usize,
+    pub logit_rows: usize,
+    pub ids: u64,
+    pub h: u64,
+    pub z: u64,
+    pub q: u64,
+    pub part: u64,
+    pub act: u64,
+    pub ypair: u64,
+    pub router_logits: u64,
+    pub route_pairs: u64,
+    pub route_off: u64,
+    pub logits: u64,
+    pub rope: u64,
+    /// Per layer: the conv state, or one of the two KV caches.
+    pub layer: Vec<u64>,
+    pub staging_logits: u64,
+}
+
+fn buffer_bytes(elems: usize, elem_bytes: usize) -> u64 {
+    ((elems.max(1) * elem_bytes) as u64).next_multiple_of(16)
+}
+
+impl StateSizes {
+    pub fn new(cfg: &Config, ctx: usize, ubatch: usize, kv_dtype: DType, max_bytes: u64) -> Result<Self> {
         let max_ctx = 32768.max(cfg.max_position_embeddings);
         if ctx == 0 || ctx > max_ctx {
             return Err(Error::Invalid(format!("context {ctx} must be in 1..={max_ctx}")));
@@ -90,14 +120,82 @@ impl State {
         let e = cfg.num_experts.max(1);
         let (nh, d) = (cfg.num_attention_heads, cfg.head_dim.max(2));
         let v = cfg.vocab_size;
+        // Only `prefill_all_logits` needs more than one row; it goes in chunks of this many.
+        let logit_rows = u.min(MAX_LOGIT_ROWS).min((max_bytes / (v as u64 * 4)).max(1) as usize);
+        let kv_es = kv_dtype.row_bytes(1) as usize;
+        let f = |elems: usize| buffer_bytes(elems, 4);
+        Ok(StateSizes {
+            u,
+            logit_rows,
+            ids: f(u),
+            h: f(u * h),
+            z: f(u * (3 * h).max(cfg.qkv_dim())),
+            q: f(u * nh.max(1) * d),
+            part: f((u * nh).max(nh * MAX_ATTN_SPLITS as usize).max(1) * (d + 2)),
+            act: f((u * cfg.intermediate_size).max(u * k * cfg.moe_intermediate_size)),
+            ypair: f(u * k * h),
+            router_logits: f(u * e),
+            route_pairs: f(u * k),
+            route_off: f(e + 1),
+            logits: f(logit_rows * v),
+            rope: f(ctx * d),
+            layer: cfg
+                .layer_types
+                .iter()
+                .map(|kind| match kind {
+                    LayerKind::Conv => f((cfg.conv_l_cache - 1) * h),
+                    LayerKind::Attention => buffer_bytes(ctx * cfg.num_key_value_heads * cfg.head_dim, kv_es),
+                })
+                .collect(),
+            staging_logits: (v as u64 * 4).next_multiple_of(16),
+        })
+    }
+
+    /// Bytes of the KV caches.
+    pub fn kv_bytes(&self, cfg: &Config) -> u64 {
+        let kv = cfg.layer_types.iter().zip(&self.layer);
+        kv.filter(|(k, _)| **k == LayerKind::Attention)
+            .map(|(_, b)| 2 * b)
+            .sum()
+    }
+
+    /// Bytes of everything else: activations, conv states, routing, logits, tables, staging.
+    pub fn scratch_bytes(&self, cfg: &Config) -> u64 {
+        let conv: u64 = cfg
+            .layer_types
+            .iter()
+            .zip(&self.layer)
+            .filter(|(k, _)| **k == LayerKind::Conv)
+            .map(|(_, b)| b)
+            .sum();
+        self.ids
+            + 3 * self.h // h, a, o
+            + self.z
+            + self.q
+            + self.part
+            + self.act
+            + self.ypair
+            + self.router_logits
+            + 3 * self.route_pairs
+            + self.route_off
+            + self.logits
+            + self.rope
+            + conv
+            + self.staging_logits
+            + 16 * 4 // step, dummy, two id stagings
+    }
+}
+
+impl State {
+    pub fn new(gpu: &Gpu, cfg: &Config, ctx: usize, ubatch: usize, kv_dtype: DType) -> Result<Self> {
         // State buffers are never split: they get the granted binding size.
         let max_bytes = gpu
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size);
+        let sz = StateSizes::new(cfg, ctx, ubatch, kv_dtype, max_bytes)?;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-        let mk = |label: &str, elems: usize, elem_bytes: usize| -> Result<wgpu::Buffer> {
-            let size = ((elems.max(1) * elem_bytes) as u64).next_multiple_of(16);
+        let mk = |label: &str, size: u64| -> Result<wgpu::Buffer> {
             if size > max_bytes {
                 return Err(Error::Limit {
                     what: format!("state buffer {label} (bytes; lower --ubatch or --ctx)"),
@@ -112,31 +210,23 @@ impl State {
                 mapped_at_creation: false,
             }))
         };
-        let logit_rows = u.min((max_bytes / (v as u64 * 4)).max(1) as usize);
-        let kv_es = kv_dtype.row_bytes(1) as usize;
         let layers = cfg
             .layer_types
             .iter()
+            .zip(&sz.layer)
             .enumerate()
-            .map(|(i, kind)| {
+            .map(|(i, (kind, &bytes))| {
                 Ok(match kind {
-                    LayerKind::Conv => LayerState::Conv(mk(
-                        &format!("model.layers.{i}.conv.state"),
-                        (cfg.conv_l_cache - 1) * h,
-                        4,
-                    )?),
-                    LayerKind::Attention => {
-                        let n = ctx * cfg.num_key_value_heads * cfg.head_dim;
-                        LayerState::Attention(KvCache {
-                            k: mk(&format!("model.layers.{i}.self_attn.k_cache"), n, kv_es)?,
-                            v: mk(&format!("model.layers.{i}.self_attn.v_cache"), n, kv_es)?,
-                        })
-                    }
+                    LayerKind::Conv => LayerState::Conv(mk(&format!("model.layers.{i}.conv.state"), bytes)?),
+                    LayerKind::Attention => LayerState::Attention(KvCache {
+                        k: mk(&format!("model.layers.{i}.self_attn.k_cache"), bytes)?,
+                        v: mk(&format!("model.layers.{i}.self_attn.v_cache"), bytes)?,
+                    }),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let inv_freq = cfg.rope_inv_freq();
-        let mut rope = Vec::with_capacity(ctx * d);
+        let mut rope = Vec::with_capacity(sz.rope as usize / 4);
         for pos in 0..ctx {
             let (cos, sin) = cfg.rope_cos_sin(&inv_freq, pos);
             for (c, s) in cos.iter().zip(&sin) {
@@ -144,6 +234,7 @@ impl State {
                 rope.push(*s);
             }
         }
+        rope.resize(sz.rope as usize / 4, 0.0);
         let staging = |label: &str, size: u64| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -153,33 +244,25 @@ impl State {
             })
         };
         Ok(State {
-            ubatch: u,
+            ubatch: sz.u,
             ctx,
             kv_dtype,
-            ids: mk("ids", u, 4)?,
-            h: mk("hidden", u * h, 4)?,
-            a: mk("normed", u * h, 4)?,
-            z: mk("in_proj_out", u * (3 * h).max(cfg.qkv_dim()), 4)?,
-            o: mk("op_out", u * h, 4)?,
-            q: mk("q", u * nh.max(1) * d, 4)?,
-            part: mk(
-                "attn_partials",
-                (u * nh).max(nh * MAX_ATTN_SPLITS as usize).max(1) * (d + 2),
-                4,
-            )?,
-            act: mk(
-                "swiglu_act",
-                (u * cfg.intermediate_size).max(u * k * cfg.moe_intermediate_size),
-                4,
-            )?,
-            ypair: mk("expert_out", u * k * h, 4)?,
-            router_logits: mk("router_logits", u * e, 4)?,
-            route_ids: mk("route_ids", u * k, 4)?,
-            route_w: mk("route_weights", u * k, 4)?,
-            route_off: mk("route_offsets", e + 1, 4)?,
-            route_rows: mk("route_rows", u * k, 4)?,
-            logits: mk("logits", logit_rows * v, 4)?,
-            logit_rows,
+            ids: mk("ids", sz.ids)?,
+            h: mk("hidden", sz.h)?,
+            a: mk("normed", sz.h)?,
+            z: mk("in_proj_out", sz.z)?,
+            o: mk("op_out", sz.h)?,
+            q: mk("q", sz.q)?,
+            part: mk("attn_partials", sz.part)?,
+            act: mk("swiglu_act", sz.act)?,
+            ypair: mk("expert_out", sz.ypair)?,
+            router_logits: mk("router_logits", sz.router_logits)?,
+            route_ids: mk("route_ids", sz.route_pairs)?,
+            route_w: mk("route_weights", sz.route_pairs)?,
+            route_off: mk("route_offsets", sz.route_off)?,
+            route_rows: mk("route_rows", sz.route_pairs)?,
+            logits: mk("logits", sz.logits)?,
+            logit_rows: sz.logit_rows,
             rope: gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("rope_cos_sin"),
                 contents: bytemuck::cast_slice(&rope),
@@ -192,10 +275,10 @@ impl State {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
-            dummy: mk("unused", 4, 4)?,
+            dummy: mk("unused", 16)?,
             staging_id: staging("sampled_id", 16),
             staging_id_next: staging("sampled_id_next", 16),
-            staging_logits: staging("logits_row", (v as u64 * 4).next_multiple_of(16)),
+            staging_logits: staging("logits_row", sz.staging_logits),
         })
     }
 
@@ -210,7 +293,7 @@ impl State {
         gpu.queue.submit([enc.finish()]);
     }
 
-    /// Bytes of GPU memory this state holds.
+    /// Bytes of GPU memory this state holds (staging included).
     pub fn bytes(&self) -> u64 {
         let mut n = 0;
         for b in [
@@ -230,6 +313,11 @@ impl State {
             &self.route_rows,
             &self.logits,
             &self.rope,
+            &self.step,
+            &self.dummy,
+            &self.staging_id,
+            &self.staging_id_next,
+            &self.staging_logits,
         ] {
             n += b.size();
         }

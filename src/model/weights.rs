@@ -630,7 +630,11 @@ impl Source for Checkpoint {
                 &[spec.rows, n],
             )?,
         };
-        Ok(Some(StoredMatrix { dtype, data, scales }))
+        Ok(Some(StoredMatrix {
+            dtype,
+            data: data.into(),
+            scales: scales.into(),
+        }))
     }
 
     fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {

@@ -45,7 +45,7 @@ impl WeightSink for HostSink {
                         .chunks_exact(2)
                         .map(|b| u16::from_le_bytes([b[0], b[1]]))
                         .collect();
-                    crate::quant::dequantize_row(q, st.data, &scales, &mut data)?;
+                    crate::quant::dequantize_row(q, &st.data, &scales, &mut data)?;
                 }
                 None if st.dtype == DType::F32 => {
                     data.iter_mut()

@@ -1,0 +1,153 @@
+//! Synthetic weights: any config (by default LFM2-8B-A1B's shape) with deterministic random
+//! tensors generated on the fly, so the benchmark needs no download.
+//!
+//! Matrices arrive already in the engine's layout for the requested format (random quant
+//! bytes with realistic f16 scales, or random f16 / f32 values), so loading costs about what
+//! uploading a prequantized checkpoint costs. Scales keep activations O(1) through the
+//! stack: each matrix has standard deviation 1/√cols, norms are ≈1, the router and the
+//! selection bias are random so that tokens spread over the experts.
+
+use super::config::Config;
+use super::weights::{storage_format, MatSpec, Source, StoredMatrix};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::quant::QuantFormat;
+use half::f16;
+
+/// A weight source that generates every tensor from `(seed, tensor name)`.
+pub struct Synthetic {
+    pub config: Config,
+    /// Storage format matrices are generated in (the load's `--dtype`).
+    pub dtype: DType,
+    pub seed: u64,
+}
+
+/// SplitMix64: fast, and good enough for weights.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, name: &str) -> Self {
+        // FNV-1a of the name, mixed with the seed.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        Rng(h ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn fill_bytes(&mut self, out: &mut [u8]) {
+        let mut chunks = out.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let last = self.next().to_le_bytes();
+        rest.copy_from_slice(&last[..rest.len()]);
+    }
+}
+
+/// Uniform in ±√3·σ has standard deviation σ.
+const SQRT3: f32 = 1.732_050_8;
+
+impl Synthetic {
+    pub fn new(config: Config, dtype: DType, seed: u64) -> Self {
+        Synthetic { config, dtype, seed }
+    }
+
+    /// Standard deviation of the tensor `name` of `shape` (vectors by what they are).
+    fn sigma(name: &str, shape: &[usize]) -> (f32, f32) {
+        // (centre, spread)
+        if name.ends_with("norm.weight") || name.ends_with("layernorm.weight") {
+            (1.0, 0.1)
+        } else if name.ends_with("expert_bias") {
+            (0.0, 0.2)
+        } else if name.ends_with("conv.conv.weight") {
+            (0.0, 0.5)
+        } else if name.ends_with("bias") {
+            (0.0, 0.02)
+        } else {
+            let cols = shape.last().copied().unwrap_or(1).max(1);
+            (0.0, 1.0 / (cols as f32).sqrt())
+        }
+    }
+}
+
+impl Source for Synthetic {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let n: usize = shape.iter().product();
+        if out.len() != n {
+            return Err(Error::Shape {
+                name: name.to_string(),
+                found: vec![out.len()],
+                expected: shape.to_vec(),
+            });
+        }
+        let (centre, sigma) = Self::sigma(name, shape);
+        let mut rng = Rng::new(self.seed, name);
+        for o in out.iter_mut() {
+            *o = centre + rng.uniform() * SQRT3 * sigma;
+        }
+        Ok(())
+    }
+
+    fn stored(&self, spec: &MatSpec) -> Result<Option<StoredMatrix<'_>>> {
+        let dtype = storage_format(spec, self.dtype);
+        let (rows, cols) = (spec.rows, spec.cols);
+        let sigma = 1.0 / (cols as f32).sqrt();
+        let mut rng = Rng::new(self.seed, &spec.label);
+        let (data, scales) = match dtype.quant() {
+            Some(q) => {
+                let blocks = rows * cols / 32;
+                let mut data = vec![0u8; blocks * q.quant_bytes_per_block()];
+                rng.fill_bytes(&mut data);
+                // Uniform quants have std 4.6 (4-bit, −8…7) or 73.6 (8-bit) steps.
+                let steps = match q {
+                    QuantFormat::Q4_0 => 4.6,
+                    QuantFormat::Q8_0 => 73.6,
+                };
+                let d = sigma / steps;
+                let scales: Vec<u8> = (0..blocks)
+                    .flat_map(|_| f16::from_f32(d * (1.0 + 0.25 * rng.uniform())).to_le_bytes())
+                    .collect();
+                (data, scales)
+            }
+            None => {
+                let a = SQRT3 * sigma;
+                let data: Vec<u8> = match dtype {
+                    DType::F32 => (0..rows * cols)
+                        .flat_map(|_| (rng.uniform() * a).to_le_bytes())
+                        .collect(),
+                    _ => (0..rows * cols)
+                        .flat_map(|_| f16::from_f32(rng.uniform() * a).to_le_bytes())
+                        .collect(),
+                };
+                (data, Vec::new())
+            }
+        };
+        Ok(Some(StoredMatrix {
+            dtype,
+            data: data.into(),
+            scales: scales.into(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("synthetic weights (seed {})", self.seed)
+    }
+}
