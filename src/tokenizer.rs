@@ -15,6 +15,29 @@
 //!   `eos_token_id` of `generation_config.json` (else `config.json`) and `<|im_end|>`.
 //!
 //! [`StreamDecoder`] turns ids into text incrementally for streaming output.
+//!
+//! ```no_run
+//! use lfm_wgpu::chat::{ChatTemplate, Message};
+//! use lfm_wgpu::tokenizer::Tokenizer;
+//! # fn main() -> lfm_wgpu::Result<()> {
+//! let dir = lfm_wgpu::hub::resolve_model("LiquidAI/LFM2-8B-A1B", false)?;
+//! let tok = Tokenizer::from_dir(&dir)?;
+//! let chat = ChatTemplate::from_dir(&dir)?;
+//! let prompt = chat.apply(&tok, &[Message::user("What is C. elegans?")], None, true)?;
+//! let mut stream = tok.stream(true);
+//! # let generated: Vec<u32> = prompt.clone();
+//! for &id in &generated {
+//!     if tok.eos_ids().contains(&id) {
+//!         break;
+//!     }
+//!     if let Some(text) = stream.push(id) {
+//!         print!("{text}");
+//!     }
+//! }
+//! print!("{}", stream.finish());
+//! # Ok(())
+//! # }
+//! ```
 
 use crate::error::{Error, Result};
 use serde_json::Value as Json;
