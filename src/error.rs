@@ -52,6 +52,19 @@ pub enum Error {
     },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A tokenizer file (`tokenizer.json`, `tokenizer_config.json`, …) is missing or unusable,
+    /// or the tokenizer failed on an input.
+    #[error("{path}: {msg}")]
+    Tokenizer { path: PathBuf, msg: String },
+    /// A chat template failed to parse or render; `origin` names where the template came from.
+    #[error("chat template from {origin}: {msg}")]
+    Template { origin: String, msg: String },
+    /// A model given by path or Hugging Face repo id could not be found locally.
+    #[error("model {spec:?} not found: {detail}")]
+    ModelNotFound { spec: String, detail: String },
+    /// Downloading a file of a Hugging Face repo failed.
+    #[error("downloading {file} of {repo} failed: {msg}")]
+    Download { repo: String, file: String, msg: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,13 +1,16 @@
 //! lfm-wgpu: LFM2-MoE (Liquid AI's LFM2-8B-A1B) inference through wgpu compute shaders.
 
+pub mod chat;
 pub mod dtype;
 pub mod error;
 pub mod gpu;
+pub mod hub;
 pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod progress;
 pub mod quant;
 pub mod reference;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

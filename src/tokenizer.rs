@@ -1,0 +1,301 @@
+//! The tokenizer: a Hugging Face `tokenizer.json` (byte-level BPE for LFM2, spec §13) run by
+//! the `tokenizers` crate, plus the special-token settings transformers reads next to it.
+//!
+//! It reproduces `transformers.AutoTokenizer` (5.23) for these models:
+//!
+//! * **BOS.** `encode(text, true)` adds exactly what `tokenizer.json`'s post-processor adds
+//!   (LFM2: `<|startoftext|>`, id 1). transformers drops `add_bos_token` / `add_eos_token` from
+//!   `tokenizer_config.json` whenever a `tokenizer.json` exists, so those keys are ignored here too.
+//! * **Chat.** `apply_chat_template(tokenize=True)` tokenizes the rendered text with
+//!   `add_special_tokens=False` (BOS comes from the template): use `encode(text, false)`, or
+//!   [`crate::chat::ChatTemplate::apply`].
+//! * **Decode.** `decode` is the backend decode; transformers 5.23 ignores
+//!   `clean_up_tokenization_spaces` for BPE tokenizers, and so does this.
+//! * **Stop tokens.** [`Tokenizer::eos_ids`] gathers the eos token of `tokenizer_config.json`, the
+//!   `eos_token_id` of `generation_config.json` (else `config.json`) and `<|im_end|>`.
+//!
+//! [`StreamDecoder`] turns ids into text incrementally for streaming output.
+//!
+//! ```no_run
+//! use lfm_wgpu::chat::{ChatTemplate, Message};
+//! use lfm_wgpu::tokenizer::Tokenizer;
+//! # fn main() -> lfm_wgpu::Result<()> {
+//! let dir = lfm_wgpu::hub::resolve_model("LiquidAI/LFM2-8B-A1B", false)?;
+//! let tok = Tokenizer::from_dir(&dir)?;
+//! let chat = ChatTemplate::from_dir(&dir)?;
+//! let prompt = chat.apply(&tok, &[Message::user("What is C. elegans?")], None, true)?;
+//! let mut stream = tok.stream(true);
+//! # let generated: Vec<u32> = prompt.clone();
+//! for &id in &generated {
+//!     if tok.eos_ids().contains(&id) {
+//!         break;
+//!     }
+//!     if let Some(text) = stream.push(id) {
+//!         print!("{text}");
+//!     }
+//! }
+//! print!("{}", stream.finish());
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::error::{Error, Result};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+/// The token that ends a chat turn in LFM2 (id 7); always a stop token when present.
+pub const IM_END: &str = "<|im_end|>";
+
+/// A loaded tokenizer with its special tokens.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// `<dir>/tokenizer.json`, named in errors.
+    path: PathBuf,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    pad: Option<u32>,
+    /// Stop ids, deduplicated, most authoritative first.
+    eos_ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("path", &self.path)
+            .field("vocab_size", &self.vocab_size())
+            .field("bos", &self.bos)
+            .field("eos_ids", &self.eos_ids)
+            .finish()
+    }
+}
+
+/// Reads an optional JSON file: `Ok(None)` when it does not exist, an error naming it when it
+/// exists but cannot be read or parsed.
+pub(crate) fn read_optional_json(path: &Path) -> Result<Option<Json>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Tokenizer {
+        path: path.to_owned(),
+        msg: format!("not valid JSON: {e}"),
+    })
+}
+
+/// A special token in `tokenizer_config.json`: a plain string, or an AddedToken object with
+/// a `content` field (older files).
+pub(crate) fn special_token(config: &Json, key: &str) -> Option<String> {
+    match config.get(key)? {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("content")?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// `eos_token_id` as an int or a list of ints.
+fn id_list(config: &Json, key: &str) -> Vec<u32> {
+    match config.get(key) {
+        Some(Json::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+        Some(Json::Array(a)) => a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Tokenizer {
+    /// Loads `dir/tokenizer.json` (required) with `dir/tokenizer_config.json`,
+    /// `dir/generation_config.json` and `dir/config.json` (all optional).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(Error::Tokenizer {
+                path,
+                msg: "missing: the model directory has no tokenizer.json (the Hugging Face \
+                      tokenizers file is required to encode and decode text)"
+                    .into(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            msg: format!("not a valid tokenizer.json: {e}"),
+        })?;
+
+        let tok_config_path = dir.join("tokenizer_config.json");
+        let tok_config = read_optional_json(&tok_config_path)?.unwrap_or_else(|| {
+            log::warn!("{} not found: no bos/eos tokens from it", tok_config_path.display());
+            Json::Null
+        });
+        // generation_config.json overrides config.json for generation, as in transformers.
+        let gen_ids = match read_optional_json(&dir.join("generation_config.json"))? {
+            Some(g) => id_list(&g, "eos_token_id"),
+            None => match read_optional_json(&dir.join("config.json"))? {
+                Some(c) => id_list(&c, "eos_token_id"),
+                None => Vec::new(),
+            },
+        };
+
+        let id_of = |key: &str| special_token(&tok_config, key).and_then(|t| inner.token_to_id(&t));
+        let (bos, eos, pad) = (id_of("bos_token"), id_of("eos_token"), id_of("pad_token"));
+        let mut eos_ids = Vec::new();
+        for id in eos.into_iter().chain(gen_ids).chain(inner.token_to_id(IM_END)) {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+        Ok(Tokenizer {
+            inner,
+            path,
+            bos,
+            eos,
+            pad,
+            eos_ids,
+        })
+    }
+
+    /// Token ids of `text`. With `add_special_tokens` the post-processor's tokens are added
+    /// (BOS for LFM2), exactly as `tokenizer(text, add_special_tokens=...)` in transformers.
+    /// Special tokens written in the text (`<|im_start|>` …) are always matched as such.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| self.err(format!("encoding failed: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`; with `skip_special` special tokens (BOS, `<|im_end|>` …) are left out.
+    /// Unknown ids are skipped, as in transformers.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        match self.inner.decode(ids, skip_special) {
+            Ok(s) => s,
+            // Only decoders that can fail (none in a byte-level BPE) get here.
+            Err(e) => {
+                log::error!("{}: decoding failed: {e}", self.path.display());
+                String::new()
+            }
+        }
+    }
+
+    /// The id of a token string (vocabulary or added token).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The token string of an id (byte-level form, e.g. `Ġthe`).
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Stop tokens: the configured eos token, the generation config's eos ids, `<|im_end|>`.
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    /// The eos token of `tokenizer_config.json` (for LFM2 `<|im_end|>`).
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// The BOS token of `tokenizer_config.json` (for LFM2 `<|startoftext|>`, id 1).
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// The padding token of `tokenizer_config.json`.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad
+    }
+
+    /// Number of ids, added tokens included (`len(tokenizer)` in transformers). Must not exceed
+    /// the model's `vocab_size`.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Where the tokenizer was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An incremental decoder for generated ids.
+    pub fn stream(&self, skip_special: bool) -> StreamDecoder<'_> {
+        StreamDecoder {
+            tok: self,
+            skip_special,
+            ids: Vec::new(),
+            prefix_start: 0,
+            read_start: 0,
+        }
+    }
+
+    fn err(&self, msg: String) -> Error {
+        Error::Tokenizer {
+            path: self.path.clone(),
+            msg,
+        }
+    }
+}
+
+/// Incremental detokenization: feed ids one at a time, get back only text that is complete.
+///
+/// A character whose UTF-8 bytes span several byte-level tokens is emitted once, whole, when
+/// its last byte arrives. The concatenation of every [`push`](Self::push) result and
+/// [`finish`](Self::finish) equals `Tokenizer::decode` of all the ids at once (bytes that never
+/// complete a character come out of `finish` as U+FFFD, as in the one-shot decode).
+///
+/// It decodes a short window, not the whole history: ids from `prefix_start` (the start of the
+/// last emitted piece) to the end, compared with the decode of `prefix_start..read_start`
+/// (what was already emitted of that window). The window moves on once its text ends in a
+/// complete character, which UTF-8 guarantees no later byte can change. This holds for
+/// decoders that map tokens to bytes independently (byte-level BPE); decoders that strip a
+/// leading space per sequence (Metaspace) would need the whole history.
+#[derive(Debug)]
+pub struct StreamDecoder<'t> {
+    tok: &'t Tokenizer,
+    skip_special: bool,
+    ids: Vec<u32>,
+    /// First id of the window whose text was last emitted.
+    prefix_start: usize,
+    /// Ids before this one have been emitted.
+    read_start: usize,
+}
+
+impl StreamDecoder<'_> {
+    /// Adds one id; returns the text it completes, if any.
+    pub fn push(&mut self, id: u32) -> Option<String> {
+        self.ids.push(id);
+        let prefix = self
+            .tok
+            .decode(&self.ids[self.prefix_start..self.read_start], self.skip_special);
+        let text = self.tok.decode(&self.ids[self.prefix_start..], self.skip_special);
+        if text.len() > prefix.len() && !text.ends_with('\u{FFFD}') && text.starts_with(&prefix) {
+            let new = text[prefix.len()..].to_string();
+            self.prefix_start = self.read_start;
+            self.read_start = self.ids.len();
+            Some(new)
+        } else {
+            None
+        }
+    }
+
+    /// The text still held back (an incomplete character at the end becomes U+FFFD).
+    /// The decoder is empty afterwards and can be reused.
+    pub fn finish(&mut self) -> String {
+        let prefix = self
+            .tok
+            .decode(&self.ids[self.prefix_start..self.read_start], self.skip_special);
+        let text = self.tok.decode(&self.ids[self.prefix_start..], self.skip_special);
+        self.ids.clear();
+        self.prefix_start = 0;
+        self.read_start = 0;
+        match text.strip_prefix(&prefix) {
+            Some(rest) => rest.to_string(),
+            None => text,
+        }
+    }
+
+    /// All ids pushed since the start (or the last `finish`).
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+}
