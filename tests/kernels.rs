@@ -1194,3 +1194,112 @@ fn argmax() {
         }
     }
 }
+
+/// Draws from fixed logits, many per dispatch, against the distribution transformers'
+/// processors define (`cpu::sampling_probs`). Bound: every drawn token is in the support,
+/// and each token's frequency is within 5 standard errors of its probability
+/// (|f − p| ≤ 5·√(p(1−p)/N) + 1/N); the draws are seeded, so the test is deterministic.
+#[test]
+fn sample_distribution() {
+    use lfm_wgpu::model::sampling::SamplingParams;
+    let mut rng = StdRng::seed_from_u64(77);
+    let dev = Dev::new("default", GpuOptions::default());
+    let draws = 4096usize;
+    let base = SamplingParams {
+        temperature: 1.0,
+        seed: 1234,
+        ..SamplingParams::greedy()
+    };
+    let cases = [
+        (
+            50,
+            SamplingParams {
+                temperature: 0.7,
+                top_p: 0.9,
+                ..base.clone()
+            },
+        ),
+        (
+            50,
+            SamplingParams {
+                top_k: 5,
+                ..base.clone()
+            },
+        ),
+        (
+            50,
+            SamplingParams {
+                temperature: 0.5,
+                min_p: 0.2,
+                repetition_penalty: 1.3,
+                ..base.clone()
+            },
+        ),
+        (
+            300,
+            SamplingParams {
+                temperature: 1.3,
+                top_k: 20,
+                top_p: 0.8,
+                min_p: 0.05,
+                ..base.clone()
+            },
+        ),
+        (
+            1000,
+            SamplingParams {
+                temperature: 2.0,
+                ..base.clone()
+            },
+        ),
+    ];
+    for (vocab, params) in cases {
+        let logits = rand_vec(&mut rng, vocab, -3.0, 3.0);
+        let seen: Vec<bool> = (0..vocab).map(|i| i % 7 == 3).collect();
+        let want = cpu::sampling_probs(&logits, &params, &seen);
+        let mut state = vec![0u32; 1 + vocab.div_ceil(32)];
+        for (i, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
+            state[1 + i / 32] |= 1 << (i % 32);
+        }
+        let g = [
+            params.temperature.to_bits(),
+            params.top_k as u32,
+            params.top_p.to_bits(),
+            params.min_p.to_bits(),
+            params.repetition_penalty.to_bits(),
+            params.seed as u32,
+            (params.seed >> 32) as u32,
+            0,
+        ];
+        let (cb, lb, ob, sb) = (
+            dev.u32s(&g),
+            dev.f32s(&logits),
+            dev.u32s(&vec![u32::MAX; draws]),
+            dev.u32s(&state),
+        );
+        dev.run(tokens(1), DType::F32, |r| {
+            r.sample(&cb, &lb, &ob, &sb, vocab, draws as u32, false)
+        });
+        let got = dev.read_u32(&ob, draws);
+        let mut freq = vec![0usize; vocab];
+        for &t in &got {
+            assert!(
+                (t as usize) < vocab && want[t as usize] > 0.0,
+                "{params:?}: drew {t} outside the support"
+            );
+            freq[t as usize] += 1;
+        }
+        let n = draws as f64;
+        for (i, (&f, &p)) in freq.iter().zip(&want).enumerate() {
+            let bound = 5.0 * (p * (1.0 - p) / n).sqrt() + 1.0 / n;
+            let d = (f as f64 / n - p).abs();
+            assert!(
+                d <= bound,
+                "{params:?} V={vocab}: token {i} frequency {} vs p {p:.4} (bound {bound:.4})",
+                f as f64 / n
+            );
+        }
+        let support = want.iter().filter(|&&p| p > 0.0).count();
+        eprintln!("sample V={vocab} {params:?}: support {support}, {draws} draws within bound");
+    }
+}

@@ -129,5 +129,7 @@ fn eight_b_shape_config() {
         .collect();
     assert_eq!(attn, [2, 6, 10, 14, 18, 21]);
     assert_eq!(Config::lfm2_8b_a1b(6).unwrap().num_dense_layers, 1);
+    // Spec §1: 8,339,930,560 parameters, 1,557,740,992 active per token.
+    assert_eq!(c.parameter_counts(), (8_339_930_560, 1_557_740_992));
     assert!(Config::lfm2_8b_a1b(25).is_err());
 }

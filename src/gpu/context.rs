@@ -79,7 +79,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
 }
 
 /// Device-local memory the driver reports (Vulkan: the device-local heaps), if it can tell.
-fn adapter_memory(adapter: &wgpu::Adapter) -> Option<u64> {
+pub fn adapter_memory(adapter: &wgpu::Adapter) -> Option<u64> {
     #[cfg(any(target_os = "linux", target_os = "windows", target_os = "android"))]
     {
         // SAFETY: the raw handles are only used for a read-only property query while the

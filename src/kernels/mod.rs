@@ -35,6 +35,8 @@ pub enum Kernel {
     Argmax {
         last_row: bool,
     },
+    /// Temperature / top-k / top-p / min-p / repetition-penalty draw from logits row 0.
+    Sample,
     /// Device probe: FMA throughput (wgpu-bench).
     FmaPeak,
 }
@@ -113,6 +115,7 @@ impl Kernel {
             Kernel::MoeRoute => (shader!("moe_route"), false, false, false),
             Kernel::MoeCombine => (shader!("moe_combine"), false, false, false),
             Kernel::Argmax { .. } => (shader!("argmax"), false, false, false),
+            Kernel::Sample => (shader!("sample"), false, false, false),
             Kernel::FmaPeak => (shader!("fma_peak"), false, false, false),
         };
         Source {
@@ -143,6 +146,7 @@ impl Kernel {
             Kernel::MoeRoute => &[Uniform, Uniform, Read, ReadWrite, ReadWrite],
             Kernel::MoeCombine => &[Uniform, Uniform, Read, ReadWrite],
             Kernel::Argmax { .. } => &[Uniform, Uniform, Read, ReadWrite],
+            Kernel::Sample => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite],
             Kernel::FmaPeak => &[Uniform, Uniform, ReadWrite],
         }
     }

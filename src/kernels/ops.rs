@@ -535,4 +535,34 @@ impl<'a> Recorder<'a> {
             [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1)],
         )
     }
+
+    /// out[d] = a token drawn from logits row 0 with the sampling settings in `cfg` (see
+    /// shaders/sample.wgsl), for `draws` independent draws. `advance`: count the draw in
+    /// `state[0]` and mark the token seen (decode); off for test batches.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample(
+        &mut self,
+        cfg: &wgpu::Buffer,
+        logits: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+        vocab: usize,
+        draws: u32,
+        advance: bool,
+    ) -> Result<()> {
+        let p = U4 {
+            a: vocab as u32,
+            b: advance as u32,
+            c: 0,
+            d: 0,
+        };
+        self.push(
+            "sample".into(),
+            Kernel::Sample,
+            DType::F32,
+            &p,
+            &[cfg, logits, out, state],
+            [Dim::Fixed(draws), Dim::Fixed(1), Dim::Fixed(1)],
+        )
+    }
 }

@@ -319,6 +319,42 @@ impl Config {
         Ok(cfg)
     }
 
+    /// (total parameters, parameters active per token: the top-k experts of each MoE layer,
+    /// the tied embedding counted once).
+    pub fn parameter_counts(&self) -> (u64, u64) {
+        let (h, v) = (self.hidden_size as u64, self.vocab_size as u64);
+        let head = if self.tie_word_embeddings { 0 } else { v * h };
+        let (mut total, mut active) = (v * h + head + h, v * h + head + h);
+        for (i, kind) in self.layer_types.iter().enumerate() {
+            let mut common = 2 * h;
+            common += match kind {
+                LayerKind::Conv => {
+                    let bias = if self.conv_bias { 5 * h } else { 0 };
+                    3 * h * h + h * self.conv_l_cache as u64 + h * h + bias
+                }
+                LayerKind::Attention => {
+                    let d = self.head_dim as u64;
+                    self.qkv_dim() as u64 * h + 2 * d + h * self.num_attention_heads as u64 * d
+                }
+            };
+            let (e, k) = (self.num_experts as u64, self.num_experts_per_tok as u64);
+            let expert = 3 * h * self.moe_intermediate_size as u64;
+            let (t, a) = match self.is_moe(i) {
+                true => {
+                    let router = e * h + if self.use_expert_bias { e } else { 0 };
+                    (router + e * expert, router + k * expert)
+                }
+                false => (
+                    3 * h * self.intermediate_size as u64,
+                    3 * h * self.intermediate_size as u64,
+                ),
+            };
+            total += common + t;
+            active += common + a;
+        }
+        (total, active)
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layer_types.len()
     }

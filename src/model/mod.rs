@@ -6,6 +6,7 @@ pub mod forward;
 pub mod gpu_weights;
 pub mod memory;
 pub mod quantize;
+pub mod sampling;
 pub mod session;
 pub mod state;
 pub mod synthetic;

@@ -7,7 +7,8 @@
 
 use super::forward::{self, Mode};
 use super::gpu_weights::GpuModel;
-use super::state::{State, KEYS_PER_SPLIT, MAX_ATTN_SPLITS};
+use super::sampling::{Sampler, SamplingParams};
+use super::state::{LayerState, State, KEYS_PER_SPLIT, MAX_ATTN_SPLITS};
 use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::kernels::{Kernels, Program, StepShape, Uniforms};
@@ -54,8 +55,30 @@ pub struct Session {
     prefill: Program,
     decode: Program,
     prefill_all: Option<Program>,
+    sampler: Sampler,
     /// Tokens in the caches (the next token's position).
     pub pos: usize,
+    /// The tokens in the caches, in order (`pos` of them).
+    pub history: Vec<u32>,
+    /// The id the last step sampled (in `ids[0]` on the GPU), not yet fed.
+    last: Option<u32>,
+    /// Copies of the conv states taken by [`Session::checkpoint`] (attention needs none: its
+    /// cache entries below a position are never rewritten), and the position they hold.
+    snapshot: Vec<wgpu::Buffer>,
+    snapshot_pos: Option<usize>,
+}
+
+/// What one [`Session::generate`] did.
+#[derive(Clone, Debug, Default)]
+pub struct GenStats {
+    pub prompt_tokens: usize,
+    pub prefill_s: f64,
+    /// Tokens produced (the first comes from the prefill).
+    pub new_tokens: usize,
+    /// Time from the end of the prefill to the last token.
+    pub decode_s: f64,
+    /// Generation ended because the context is full.
+    pub context_full: bool,
 }
 
 impl Session {
@@ -76,11 +99,36 @@ impl Session {
         let kernels = Kernels::new(gpu.clone());
         // One parameter slot per dispatch: ≤ 8 non-linear ops per layer plus one per weight
         // chunk, for each of the three programs.
-        let slots = 3 * (model.w.layers.len() * 8 + 8 + count_chunks(&model)) as u64;
+        // (+1: the sampler).
+        let slots = 3 * (model.w.layers.len() * 8 + 8 + count_chunks(&model)) as u64 + 1;
         let uniforms = Uniforms::new(&gpu, "params", slots);
         let prefill = forward::build(&model, &state, &kernels, &uniforms, Mode::Prefill)?;
         let decode = forward::build(&model, &state, &kernels, &uniforms, Mode::Decode)?;
+        let sampler = Sampler::new(
+            &kernels,
+            &uniforms,
+            &state.step,
+            &state.dummy,
+            &state.logits,
+            &state.ids,
+            model.cfg.vocab_size,
+        )?;
+        let snapshot = state
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerState::Conv(b) => Some(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("conv_state_snapshot"),
+                    size: b.size(),
+                    usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })),
+                LayerState::Attention(_) => None,
+            })
+            .collect();
         Ok(Session {
+            snapshot,
+            snapshot_pos: None,
             model,
             state,
             kernels,
@@ -88,14 +136,79 @@ impl Session {
             prefill,
             decode,
             prefill_all: None,
+            sampler,
             pos: 0,
+            history: Vec::new(),
+            last: None,
         })
     }
 
-    /// Starts a new sequence (the caches are overwritten as it goes).
+    /// Starts a new sequence (the caches are overwritten as it goes); the random stream
+    /// restarts from the seed.
     pub fn reset(&mut self) {
         self.state.reset(&self.model.gpu);
+        self.sampler.reset(&self.model.gpu);
         self.pos = 0;
+        self.history.clear();
+        self.last = None;
+        self.snapshot_pos = None;
+    }
+
+    /// Remembers the current position so that [`Self::rewind`] can come back to it after
+    /// more tokens were fed (a GPU-side copy of the conv states; no readback).
+    pub fn checkpoint(&mut self) {
+        self.copy_conv_states(true);
+        self.snapshot_pos = Some(self.pos);
+    }
+
+    /// Goes back to the last checkpoint if it lies within the first `keep` tokens of the
+    /// history; returns the position now held (0 after a reset when it cannot).
+    pub fn rewind(&mut self, keep: usize) -> usize {
+        match self.snapshot_pos {
+            Some(p) if p <= keep && p <= self.pos => {
+                self.copy_conv_states(false);
+                self.pos = p;
+                self.history.truncate(p);
+                self.last = None;
+                p
+            }
+            _ => {
+                self.reset();
+                0
+            }
+        }
+    }
+
+    fn copy_conv_states(&self, save: bool) {
+        let gpu = &self.model.gpu;
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let convs = self.state.layers.iter().filter_map(|l| match l {
+            LayerState::Conv(b) => Some(b),
+            LayerState::Attention(_) => None,
+        });
+        for (live, copy) in convs.zip(&self.snapshot) {
+            match save {
+                true => enc.copy_buffer_to_buffer(live, 0, copy, 0, live.size()),
+                false => enc.copy_buffer_to_buffer(copy, 0, live, 0, live.size()),
+            }
+        }
+        gpu.queue.submit([enc.finish()]);
+    }
+
+    /// How the following tokens are chosen (greedy by default); restarts the random stream.
+    pub fn set_sampling(&mut self, params: SamplingParams) -> Result<()> {
+        self.sampler.set(&self.model.gpu, params)
+    }
+
+    pub fn sampling(&self) -> &SamplingParams {
+        &self.sampler.params
+    }
+
+    /// Records `tokens` as fed into the caches.
+    fn fed(&mut self, tokens: &[u32]) {
+        self.pos += tokens.len();
+        self.history.extend_from_slice(tokens);
+        self.sampler.mark(tokens);
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
@@ -154,6 +267,11 @@ impl Session {
                     splits,
                 },
             );
+            if !self.sampler.params.is_greedy() && which != Mode::PrefillAllLogits {
+                self.sampler
+                    .program
+                    .record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
+            }
         }
         if let Some(staging) = id_to {
             enc.copy_buffer_to_buffer(&self.state.ids, 0, staging, 0, 4);
@@ -193,14 +311,17 @@ impl Session {
             return Err(Error::Invalid("empty prompt".into()));
         }
         self.check(tokens)?;
+        self.sampler.mark(tokens);
+        self.sampler.upload_seen(&self.model.gpu);
         let chunks: Vec<&[u32]> = tokens.chunks(self.state.ubatch).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             self.write_ids(chunk);
             self.run(Mode::Prefill, chunk.len(), last, last && want_logits)?;
-            self.pos += chunk.len();
+            self.fed(chunk);
         }
         let id = self.read_id()?;
+        self.last = Some(id);
         let logits = if want_logits {
             Some(self.read_logit_row()?)
         } else {
@@ -230,7 +351,8 @@ impl Session {
         for chunk in tokens.chunks(self.state.logit_rows.min(self.state.ubatch)) {
             self.write_ids(chunk);
             self.run(Mode::PrefillAllLogits, chunk.len(), false, false)?;
-            self.pos += chunk.len();
+            self.fed(chunk);
+            self.last = None;
             out.extend(self.model.gpu.read_f32(&self.state.logits, 0, chunk.len() * v)?);
         }
         Ok(out)
@@ -240,14 +362,20 @@ impl Session {
     /// sampled on the GPU (no host round trip). Returns the greedy next id, and the logits
     /// when `want_logits`.
     pub fn decode(&mut self, token: Option<u32>, want_logits: bool) -> Result<(u32, Option<Vec<f32>>)> {
-        if let Some(t) = token {
-            self.check(&[t])?;
-            self.write_ids(&[t]);
-        } else if self.pos == 0 {
-            return Err(Error::Invalid(
-                "decode without an input token needs a prefilled sequence".into(),
-            ));
-        } else if self.pos + 1 > self.state.ctx {
+        let input = match (token, self.last) {
+            (Some(t), _) => {
+                self.check(&[t])?;
+                self.write_ids(&[t]);
+                t
+            }
+            (None, Some(t)) => t,
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "decode without an input token needs a prefilled sequence".into(),
+                ))
+            }
+        };
+        if self.pos + 1 > self.state.ctx {
             return Err(Error::ContextExceeded {
                 needed: self.pos + 1,
                 ctx: self.state.ctx,
@@ -255,8 +383,9 @@ impl Session {
             });
         }
         self.run(Mode::Decode, 1, true, want_logits)?;
-        self.pos += 1;
+        self.fed(&[input]);
         let id = self.read_id()?;
+        self.last = Some(id);
         let logits = if want_logits {
             Some(self.read_logit_row()?)
         } else {
@@ -325,7 +454,8 @@ impl Session {
         let used = 2 * timed.len() as u32;
         enc.resolve_query_set(&queries, 0..used, &resolve, 0);
         gpu.queue.submit([enc.finish()]);
-        self.pos += tokens.len();
+        self.fed(tokens);
+        self.last = None;
         let raw = gpu.read(&resolve, 0, used as u64 * 8)?;
         let ticks: &[u64] = bytemuck::cast_slice(&raw);
         let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
@@ -349,9 +479,6 @@ impl Session {
     /// step's id is read back (ping-pong staging), so the GPU never waits for the host.
     /// The caller knows `count` up front: no step runs past it.
     pub fn decode_chained(&mut self, count: usize, ids: &mut Vec<u32>) -> Result<()> {
-        if count == 0 {
-            return Ok(());
-        }
         if self.pos + count > self.state.ctx {
             return Err(Error::ContextExceeded {
                 needed: self.pos + count,
@@ -359,17 +486,111 @@ impl Session {
                 max: 32768.max(self.model.cfg.max_position_embeddings),
             });
         }
-        let staging = [&self.state.staging_id, &self.state.staging_id_next];
-        let mut prev: Option<wgpu::SubmissionIndex> = None;
+        self.decode_stream(count, &mut |id| {
+            ids.push(id);
+            true
+        })?;
+        Ok(())
+    }
+
+    /// Up to `count` decode steps, each fed the id the previous one sampled on the GPU and
+    /// queued before that id is read back (ping-pong staging), so the GPU never waits for
+    /// the host. `on_token` sees each id as it arrives; returning false stops (the step
+    /// already queued behind it is the one that fed it). Stops early at a full context.
+    /// Returns the ids produced.
+    fn decode_stream(&mut self, count: usize, on_token: &mut dyn FnMut(u32) -> bool) -> Result<usize> {
+        let Some(first) = self.last else {
+            return Err(Error::Invalid(
+                "decode without an input token needs a prefilled sequence".into(),
+            ));
+        };
+        let count = count.min(self.state.ctx - self.pos);
+        if count == 0 {
+            return Ok(0);
+        }
+        // Each step is counted in `pos` when queued; its input joins `history` once known.
+        let mut input = first;
+        let mut index = self.run_into(Mode::Decode, 1, Some(self.id_staging(0)), false)?;
+        self.pos += 1;
         for j in 0..count {
-            let index = self.run_into(Mode::Decode, 1, Some(staging[j % 2]), false)?;
-            self.pos += 1;
-            if let Some(p) = prev.replace(index) {
-                ids.push(self.read_id_from(staging[(j - 1) % 2], Some(p))?);
+            // Queue step j + 1 (it reads step j's id on the GPU) before reading step j.
+            let next = match j + 1 < count {
+                true => {
+                    let n = self.run_into(Mode::Decode, 1, Some(self.id_staging(j + 1)), false)?;
+                    self.pos += 1;
+                    Some(n)
+                }
+                false => None,
+            };
+            self.known(input);
+            let id = self.read_id_from(self.id_staging(j), Some(index))?;
+            self.last = Some(id);
+            input = id;
+            let go = on_token(id);
+            match next {
+                Some(n) if go => index = n,
+                Some(n) => {
+                    // Step j + 1 already consumed `id`; its own sample is dropped.
+                    self.known(id);
+                    let _ = self.read_id_from(self.id_staging(j + 1), Some(n))?;
+                    self.last = None;
+                    return Ok(j + 1);
+                }
+                None => return Ok(j + 1),
             }
         }
-        ids.push(self.read_id_from(staging[(count - 1) % 2], prev)?);
-        Ok(())
+        Ok(count)
+    }
+
+    /// The two id stagings decode steps alternate between.
+    fn id_staging(&self, step: usize) -> &wgpu::Buffer {
+        match step % 2 {
+            0 => &self.state.staging_id,
+            _ => &self.state.staging_id_next,
+        }
+    }
+
+    /// Records a token already counted in `pos` as fed (history and seen mask).
+    fn known(&mut self, t: u32) {
+        self.history.push(t);
+        self.sampler.mark(&[t]);
+    }
+
+    /// Prefills `prompt` (continuing the sequence), then produces up to `max_new` tokens
+    /// with the session's sampling, handing each to `on_token` as soon as it is read back
+    /// (return false to stop: an end-of-sequence token, a stop string, Ctrl-C). Decode
+    /// steps are chained on the GPU. Generation also ends when the context is full
+    /// (`context_full` in the stats) rather than failing.
+    /// With `checkpoint`, the state after the prompt is remembered ([`Self::checkpoint`]).
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_new: usize,
+        checkpoint: bool,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<GenStats> {
+        let mut st = GenStats {
+            prompt_tokens: prompt.len(),
+            ..Default::default()
+        };
+        if max_new == 0 {
+            return Ok(st);
+        }
+        let t = std::time::Instant::now();
+        let (first, _) = self.prefill(prompt, false)?;
+        st.prefill_s = t.elapsed().as_secs_f64();
+        if checkpoint {
+            self.checkpoint();
+        }
+        st.new_tokens = 1;
+        let t = std::time::Instant::now();
+        if on_token(first) && max_new > 1 {
+            let want = max_new - 1;
+            st.context_full = self.pos + want > self.state.ctx;
+            st.new_tokens += self.decode_stream(want, on_token)?;
+        }
+        st.decode_s = t.elapsed().as_secs_f64();
+        Ok(st)
     }
 
     /// Weight bytes one decode step reads (all non-expert matrices, the head, the expected

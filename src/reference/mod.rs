@@ -393,3 +393,57 @@ impl Reference {
         matmul(&hn, self.w.head(), None)
     }
 }
+
+/// The distribution transformers samples from, by its logits processors in order:
+/// repetition penalty on the `seen` tokens, temperature, top-k (ties with the k-th kept),
+/// top-p (the smallest most-likely set reaching `top_p`), min-p. Sort-based, written
+/// independently of the GPU's bisection (shaders/sample.wgsl).
+pub fn sampling_probs(logits: &[f32], p: &crate::model::sampling::SamplingParams, seen: &[bool]) -> Vec<f64> {
+    let n = logits.len();
+    let mut l: Vec<f64> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let mut x = x as f64;
+            if seen.get(i).copied().unwrap_or(false) && p.repetition_penalty != 1.0 {
+                let r = p.repetition_penalty as f64;
+                x = if x < 0.0 { x * r } else { x / r };
+            }
+            x / p.temperature as f64
+        })
+        .collect();
+    if p.top_k > 0 && p.top_k < n {
+        let mut s = l.clone();
+        s.sort_by(|a, b| b.total_cmp(a));
+        let kth = s[p.top_k - 1];
+        l.iter_mut().filter(|x| **x < kth).for_each(|x| *x = f64::NEG_INFINITY);
+    }
+    let softmax = |l: &[f64]| -> Vec<f64> {
+        let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = l.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|x| x / z).collect()
+    };
+    if p.top_p < 1.0 {
+        let probs = softmax(&l);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| l[a].total_cmp(&l[b])); // ascending
+        let mut cum = 0.0;
+        for (j, &i) in order.iter().enumerate() {
+            cum += probs[i];
+            if cum <= 1.0 - p.top_p as f64 && j + 1 < n {
+                l[i] = f64::NEG_INFINITY;
+            }
+        }
+    }
+    if p.min_p > 0.0 {
+        let probs = softmax(&l);
+        let top = probs.iter().cloned().fold(0.0, f64::max);
+        for (x, q) in l.iter_mut().zip(&probs) {
+            if *q < p.min_p as f64 * top {
+                *x = f64::NEG_INFINITY;
+            }
+        }
+    }
+    softmax(&l)
+}

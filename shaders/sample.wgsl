@@ -1,0 +1,244 @@
+// Sampling on the GPU from logits row 0: repetition penalty on the tokens seen so far,
+// temperature, then top-k, top-p and min-p in the order transformers applies them, and one
+// seeded draw. Only the token id leaves the GPU. One workgroup per draw (grid x = draws:
+// tests draw many at once from fixed logits; decode draws one).
+//
+// No sort: each filter is a threshold on the tempered logit, found by bisection over
+// workgroup-wide counts / sums and snapped to the nearest logit, so ties stay together as
+// in transformers (`scores < kth_value` is removed). Thread t owns the contiguous slice
+// [t·C, t·C + C) of the vocab, which makes the final prefix walk deterministic.
+const WG: u32 = 256u;
+const BISECT: u32 = 32u;
+
+struct Params {
+    vocab: u32,
+    // 1: count the draw and mark the token seen (decode); 0: a batch of test draws.
+    advance: u32,
+    _a: u32,
+    _b: u32,
+}
+struct Sampling {
+    temperature: f32,
+    top_k: u32,   // 0: off
+    top_p: f32,   // 1: off
+    min_p: f32,   // 0: off
+    penalty: f32, // 1: off
+    seed_lo: u32,
+    seed_hi: u32,
+    _p: u32,
+}
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> cfg: Sampling;
+@group(0) @binding(3) var<storage, read> logits: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<u32>;
+// [0]: draws so far; [1 + i / 32] bit i % 32: token i was seen.
+@group(0) @binding(5) var<storage, read_write> state: array<atomic<u32>>;
+
+var<workgroup> red: array<f32, WG>;
+var<workgroup> redu: array<u32, WG>;
+var<workgroup> ends: array<f32, WG>;
+var<workgroup> picked: atomic<u32>;
+
+fn value(i: u32) -> f32 {
+    var l = logits[i];
+    if cfg.penalty != 1.0 && ((atomicLoad(&state[1u + i / 32u]) >> (i % 32u)) & 1u) == 1u {
+        l = select(l / cfg.penalty, l * cfg.penalty, l < 0.0);
+    }
+    return l / cfg.temperature;
+}
+
+fn wg_max(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum_u(v: u32, lid: u32) -> u32 {
+    redu[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            redu[lid] += redu[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = redu[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn pcg(v: u32) -> u32 {
+    let s = v * 747796405u + 2891336453u;
+    let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (w >> 22u) ^ w;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n = p.vocab;
+    let chunk = (n + WG - 1u) / WG;
+    let b0 = min(lid * chunk, n);
+    let b1 = min(b0 + chunk, n);
+    let draw = atomicLoad(&state[0]) + wg.x;
+    if lid == 0u {
+        atomicStore(&picked, 0xffffffffu);
+    }
+
+    // Range of the tempered logits.
+    var mx = -3.4e38;
+    var mn = 3.4e38;
+    for (var i = b0; i < b1; i++) {
+        let v = value(i);
+        mx = max(mx, v);
+        mn = min(mn, v);
+    }
+    let m = wg_max(mx, lid);
+    let lowest = -wg_max(-mn, lid);
+    let above = m + max(abs(m) * 1e-6, 1e-6); // no logit reaches it
+
+    // top-k: the largest t with at least k logits ≥ t, snapped to a logit.
+    var k = cfg.top_k;
+    if k == 0u || k > n {
+        k = n;
+    }
+    var lo = lowest;
+    var hi = above;
+    for (var it = 0u; it < BISECT; it++) {
+        let mid = lo + (hi - lo) * 0.5;
+        var c = 0u;
+        for (var i = b0; i < b1; i++) {
+            c += u32(value(i) >= mid);
+        }
+        if wg_sum_u(c, lid) >= k {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    var sn = 3.4e38;
+    for (var i = b0; i < b1; i++) {
+        let v = value(i);
+        if v >= lo {
+            sn = min(sn, v);
+        }
+    }
+    let tk = -wg_max(-sn, lid);
+
+    // top-p over the top-k set: the largest t whose tokens ≥ t hold top_p of its mass.
+    var z = 0.0;
+    for (var i = b0; i < b1; i++) {
+        let v = value(i);
+        if v >= tk {
+            z += exp(v - m);
+        }
+    }
+    let goal = cfg.top_p * wg_sum(z, lid);
+    lo = tk;
+    hi = above;
+    for (var it = 0u; it < BISECT; it++) {
+        let mid = lo + (hi - lo) * 0.5;
+        var s = 0.0;
+        for (var i = b0; i < b1; i++) {
+            let v = value(i);
+            if v >= mid {
+                s += exp(v - m);
+            }
+        }
+        if wg_sum(s, lid) >= goal {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    sn = 3.4e38;
+    for (var i = b0; i < b1; i++) {
+        let v = value(i);
+        if v >= lo {
+            sn = min(sn, v);
+        }
+    }
+    let tp = select(-wg_max(-sn, lid), tk, cfg.top_p >= 1.0);
+
+    // min-p: p ≥ min_p · p_max  ⇔  v ≥ m + ln(min_p).
+    let tm = select(-3.4e38, m + log(cfg.min_p), cfg.min_p > 0.0);
+    let t = max(tk, max(tp, tm));
+
+    // Draw: u uniform in [0, total); the slice whose prefix interval holds u walks it.
+    var own = 0.0;
+    for (var i = b0; i < b1; i++) {
+        let v = value(i);
+        if v >= t {
+            own += exp(v - m);
+        }
+    }
+    red[lid] = own;
+    workgroupBarrier();
+    if lid == 0u {
+        var acc = 0.0;
+        for (var j = 0u; j < WG; j++) {
+            acc += red[j];
+            ends[j] = acc;
+        }
+    }
+    workgroupBarrier();
+    let total = ends[WG - 1u];
+    let bits = pcg(pcg(pcg(cfg.seed_lo) ^ cfg.seed_hi) ^ pcg(draw));
+    let u = f32(bits >> 8u) / 16777216.0 * total;
+    var start = 0.0;
+    if lid > 0u {
+        start = ends[lid - 1u];
+    }
+    if u >= start && u < ends[lid] {
+        var acc = start;
+        var found = 0xffffffffu;
+        var last = 0xffffffffu;
+        for (var i = b0; i < b1; i++) {
+            let v = value(i);
+            if v >= t {
+                acc += exp(v - m);
+                last = i;
+                if u < acc && found == 0xffffffffu {
+                    found = i;
+                }
+            }
+        }
+        if found == 0xffffffffu {
+            found = last; // rounding: u fell past the re-summed slice
+        }
+        atomicMin(&picked, found);
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        var tok = atomicLoad(&picked);
+        if tok >= n {
+            tok = 0u; // NaN logits: nothing was drawable
+        }
+        out[wg.x] = tok;
+        if p.advance == 1u {
+            atomicAdd(&state[0], 1u);
+            atomicOr(&state[1u + tok / 32u], 1u << (tok % 32u));
+        }
+    }
+}
