@@ -18,6 +18,26 @@ pub struct GpuSink<'a> {
     pub bytes: u64,
     /// Told `bytes` after every tensor (a progress bar).
     pub progress: &'a mut dyn FnMut(u64),
+    /// `bytes` at the last flush.
+    pub flushed: u64,
+}
+
+/// Uploads are flushed (submitted and waited for) every this many bytes, so the staging
+/// copies wgpu makes of mapped-at-creation buffers never add up to the whole model in host
+/// memory.
+const FLUSH_BYTES: u64 = 256 << 20;
+
+impl GpuSink<'_> {
+    fn uploaded(&mut self, bytes: u64) -> Result<()> {
+        self.bytes += bytes;
+        (self.progress)(self.bytes);
+        if self.bytes - self.flushed >= FLUSH_BYTES {
+            self.gpu.queue.submit([]);
+            self.gpu.wait()?;
+            self.flushed = self.bytes;
+        }
+        Ok(())
+    }
 }
 
 impl WeightSink for GpuSink<'_> {
@@ -39,16 +59,14 @@ impl WeightSink for GpuSink<'_> {
                 Ok(())
             })?,
         };
-        self.bytes += m.bytes();
-        (self.progress)(self.bytes);
+        self.uploaded(m.bytes())?;
         Ok(m)
     }
 
     fn vector(&mut self, src: &dyn Source, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
         let mut data = vec![0f32; shape.iter().product()];
         src.read_f32(name, shape, &mut data)?;
-        self.bytes += data.len() as u64 * 4;
-        (self.progress)(self.bytes);
+        self.uploaded(data.len() as u64 * 4)?;
         Ok(self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: bytemuck::cast_slice(&data),
@@ -105,6 +123,7 @@ impl GpuModel {
             dtype,
             bytes: 0,
             progress,
+            flushed: 0,
         };
         let w = gpu.scoped(&format!("uploading {}", src.describe()), || {
             Weights::load(src, &mut sink)
