@@ -196,8 +196,9 @@ struct LoadArgs {
     /// Never download (also HF_HUB_OFFLINE=1)
     #[arg(long)]
     offline: bool,
-    /// Weight storage on the GPU: f16 (default), f32, q8_0 or q4_0 (quantized while loading);
-    /// a checkpoint written by `lfm quantize` loads as what it holds
+    /// Weight storage on the GPU: f16, f32, q8_0 or q4_0 (quantized while loading); default: the
+    /// most precise of f16, q8_0, q4_0 that fits the adapter's memory. A checkpoint written by
+    /// `lfm quantize` loads as what it holds
     #[arg(long)]
     dtype: Option<String>,
     /// KV-cache storage: f16 or f32 (default: as --dtype)
@@ -259,9 +260,31 @@ fn load_with_dir(args: &LoadArgs) -> Result<(Session, PathBuf, f64)> {
             dir.display()
         ),
         (Some(stored), _) => stored,
-        (None, d) => d.unwrap_or(DType::F16),
+        (None, Some(d)) => d,
+        (None, None) => DType::F16, // may drop below, to what fits
     };
     let gpu = Gpu::new(&args.gpu.options()?)?;
+    // Without --dtype: the most precise of f16, q8_0, q4_0 that fits the adapter.
+    let dtype = match (ckpt.prequantized, asked, gpu.memory) {
+        (None, None, Some(avail)) => {
+            let fits = |d: DType| -> Result<bool> {
+                let kv = kv_dtype.unwrap_or(default_kv_dtype(d));
+                Ok(MemoryEstimate::for_gpu(&gpu, &ckpt.config, d, kv, args.ctx, args.ubatch)?.total() <= avail)
+            };
+            let mut pick = dtype;
+            for d in [DType::F16, DType::Q8_0, DType::Q4_0] {
+                pick = d;
+                if fits(d)? {
+                    break;
+                }
+            }
+            if pick != dtype {
+                eprintln!("[f16 weights do not fit {}: loading as {pick}]", gib(avail));
+            }
+            pick
+        }
+        _ => dtype,
+    };
     let t = std::time::Instant::now();
     let opts = SessionOptions {
         ctx: args.ctx,
