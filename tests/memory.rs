@@ -133,3 +133,29 @@ fn eight_b_shape_config() {
     assert_eq!(c.parameter_counts(), (8_339_930_560, 1_557_740_992));
     assert!(Config::lfm2_8b_a1b(25).is_err());
 }
+
+/// A synthetic model written as a Hugging Face checkpoint opens, loads and matches the CPU.
+#[test]
+fn synthetic_checkpoint_round_trip() {
+    let cfg = Checkpoint::open(&fixture_dir("tiny_b")).unwrap().config;
+    let dir = tempfile::tempdir().unwrap();
+    Synthetic::new(cfg.clone(), DType::F32, 11)
+        .write_hf_checkpoint(dir.path())
+        .unwrap();
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    assert_eq!(ckpt.config, cfg);
+    let cpu = Reference::load(&ckpt, DType::F32).unwrap();
+    let model = Arc::new(GpuModel::load(default_gpu(), &ckpt, DType::F32).unwrap());
+    let mut s = Session::new(
+        model,
+        &SessionOptions {
+            ctx: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prompt: Vec<u32> = (0..9).map(|i| i * 41 % 384).collect();
+    let want = cpu.forward(&mut cpu.new_state(), &prompt, None);
+    let got = s.prefill_all_logits(&prompt).unwrap();
+    assert_close("synthetic checkpoint", &got, &want, 1e-3 * max_abs(&want));
+}

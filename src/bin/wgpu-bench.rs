@@ -67,6 +67,10 @@ struct Args {
     /// JSON instead of tables
     #[arg(long)]
     json: bool,
+    /// Write the synthetic model (--layers) as a Hugging Face bf16 checkpoint into DIR and
+    /// exit (to measure loading and `lfm quantize` at full size without a download)
+    #[arg(long)]
+    write_checkpoint: Option<std::path::PathBuf>,
 }
 
 fn mean_sd(x: &[f64]) -> (f64, f64) {
@@ -120,6 +124,18 @@ fn flops_per_token(cfg: &Config, ctx: usize) -> f64 {
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let a = Args::parse();
+    if let Some(dir) = &a.write_checkpoint {
+        let src = Synthetic::new(Config::lfm2_8b_a1b(a.layers.unwrap_or(24))?, DType::F32, 0x1f2a_0b8b);
+        let t = Instant::now();
+        let bytes = src.write_hf_checkpoint(dir)?;
+        eprintln!(
+            "wrote {} ({}) in {:.1} s",
+            dir.display(),
+            gib(bytes),
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let mut opts = GpuOptions::from_env()?;
     opts.adapter = a.adapter.clone().or(opts.adapter);
     if let Some(b) = &a.backend {

@@ -355,6 +355,33 @@ impl Config {
         (total, active)
     }
 
+    /// The config as an HF `config.json` (what [`Config::from_json`] reads back).
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let kinds: Vec<&str> = self
+            .layer_types
+            .iter()
+            .map(|k| match k {
+                LayerKind::Conv => "conv",
+                LayerKind::Attention => "full_attention",
+            })
+            .collect();
+        serde_json::json!({
+            "architectures": ["Lfm2MoeForCausalLM"], "model_type": "lfm2_moe",
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size, "moe_intermediate_size": self.moe_intermediate_size,
+            "num_hidden_layers": self.num_layers(), "layer_types": kinds,
+            "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
+            "num_dense_layers": self.num_dense_layers, "num_experts": self.num_experts,
+            "num_experts_per_tok": self.num_experts_per_tok, "norm_topk_prob": self.norm_topk_prob,
+            "use_expert_bias": self.use_expert_bias, "routed_scaling_factor": self.routed_scaling_factor,
+            "conv_L_cache": self.conv_l_cache, "conv_bias": self.conv_bias, "norm_eps": self.norm_eps,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "max_position_embeddings": self.max_position_embeddings,
+            "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_ids,
+        })
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layer_types.len()
     }

@@ -151,3 +151,72 @@ impl Source for Synthetic {
         format!("synthetic weights (seed {})", self.seed)
     }
 }
+
+/// Collects the HF tensors (name, shape, dtype) of a model in load order.
+struct HfPlan(Vec<(String, Vec<usize>, bool)>);
+
+impl super::weights::WeightSink for HfPlan {
+    type Matrix = ();
+    type Vector = ();
+    fn matrix(&mut self, _: &dyn Source, spec: &MatSpec) -> Result<()> {
+        for part in &spec.parts {
+            self.0.push((part.name.clone(), part.shape.clone(), true));
+        }
+        Ok(())
+    }
+    fn vector(&mut self, _: &dyn Source, name: &str, shape: &[usize]) -> Result<()> {
+        self.0.push((name.to_string(), shape.to_vec(), false));
+        Ok(())
+    }
+}
+
+impl Synthetic {
+    /// Writes these weights as a Hugging Face checkpoint (`config.json` + one
+    /// `model.safetensors`, matrices bf16, vectors f32) — a full-size file to measure loading
+    /// and `lfm quantize` without a download. Values are the f32 ones `read_f32` gives.
+    pub fn write_hf_checkpoint(&self, dir: &std::path::Path) -> Result<u64> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let cfg_path = dir.join("config.json");
+        let text = serde_json::to_string_pretty(&self.config.to_hf_json()).expect("json");
+        std::fs::write(&cfg_path, text).map_err(|e| Error::io(&cfg_path, e))?;
+        let mut plan = HfPlan(Vec::new());
+        super::weights::Weights::load(self, &mut plan)?;
+        let mut header = serde_json::Map::new();
+        let mut at = 0usize;
+        for (name, shape, bf16) in &plan.0 {
+            let bytes = shape.iter().product::<usize>() * if *bf16 { 2 } else { 4 };
+            let dtype = if *bf16 { "BF16" } else { "F32" };
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [at, at + bytes]}),
+            );
+            at += bytes;
+        }
+        let mut h = serde_json::to_string(&header).expect("json");
+        while !h.len().is_multiple_of(8) {
+            h.push(' ');
+        }
+        let path = dir.join("model.safetensors");
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
+        let io = |e| Error::io(&path, e);
+        out.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+        out.write_all(h.as_bytes()).map_err(io)?;
+        let mut buf = Vec::new();
+        for (name, shape, bf16) in &plan.0 {
+            buf.resize(shape.iter().product(), 0.0);
+            self.read_f32(name, shape, &mut buf)?;
+            let bytes: Vec<u8> = match bf16 {
+                true => buf
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                false => buf.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
+            out.write_all(&bytes).map_err(io)?;
+        }
+        out.flush().map_err(io)?;
+        Ok(8 + h.len() as u64 + at as u64)
+    }
+}
