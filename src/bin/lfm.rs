@@ -53,7 +53,7 @@ enum Cmd {
         tokens: String,
         #[arg(long, default_value_t = 32)]
         max_new_tokens: usize,
-        /// Greedy decoding (argmax on the GPU); the only sampling mode for now
+        /// Greedy decoding (argmax on the GPU); `lfm run` / `lfm chat` sample
         #[arg(long)]
         greedy: bool,
         /// Print the generated ids on one line, space-separated
@@ -330,7 +330,7 @@ fn main() -> Result<()> {
             stop_at_eos,
         } => {
             if !greedy {
-                log::warn!("only greedy decoding is implemented; using --greedy");
+                log::warn!("lfm generate decodes greedily (token ids in, ids out); lfm run samples text");
             }
             let tokens = parse_tokens(&tokens)?;
             if tokens.is_empty() {

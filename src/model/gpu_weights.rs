@@ -48,7 +48,11 @@ impl WeightSink for GpuSink<'_> {
         let shape = (spec.rows, spec.cols, spec.group_rows);
         let m = match src.stored(spec)? {
             // Already in the GPU layout (`lfm quantize` output): copy, no conversion.
-            Some(stored) => GpuMatrix::from_stored(self.gpu, &spec.label, shape, &stored)?,
+            Some(stored) => {
+                let m = GpuMatrix::from_stored(self.gpu, &spec.label, shape, &stored)?;
+                src.release(spec);
+                m
+            }
             None => GpuMatrix::create(self.gpu, &spec.label, shape, storage_format(spec, self.dtype), |w| {
                 let mut buf = Vec::new();
                 for part in &spec.parts {

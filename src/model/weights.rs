@@ -62,6 +62,8 @@ pub trait Source {
     }
     /// What to call it in messages (a path).
     fn describe(&self) -> String;
+    /// The stored matrix `spec` has been consumed: its pages need not stay resident.
+    fn release(&self, _spec: &MatSpec) {}
 }
 
 /// Where loaded weights go: host vectors for the reference, GPU buffers for the engine.
@@ -534,6 +536,28 @@ impl Checkpoint {
         })
     }
 
+    /// Tells the OS that tensor `name` has been read: its file pages may leave this process's
+    /// resident memory (they are re-read from the file if touched again), so loading holds
+    /// about one tensor at a time rather than the whole mapping.
+    fn drop_pages(&self, name: &str) {
+        let Some(&s) = self.index.get(name) else { return };
+        let shard = &self.shards[s];
+        let Some(info) = shard.meta.info(name) else { return };
+        const PAGE: usize = 4096;
+        let start = (8 + shard.header_len + info.data_offsets.0).next_multiple_of(PAGE);
+        let end = (8 + shard.header_len + info.data_offsets.1) / PAGE * PAGE;
+        if end > start {
+            #[cfg(unix)]
+            // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read
+            // from the file on the next access, so no data can be lost or changed.
+            unsafe {
+                let _ = shard
+                    .map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+            }
+        }
+    }
+
     /// Total bytes of tensor data in the shards.
     pub fn file_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.map.len() as u64).sum()
@@ -639,7 +663,13 @@ impl Source for Checkpoint {
 
     fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
         self.tensor(name, shape)?.read_f32(out);
+        self.drop_pages(name);
         Ok(())
+    }
+
+    fn release(&self, spec: &MatSpec) {
+        self.drop_pages(&spec.label);
+        self.drop_pages(&format!("{}.scales", spec.label));
     }
 
     fn describe(&self) -> String {
