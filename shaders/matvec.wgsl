@@ -8,10 +8,6 @@ const R: u32 = 8u;
 
 var<workgroup> partial: array<array<f32, WG>, 16>; // [2R][WG]
 
-fn dot8(w: W8, a: vec4<f32>, b: vec4<f32>) -> f32 {
-    return dot(w.lo, a) + dot(w.hi, b);
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wg.y;
@@ -32,12 +28,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var g = lid; g < groups; g += WG) {
         let xa = x[(xrow * p.ldx) / 4u + 2u * g];
         let xb = x[(xrow * p.ldx) / 4u + 2u * g + 1u];
+        let xs = dot(xa + xb, vec4<f32>(1.0));
         for (var r = 0u; r < R; r++) {
             let n = min(n0 + r, p.n - 1u);
             let e8 = (wrow0 + n) * p.k + 8u * g;
-            acc[r] += dot8(load8_w(e8), xa, xb);
+            acc[r] += dot8_w(e8, xa, xb, xs);
             if GLU {
-                acc_up[r] += dot8(load8_w_up(e8), xa, xb);
+                acc_up[r] += dot8_w_up(e8, xa, xb, xs);
             }
         }
     }

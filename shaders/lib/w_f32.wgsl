@@ -1,6 +1,8 @@
 // Weights stored as f32. Every format snippet gives the same interface:
 //   W_T                  element type of a weight binding
 //   load8_BUF(e) -> W8   the 8 weights starting at element e (e % 8 == 0) of binding BUF
+//   dot8_BUF(e, xa, xb, xsum) -> f32   those 8 weights dotted with 8 activations (xsum: their
+//                        sum, which lets quantized formats apply the scale and offset once)
 struct W8 {
     lo: vec4<f32>,
     hi: vec4<f32>,
@@ -10,4 +12,10 @@ alias W_T = vec4<f32>;
 fn load8_BUF(e: u32) -> W8 {
     let i = e / 4u;
     return W8(BUF[i], BUF[i + 1u]);
+}
+
+// 8 weights from element e dotted with x[e..e+8] = (xa, xb); xsum = Σ of those 8 x.
+fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
+    let w = load8_BUF(e);
+    return dot(w.lo, xa) + dot(w.hi, xb);
 }

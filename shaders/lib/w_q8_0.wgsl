@@ -19,3 +19,10 @@ fn load8_BUF(e: u32) -> W8 {
     let i = b * 8u + (e % 32u) / 4u;
     return W8(i8x4(BUF[i]) * d, i8x4(BUF[i + 1u]) * d);
 }
+// The scale applied once to the integer dot.
+fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
+    let b = e / 32u;
+    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
+    let i = b * 8u + (e % 32u) / 4u;
+    return d * (dot(i8x4(BUF[i]), xa) + dot(i8x4(BUF[i + 1u]), xb));
+}
