@@ -1,7 +1,8 @@
 // Mat-vec for decode (interface in lib/linear.wgsl): each workgroup computes R output
 // columns for one row (token, or (token, slot) pair when GATHER); threads stride over K in
 // groups of 8 weights (dequantized in registers); the R (2R with GLU) partial sums of each
-// thread are reduced together through workgroup memory behind a single barrier. Grid (ceil(n/R), T or T·topk). GATHER reads the pair's expert from
+// thread are reduced per subgroup (subgroupAdd; without subgroups each thread is its own slot),
+// the subgroup sums meet in workgroup memory behind a single barrier. Grid (ceil(n/R), T or T·topk). GATHER reads the pair's expert from
 // route_a and skips experts outside this chunk: only the routed experts' weights are read.
 const WG: u32 = 64u;
 const R: u32 = 8u;
@@ -9,7 +10,8 @@ const R: u32 = 8u;
 var<workgroup> partial: array<array<f32, WG>, 16>; // [2R][WG]
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+    let lid = lane.id;
     let row = wg.y;
     var xrow = row;
     var wrow0 = 0u;
@@ -38,17 +40,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
     }
+    let leader = sg_leader(lane);
+    let slot = sg_slot(lane);
     for (var r = 0u; r < R; r++) {
-        partial[r][lid] = acc[r];
+        let s = sg_sum(acc[r]);
+        if leader {
+            partial[r][slot] = s;
+        }
         if GLU {
-            partial[R + r][lid] = acc_up[r];
+            let su = sg_sum(acc_up[r]);
+            if leader {
+                partial[R + r][slot] = su;
+            }
         }
     }
     workgroupBarrier();
     if lid < R && n0 + lid < p.n {
         var s = 0.0;
         var su = 0.0;
-        for (var i = 0u; i < WG; i++) {
+        for (var i = 0u; i < sg_slots(lane); i++) {
             s += partial[lid][i];
             if GLU {
                 su += partial[R + lid][i];

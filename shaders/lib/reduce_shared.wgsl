@@ -29,3 +29,17 @@ fn wg_max(v: f32, lane: Lane) -> f32 {
     }
     return red_buf[0];
 }
+
+// Without subgroups every thread is its own slot (see reduce_subgroup.wgsl).
+fn sg_sum(v: f32) -> f32 {
+    return v;
+}
+fn sg_leader(l: Lane) -> bool {
+    return true;
+}
+fn sg_slot(l: Lane) -> u32 {
+    return l.id;
+}
+fn sg_slots(l: Lane) -> u32 {
+    return WG;
+}

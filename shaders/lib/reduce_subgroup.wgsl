@@ -34,3 +34,18 @@ fn wg_max(v: f32, lane: Lane) -> f32 {
     }
     return t;
 }
+
+// For kernels reducing several values per thread at once: each subgroup's sum of v, written by
+// its leader into slot sg_slot (of sg_slots), then summed over the slots by whoever needs it.
+fn sg_sum(v: f32) -> f32 {
+    return subgroupAdd(v);
+}
+fn sg_leader(l: Lane) -> bool {
+    return l.sg_lane == 0u;
+}
+fn sg_slot(l: Lane) -> u32 {
+    return l.sg_id;
+}
+fn sg_slots(l: Lane) -> u32 {
+    return l.num_sg;
+}

@@ -106,7 +106,7 @@ impl Kernel {
             Kernel::Embed => (shader!("embed"), true, false, false),
             Kernel::RmsNorm { .. } => (shader!("rmsnorm"), false, false, true),
             Kernel::Matmul(_) => (shader!("matmul"), true, false, false),
-            Kernel::Matvec(_) => (shader!("matvec"), true, false, false),
+            Kernel::Matvec(_) => (shader!("matvec"), true, false, true),
             Kernel::ShortConv => (shader!("short_conv"), false, false, false),
             Kernel::QkRope => (shader!("qk_rope"), false, true, true),
             Kernel::Attention => (shader!("attention"), false, true, true),
