@@ -8,14 +8,12 @@ mod common;
 use common::*;
 use lfm_wgpu::chat::{ChatTemplate, Message};
 use lfm_wgpu::gpu::DType;
-use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::sampling::SamplingParams;
-use lfm_wgpu::model::session::{Session, SessionOptions};
+use lfm_wgpu::model::session::Session;
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::tokenizer::Tokenizer;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 fn lfm(args: &[&str], stdin: &str) -> (String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lfm"))
@@ -175,15 +173,7 @@ fn run_streams_and_seeds_reproduce() {
 fn sampling_settings_through_the_session() {
     let dir = fixture_dir("tiny_b");
     let ckpt = Checkpoint::open(&dir).unwrap();
-    let model = Arc::new(GpuModel::load(default_gpu(), &ckpt, DType::F32).unwrap());
-    let mut s = Session::new(
-        model,
-        &SessionOptions {
-            ctx: 256,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut s = session(&ckpt, DType::F32, 256);
     let prompt: Vec<u32> = (0..20).map(|i| (i * 17 + 3) % 384).collect();
     let run = |s: &mut Session, p: SamplingParams| {
         s.reset();

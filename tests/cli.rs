@@ -70,3 +70,39 @@ fn logits_and_generate_follow_the_contract() {
     assert_eq!(shape, vec![r.greedy.len(), 200]);
     assert_close("lfm generate --logits-out", &data, &r.step_logits, tol);
 }
+
+#[test]
+fn info_reports_adapters_shape_and_memory() {
+    let out = lfm(&["info", "--model", fixture_dir("tiny_c").to_str().unwrap()]);
+    assert!(out.contains("[0] "), "{out}");
+    assert!(out.contains("lfm2_moe, 5 layers (3 conv, 2 attention)"), "{out}");
+    for d in ["q4_0", "q8_0", "f16", "f32"] {
+        assert!(out.contains(&format!("| {d:<6} |")), "{out}");
+    }
+    assert!(out.contains("ctx 32768"), "{out}");
+}
+
+#[test]
+fn wgpu_bench_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpu-bench"))
+        .args([
+            "--model",
+            fixture_dir("tiny_c").to_str().unwrap(),
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["tests"][0]["test"], "pp8");
+    assert_eq!(j["tests"][1]["test"], "tg4");
+    assert!(j["tests"][1]["tok_s_mean"].as_f64().unwrap() > 0.0);
+    assert!(j["copy_bandwidth_bytes_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["estimate"]["weights"], j["weight_bytes"]);
+}

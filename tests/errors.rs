@@ -7,11 +7,9 @@ mod common;
 use common::*;
 use lfm_wgpu::gpu::DType;
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::session::{Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::Error;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// A copy of tiny_a in a fresh temp dir, for breaking.
 fn scratch(tag: &str) -> PathBuf {
@@ -149,15 +147,7 @@ fn unknown_model_type_and_bad_config() {
 #[test]
 fn token_out_of_range_and_context_exceeded() {
     let ckpt = Checkpoint::open(&fixture_dir("tiny_a")).unwrap();
-    let model = Arc::new(GpuModel::load(default_gpu(), &ckpt, DType::F32).unwrap());
-    let mut s = Session::new(
-        model,
-        &SessionOptions {
-            ctx: 16,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut s = session(&ckpt, DType::F32, 16);
     let e = s.prefill(&[1, 2, 256], false).unwrap_err();
     assert!(
         matches!(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_close, default_gpu, fixture_dir, gpu, max_abs};
+use common::{assert_close, default_gpu, fixture_dir, gpu, max_abs, session};
 use lfm_wgpu::gpu::{DType, GpuOptions};
 use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::gpu_weights::GpuModel;
@@ -145,15 +145,7 @@ fn synthetic_checkpoint_round_trip() {
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     assert_eq!(ckpt.config, cfg);
     let cpu = Reference::load(&ckpt, DType::F32).unwrap();
-    let model = Arc::new(GpuModel::load(default_gpu(), &ckpt, DType::F32).unwrap());
-    let mut s = Session::new(
-        model,
-        &SessionOptions {
-            ctx: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut s = session(&ckpt, DType::F32, 64);
     let prompt: Vec<u32> = (0..9).map(|i| i * 41 % 384).collect();
     let want = cpu.forward(&mut cpu.new_state(), &prompt, None);
     let got = s.prefill_all_logits(&prompt).unwrap();

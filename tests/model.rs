@@ -158,15 +158,7 @@ fn f16_kv_cache_error_is_measured() {
 fn run_loose(name: &str, rel: f32) -> (f32, f32) {
     let r = reference(name);
     let ckpt = Checkpoint::open(&fixture_dir(name)).unwrap();
-    let model = Arc::new(GpuModel::load(default_gpu(), &ckpt, DType::F16).unwrap());
-    let mut s = Session::new(
-        model,
-        &SessionOptions {
-            ctx: 256,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut s = session(&ckpt, DType::F16, 256);
     let tol = rel * max_abs(&r.prefill_logits_f16w).max(max_abs(&r.step_logits_f16w));
     let got = s.prefill_all_logits(&r.prompt).unwrap();
     let p = assert_close(&format!("{name} f16 KV prefill"), &got, &r.prefill_logits_f16w, tol);

@@ -98,3 +98,22 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
 pub fn max_abs(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
+
+/// A session over `src` loaded on the default adapter with weights as `dtype` and a context of
+/// `ctx` tokens (other options default).
+pub fn session(
+    src: &dyn lfm_wgpu::model::weights::Source,
+    dtype: lfm_wgpu::gpu::DType,
+    ctx: usize,
+) -> lfm_wgpu::model::session::Session {
+    use lfm_wgpu::model::{gpu_weights::GpuModel, session};
+    let model = Arc::new(GpuModel::load(default_gpu(), src, dtype).unwrap());
+    session::Session::new(
+        model,
+        &session::SessionOptions {
+            ctx,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
