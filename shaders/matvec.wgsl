@@ -1,4 +1,5 @@
-// Mat-vec for decode (interface in lib/linear.wgsl): each workgroup computes R output
+// Mat-vec for decode (interface in lib/linear.wgsl; NORM folds the preceding RMSNorm in:
+// the workgroup reads all of x anyway, so Σx² rides along): each workgroup computes R output
 // columns for one row (token, or (token, slot) pair when GATHER); threads stride over K in
 // groups of 8 weights (dequantized in registers); the R (2R with GLU) partial sums of each
 // thread are reduced per subgroup (subgroupAdd; without subgroups each thread is its own slot),
@@ -7,7 +8,7 @@
 const WG: u32 = 64u;
 const R: u32 = 8u;
 
-var<workgroup> partial: array<array<f32, WG>, 16>; // [2R][WG]
+var<workgroup> partial: array<array<f32, WG>, 17>; // [2R + 1][WG]: row sums, then Σx² (NORM)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
@@ -27,9 +28,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     let groups = p.k / 8u;
     var acc: array<f32, R>;
     var acc_up: array<f32, R>;
+    var ss = 0.0;
     for (var g = lid; g < groups; g += WG) {
-        let xa = x[(xrow * p.ldx) / 4u + 2u * g];
-        let xb = x[(xrow * p.ldx) / 4u + 2u * g + 1u];
+        var xa = x[(xrow * p.ldx) / 4u + 2u * g];
+        var xb = x[(xrow * p.ldx) / 4u + 2u * g + 1u];
+        if NORM {
+            ss += dot(xa, xa) + dot(xb, xb);
+            let k = 8u * g;
+            xa *= vec4<f32>(route_w[k], route_w[k + 1u], route_w[k + 2u], route_w[k + 3u]);
+            xb *= vec4<f32>(route_w[k + 4u], route_w[k + 5u], route_w[k + 6u], route_w[k + 7u]);
+        }
         let xs = dot(xa + xb, vec4<f32>(1.0));
         for (var r = 0u; r < R; r++) {
             let n = min(n0 + r, p.n - 1u);
@@ -54,15 +62,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
             }
         }
     }
+    if NORM {
+        let t = sg_sum(ss);
+        if leader {
+            partial[2u * R][slot] = t;
+        }
+    }
     workgroupBarrier();
     if lid < R && n0 + lid < p.n {
         var s = 0.0;
         var su = 0.0;
+        var sq = 0.0;
         for (var i = 0u; i < sg_slots(lane); i++) {
+            if NORM {
+                sq += partial[2u * R][i];
+            }
             s += partial[lid][i];
             if GLU {
                 su += partial[R + lid][i];
             }
+        }
+        if NORM {
+            // W·(x ⊙ g) is linear in x: the 1/rms factor applies to the sums.
+            let r = 1.0 / sqrt(sq / f32(p.k) + p.eps);
+            s *= r;
+            su *= r;
         }
         store(row, row, p.col0 + n0 + lid, s, su);
     }

@@ -239,6 +239,8 @@ struct LinCase {
     pady: usize,
     /// Run over this many rows (`matvec_rows`) while the step has `m` tokens.
     rows: Option<u32>,
+    /// RMSNorm of x fused in (decode only).
+    norm: bool,
 }
 
 /// Runs one linear op on `dev` and checks all of y (outside the written block y must keep its
@@ -258,7 +260,9 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
     let gu = c
         .glu
         .then(|| GpuMatrix::from_f32(&dev.gpu, "w_up", (n, k, 1), dtype, &wu).unwrap());
-    let (xb, yb, bb) = (dev.f32s(&x), dev.f32s(&y0), dev.f32s(&b));
+    let g = rand_vec(rng, k, 0.5, 1.5);
+    let eps = 1e-5;
+    let (xb, yb, bb, gb) = (dev.f32s(&x), dev.f32s(&y0), dev.f32s(&b), dev.f32s(&g));
     dev.run(tokens(m), DType::F32, |r| {
         let op = LinearOp {
             x: &xb,
@@ -271,6 +275,7 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
             acc: c.acc,
             moe: None,
             scale: false,
+            norm: c.norm.then_some((&gb, eps)),
         };
         match c.rows {
             Some(rows) => {
@@ -283,7 +288,10 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
     let got = dev.read_f32(&yb, m * ldy);
 
     let rows = c.rows.map_or(m, |r| r as usize);
-    let xs = unstride(&x, rows, k, ldx);
+    let mut xs = unstride(&x, rows, k, ldx);
+    if c.norm {
+        xs = xs.chunks(k).flat_map(|row| cpu::rmsnorm(row, &g, eps)).collect();
+    }
     let plain_bias = (c.bias && !c.glu).then_some(&b[..]);
     let g = cpu::matmul(&xs, &host(n, k, &stored(dtype, &w)), plain_bias);
     let u = c.glu.then(|| cpu::matmul(&xs, &host(n, k, &stored(dtype, &wu)), None));
@@ -361,7 +369,25 @@ fn linear_suite(shape: Shape) {
                     }
                 }
             }
-            for v in fused {
+            let norms = [
+                LinCase {
+                    norm: true,
+                    ..Default::default()
+                },
+                LinCase {
+                    norm: true,
+                    glu: true,
+                    bias: true,
+                    acc: true,
+                    padx: 4,
+                    ..Default::default()
+                },
+            ];
+            let with_norm = match shape {
+                Shape::Decode => &norms[..],
+                Shape::Prefill => &[],
+            };
+            for &v in fused.iter().chain(with_norm) {
                 for (m, k, n) in fused_sizes {
                     check_linear(&dev, &mut rng, shape, dtype, LinCase { m, k, n, ..v });
                 }
@@ -500,6 +526,7 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
                 acc: false,
                 moe: Some((&routing, c.xdiv as u32)),
                 scale: c.scale,
+                norm: None,
             },
         )
     });

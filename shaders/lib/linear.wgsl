@@ -6,11 +6,14 @@
 // GATHER: routed experts; rows are (token, slot) pairs, x row = pair / xdiv, y row = pair,
 //         W rows of expert e start at (e − e0)·n_per_e (this chunk holds experts e0..e0+ne).
 // BIAS adds bias[col]; SCALE multiplies by the pair's routing weight; ACC adds into y.
+// NORM (mat-vec only): x is the raw residual stream, RMS-normalised on the fly:
+//   y = rsqrt(mean(x²) + eps) · W·(x ⊙ g), with g read from binding 9 (no NORM variant scales).
 override GLU: bool = false;
 override GATHER: bool = false;
 override BIAS: bool = false;
 override SCALE: bool = false;
 override ACC: bool = false;
+override NORM: bool = false;
 
 struct Params {
     k: u32,       // inner dimension (W cols)
@@ -24,7 +27,7 @@ struct Params {
     n_per_e: u32, // GATHER: W rows per expert
     topk: u32,    // GATHER: slots per token
     w_scales: u32, // quantized weights: word offset of the scales in w / w_up
-    _b: u32,
+    eps: f32,      // NORM
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // [rows, ldx / 4]
@@ -35,7 +38,7 @@ struct Params {
 // matmul: expert offsets [E+1] and pair lists; matvec: expert id per pair
 @group(0) @binding(7) var<storage, read> route_a: array<u32>;
 @group(0) @binding(8) var<storage, read> route_b: array<u32>;
-@group(0) @binding(9) var<storage, read> route_w: array<f32>;
+@group(0) @binding(9) var<storage, read> route_w: array<f32>; // NORM: the norm weights g
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));

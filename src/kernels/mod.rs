@@ -49,6 +49,8 @@ pub struct Linear {
     pub bias: bool,
     pub scale: bool,
     pub acc: bool,
+    /// RMSNorm of x fused in (decode mat-vec).
+    pub norm: bool,
 }
 
 /// A pipeline's identity: kernel variant, storage types and device capabilities.
@@ -162,6 +164,7 @@ impl Kernel {
                 ("BIAS", b(l.bias)),
                 ("SCALE", b(l.scale)),
                 ("ACC", b(l.acc)),
+                ("NORM", b(l.norm)),
             ],
             _ => vec![],
         }

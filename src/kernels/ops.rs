@@ -44,7 +44,7 @@ struct LinearParams {
     n_per_e: u32,
     topk: u32,
     w_scales: u32,
-    _p: u32,
+    eps: f32,
 }
 
 #[repr(C)]
@@ -116,6 +116,9 @@ pub struct LinearOp<'a> {
     pub moe: Option<(&'a Routing<'a>, u32)>,
     /// Multiply by the pair's routing weight.
     pub scale: bool,
+    /// Decode only: RMS-normalise x on the fly with these weights and eps (the RMSNorm
+    /// before the projection fused into it; x is then the raw residual stream).
+    pub norm: Option<(&'a wgpu::Buffer, f32)>,
 }
 
 /// Builds a [`Program`]: every op creates its bind groups and parameters once, here.
@@ -263,6 +266,12 @@ impl<'a> Recorder<'a> {
                 w.label, op.ldx, w.cols
             )));
         }
+        if op.norm.is_some() && (shape != Shape::Decode || op.scale) {
+            return Err(Error::Invalid(format!(
+                "{}: the fused RMSNorm is a decode mat-vec variant without routing-weight scaling",
+                w.label
+            )));
+        }
         if let Some(up) = op.w_up {
             assert!(up.rows == w.rows && up.cols == w.cols && up.dtype == w.dtype && up.chunks.len() == w.chunks.len());
         }
@@ -271,6 +280,7 @@ impl<'a> Recorder<'a> {
             gather: op.moe.is_some(),
             bias: op.bias.is_some(),
             scale: op.scale,
+            norm: op.norm.is_some(),
             acc: op.acc,
         };
         let kernel = match shape {
@@ -299,13 +309,17 @@ impl<'a> Recorder<'a> {
                 n_per_e,
                 topk: routing.map_or(1, |r| r.topk),
                 w_scales: c.scale_word,
-                _p: 0,
+                eps: op.norm.map_or(0.0, |(_, eps)| eps),
             };
-            let (ra, rb, rw) = match (routing, shape) {
+            let (ra, rb, mut rw) = match (routing, shape) {
                 (Some(r), Shape::Prefill) => (r.offsets, r.rows, r.weights),
                 (Some(r), Shape::Decode) => (r.ids, self.dummy, r.weights),
                 (None, _) => (self.dummy, self.dummy, self.dummy),
             };
+            if let Some((g, _)) = op.norm {
+                // The variants that normalise never read routing weights: the slot is free.
+                rw = g;
+            }
             let grid = match (shape, routing) {
                 (Shape::Prefill, _) => [
                     Dim::Fixed(n.div_ceil(MATMUL_BN)),

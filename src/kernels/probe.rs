@@ -218,6 +218,7 @@ pub fn time_decode_matvecs(
                     acc: false,
                     moe: moe.then_some((&routing, if glu { topk } else { 1 })),
                     scale: moe && !glu,
+                    norm: None,
                 },
             )?;
             let prog = r.prog;

@@ -1,7 +1,8 @@
 //! THE forward pass (spec §4), recorded once per mode into a [`Program`] whose grids follow
 //! the step's token count. Read it top to bottom: embedding, then per layer
 //! operator_norm → conv or attention → residual, ffn_norm → dense SwiGLU or MoE → residual,
-//! then the final norm, the head and greedy argmax on the GPU.
+//! then the final norm, the head and greedy argmax on the GPU. In decode the norms are fused
+//! into the mat-vecs that consume them.
 
 use super::gpu_weights::GpuModel;
 use super::state::{LayerState, State};
@@ -51,20 +52,29 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
         acc: false,
         moe: None,
         scale: false,
+        norm: None,
+    };
+
+    // RMSNorm before projections: in decode it is fused into the mat-vecs that read it (they
+    // take the raw residual `h` and the norm weights); in prefill it is a dispatch into `a`.
+    let fuse = mode == Mode::Decode;
+    let norm_into = |r: &mut Recorder, label: &str, g: &wgpu::Buffer, last_only: bool| -> Result<()> {
+        match fuse {
+            true => Ok(()),
+            false => r.rmsnorm(label, &s.h, g, &s.a, cfg.hidden_size, eps, last_only),
+        }
+    };
+    // (x, norm) for a projection of the normed stream with weights g.
+    let normed = |g| match fuse {
+        true => (&s.h, Some((g, eps))),
+        false => (&s.a, None),
     };
 
     r.embed(&s.ids, &w.embed, &s.h)?;
     for (i, (layer, ls)) in w.layers.iter().zip(&s.layers).enumerate() {
         let name = |x: &str| format!("model.layers.{i}.{x}");
-        r.rmsnorm(
-            &name("operator_norm"),
-            &s.h,
-            &layer.operator_norm,
-            &s.a,
-            cfg.hidden_size,
-            eps,
-            false,
-        )?;
+        norm_into(&mut r, &name("operator_norm"), &layer.operator_norm, false)?;
+        let (xa, norm) = normed(&layer.operator_norm);
         match (&layer.op, ls) {
             (
                 Op::Conv {
@@ -82,7 +92,8 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                     shape,
                     &LinearOp {
                         bias: in_bias.as_ref(),
-                        ..linear(&s.a, h, in_proj, &s.z, zw)
+                        norm,
+                        ..linear(xa, h, in_proj, &s.z, zw)
                     },
                 )?;
                 r.short_conv(
@@ -115,7 +126,13 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
             ) => {
                 let heads = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
                 let hd = (heads.0 * heads.2) as u32;
-                r.linear(shape, &linear(&s.a, h, qkv, &s.z, cfg.qkv_dim() as u32))?;
+                r.linear(
+                    shape,
+                    &LinearOp {
+                        norm,
+                        ..linear(xa, h, qkv, &s.z, cfg.qkv_dim() as u32)
+                    },
+                )?;
                 r.qk_rope(
                     &name("self_attn.qk_norm_rope"),
                     &s.z,
@@ -145,15 +162,8 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
             }
             _ => unreachable!("layer state is built from the same layer_types"),
         }
-        r.rmsnorm(
-            &name("ffn_norm"),
-            &s.h,
-            &layer.ffn_norm,
-            &s.a,
-            cfg.hidden_size,
-            eps,
-            false,
-        )?;
+        norm_into(&mut r, &name("ffn_norm"), &layer.ffn_norm, false)?;
+        let (xa, norm) = normed(&layer.ffn_norm);
         match &layer.ffn {
             Ffn::Dense { gate, up, down } => {
                 let iw = cfg.intermediate_size as u32;
@@ -161,7 +171,8 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                     shape,
                     &LinearOp {
                         w_up: Some(up),
-                        ..linear(&s.a, h, gate, &s.act, iw)
+                        norm,
+                        ..linear(xa, h, gate, &s.act, iw)
                     },
                 )?;
                 r.linear(
@@ -188,7 +199,13 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                     rows: &s.route_rows,
                     topk,
                 };
-                r.linear(shape, &linear(&s.a, h, router, &s.router_logits, e))?;
+                r.linear(
+                    shape,
+                    &LinearOp {
+                        norm,
+                        ..linear(xa, h, router, &s.router_logits, e)
+                    },
+                )?;
                 r.route(
                     shape,
                     &name("feed_forward.router"),
@@ -205,7 +222,8 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                     &LinearOp {
                         w_up: Some(up),
                         moe: Some((&routing, topk)),
-                        ..linear(&s.a, h, gate, &s.act, im)
+                        norm,
+                        ..linear(xa, h, gate, &s.act, im)
                     },
                 )?;
                 r.linear(
@@ -220,18 +238,13 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
             }
         }
     }
-    let last_only = mode != Mode::PrefillAllLogits;
-    r.rmsnorm(
-        "model.embedding_norm",
-        &s.h,
-        &w.final_norm,
-        &s.a,
-        cfg.hidden_size,
-        eps,
-        last_only && mode != Mode::Decode,
-    )?;
+    norm_into(&mut r, "model.embedding_norm", &w.final_norm, mode == Mode::Prefill)?;
+    let (xa, norm) = normed(&w.final_norm);
     let v = cfg.vocab_size as u32;
-    let head = linear(&s.a, h, w.head(), &s.logits, v);
+    let head = LinearOp {
+        norm,
+        ..linear(xa, h, w.head(), &s.logits, v)
+    };
     if mode == Mode::Prefill {
         // Only the last position's logits: it was normed into row 0.
         r.matvec_rows(&head, 1)?;
