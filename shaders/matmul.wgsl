@@ -75,6 +75,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
 
+    let live = m0 + 2u * ty < total;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var up0 = vec4<f32>(0.0);
@@ -118,7 +119,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
         workgroupBarrier();
-        for (var k = 0u; k < BK; k++) {
+        // Threads whose rows are past the tile's last real row (an expert with few tokens)
+        // skip the FMAs; lanes sharing ty are neighbours, so whole subgroups skip together.
+        for (var k = 0u; k < BK * u32(live); k++) {
             let xv = xs[k * 16u + ty];
             let wv = ws[k * 16u + tx];
             acc0 += xv.x * wv;
