@@ -165,7 +165,11 @@ impl Kernel {
                 ("SCALE", b(l.scale)),
                 ("ACC", b(l.acc)),
                 ("NORM", b(l.norm)),
-            ],
+            ]
+            .into_iter()
+            // Matmul tile height: 4 rows per thread for dense projections, 2 for experts.
+            .chain(matches!(self, Kernel::Matmul(_)).then_some(("TM", if l.gather { 2.0 } else { 4.0 })))
+            .collect(),
             _ => vec![],
         }
     }

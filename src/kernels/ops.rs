@@ -7,8 +7,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuMatrix};
 use bytemuck::{Pod, Zeroable};
 
-/// Prefill GEMM tile (shaders/matmul.wgsl): rows (tokens or pairs) × output columns.
-const MATMUL_BM: u32 = 32;
+/// Prefill GEMM tile (shaders/matmul.wgsl): rows (tokens; pairs of an expert) × output columns.
+const MATMUL_BM: u32 = 64;
+const MATMUL_BM_EXPERTS: u32 = 32;
 const MATMUL_BN: u32 = 64;
 /// Output columns per mat-vec workgroup (shaders/matvec.wgsl).
 const MATVEC_ROWS: u32 = 8;
@@ -323,7 +324,10 @@ impl<'a> Recorder<'a> {
             let grid = match (shape, routing) {
                 (Shape::Prefill, _) => [
                     Dim::Fixed(n.div_ceil(MATMUL_BN)),
-                    Dim::TokensDiv(MATMUL_BM),
+                    Dim::TokensDiv(match routing {
+                        Some(_) => MATMUL_BM_EXPERTS,
+                        None => MATMUL_BM,
+                    }),
                     Dim::Fixed(ne),
                 ],
                 (Shape::Decode, Some(r)) => [
