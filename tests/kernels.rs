@@ -801,6 +801,8 @@ struct AttnCase {
     /// Norm weights of 4–8 instead of 0.5–1.5: scores in the hundreds, where a wrong running
     /// max in the online softmax overflows exp.
     sharp: bool,
+    /// Through the query-tiled prefill kernel instead of the split one.
+    prefill: bool,
 }
 
 fn kv_bytes(kv: DType, v: &[f32]) -> Vec<u8> {
@@ -848,6 +850,7 @@ fn check_attention(dev: &Dev, rng: &mut StdRng, kv: DType, c: AttnCase) {
         t,
         splits,
         sharp,
+        ..
     } = c;
     let eps = 1e-5;
     let what = format!("{} attention kv={kv} {c:?}", dev.name);
@@ -888,7 +891,8 @@ fn check_attention(dev: &Dev, rng: &mut StdRng, kv: DType, c: AttnCase) {
     };
     dev.run(step, kv, |r| {
         r.qk_rope("qk_rope", &qkvb, &qnb, &knb, &ropeb, &qb, (&kb, &vb), (nh, nkv, d), eps)?;
-        r.attention("attn", &qb, (&kb, &vb), &partb, &ob, (nh, nkv, d))
+        let shape = if c.prefill { Shape::Prefill } else { Shape::Decode };
+        r.attention(shape, "attn", &qb, (&kb, &vb), &partb, &ob, (nh, nkv, d))
     });
 
     // qk_rope: per-head norm + RoPE of q and k, raw v.
@@ -961,6 +965,7 @@ fn qk_rope_attention() {
         t,
         splits,
         sharp: false,
+        prefill: false,
     };
     // Prefill (causal, T > 1), from 0 and after a pre-filled cache; T = 70 > 64 keys per block.
     cases.push(case((2, 1, 8), 0, 7, 1));
@@ -990,6 +995,13 @@ fn qk_rope_attention() {
             }
         }
     }
+    // Every unsplit case also through the query-tiled prefill kernel (T = 1 included).
+    let tiled: Vec<AttnCase> = cases
+        .iter()
+        .filter(|c| c.splits == 1)
+        .map(|&c| AttnCase { prefill: true, ..c })
+        .collect();
+    cases.extend(tiled);
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);
         for kv in KV_DTYPES {

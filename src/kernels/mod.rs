@@ -28,6 +28,8 @@ pub enum Kernel {
     ShortConv,
     QkRope,
     Attention,
+    /// Prefill attention tiled over queries (writes o directly).
+    AttentionPrefill,
     AttnMerge,
     Router,
     MoeRoute,
@@ -112,6 +114,7 @@ impl Kernel {
             Kernel::ShortConv => (shader!("short_conv"), false, false, false),
             Kernel::QkRope => (shader!("qk_rope"), false, true, true),
             Kernel::Attention => (shader!("attention"), false, true, true),
+            Kernel::AttentionPrefill => (shader!("attention_prefill"), false, true, true),
             Kernel::AttnMerge => (shader!("attn_merge"), false, false, false),
             Kernel::Router => (shader!("router"), false, false, false),
             Kernel::MoeRoute => (shader!("moe_route"), false, false, false),
@@ -142,7 +145,7 @@ impl Kernel {
             Kernel::QkRope => &[
                 Uniform, Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite,
             ],
-            Kernel::Attention => &[Uniform, Uniform, Read, Read, Read, ReadWrite],
+            Kernel::Attention | Kernel::AttentionPrefill => &[Uniform, Uniform, Read, Read, Read, ReadWrite],
             Kernel::AttnMerge => &[Uniform, Uniform, Read, ReadWrite],
             Kernel::Router => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite],
             Kernel::MoeRoute => &[Uniform, Uniform, Read, ReadWrite, ReadWrite],

@@ -421,10 +421,12 @@ impl<'a> Recorder<'a> {
         )
     }
 
-    /// o [T, nh·d] = causal softmax(q·kᵀ/√d)·v over the caches, split along the KV length.
+    /// o [T, nh·d] = causal softmax(q·kᵀ/√d)·v over the caches: prefill in query tiles, decode
+    /// split along the KV length (then merged).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &mut self,
+        shape: Shape,
         label: &str,
         q: &wgpu::Buffer,
         (k_cache, v_cache): (&wgpu::Buffer, &wgpu::Buffer),
@@ -438,6 +440,17 @@ impl<'a> Recorder<'a> {
             d: d as u32,
             scale: 1.0 / (d as f32).sqrt(),
         };
+        if shape == Shape::Prefill {
+            // Query tiles of 8 (shaders/attention_prefill.wgsl): K/V read once per tile.
+            return self.push(
+                format!("{label}.prefill"),
+                Kernel::AttentionPrefill,
+                DType::F32,
+                &p,
+                &[q, k_cache, v_cache, o],
+                [Dim::TokensDiv(8), Dim::Fixed(nh as u32), Dim::Fixed(1)],
+            );
+        }
         self.push(
             format!("{label}.scores"),
             Kernel::Attention,

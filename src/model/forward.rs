@@ -145,6 +145,7 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                     eps,
                 )?;
                 r.attention(
+                    shape,
                     &name("self_attn.attention"),
                     &s.q,
                     (&cache.k, &cache.v),
