@@ -23,6 +23,14 @@ var<workgroup> xrow_of: array<u32, 64>; // BM ≤ 64
 var<workgroup> yrow_of: array<u32, 64>;
 var<workgroup> rows_here: u32;
 
+fn put_x(at: u32, h: u32, v: f32) {
+    if TM == 4u {
+        xs[at][h] = v;
+    } else {
+        xs2[at][h] = v;
+    }
+}
+
 fn put_w(r: u32, c: u32, v: W8, up: bool) {
     let a = array<f32, 8>(v.lo.x, v.lo.y, v.lo.z, v.lo.w, v.hi.x, v.hi.y, v.hi.z, v.hi.w);
     let j = r / 4u;
@@ -102,16 +110,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
             let i = r / TM;
             let h = r % TM;
-            if TM == 4u {
-                xs[(4u * c4) * 16u + i][h] = v.x;
-                xs[(4u * c4 + 1u) * 16u + i][h] = v.y;
-                xs[(4u * c4 + 2u) * 16u + i][h] = v.z;
-                xs[(4u * c4 + 3u) * 16u + i][h] = v.w;
-            } else {
-                xs2[(4u * c4) * 16u + i][h] = v.x;
-                xs2[(4u * c4 + 1u) * 16u + i][h] = v.y;
-                xs2[(4u * c4 + 2u) * 16u + i][h] = v.z;
-                xs2[(4u * c4 + 3u) * 16u + i][h] = v.w;
+            for (var j = 0u; j < 4u; j++) {
+                put_x((4u * c4 + j) * 16u + i, h, v[j]);
             }
         }
         // W tile: BN rows × BK/8 groups of 8; the first half loads W, the second W_up (or

@@ -34,8 +34,6 @@ struct Sampling {
 // [0]: draws so far; [1 + i / 32] bit i % 32: token i was seen.
 @group(0) @binding(5) var<storage, read_write> state: array<atomic<u32>>;
 
-var<workgroup> red: array<f32, WG>;
-var<workgroup> redu: array<u32, WG>;
 var<workgroup> ends: array<f32, WG>;
 var<workgroup> picked: atomic<u32>;
 
@@ -47,48 +45,6 @@ fn value(i: u32) -> f32 {
     return l / cfg.temperature;
 }
 
-fn wg_max(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn wg_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn wg_sum_u(v: u32, lid: u32) -> u32 {
-    redu[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            redu[lid] += redu[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = redu[0];
-    workgroupBarrier();
-    return r;
-}
-
 fn pcg(v: u32) -> u32 {
     let s = v * 747796405u + 2891336453u;
     let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
@@ -96,7 +52,8 @@ fn pcg(v: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
+    let lid = lane.id;
     let n = p.vocab;
     let chunk = (n + WG - 1u) / WG;
     let b0 = min(lid * chunk, n);
@@ -114,8 +71,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         mx = max(mx, v);
         mn = min(mn, v);
     }
-    let m = wg_max(mx, lid);
-    let lowest = -wg_max(-mn, lid);
+    let m = wg_max(mx, lane);
+    let lowest = -wg_max(-mn, lane);
     let above = m + max(abs(m) * 1e-6, 1e-6); // no logit reaches it
 
     // top-k: the largest t with at least k logits ≥ t, snapped to a logit.
@@ -127,11 +84,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var hi = above;
     for (var it = 0u; it < BISECT; it++) {
         let mid = lo + (hi - lo) * 0.5;
-        var c = 0u;
+        var c = 0.0;
         for (var i = b0; i < b1; i++) {
-            c += u32(value(i) >= mid);
+            c += f32(value(i) >= mid);
         }
-        if wg_sum_u(c, lid) >= k {
+        // Counts are exact in f32 (vocab < 2²⁴).
+        if wg_sum(c, lane) >= f32(k) {
             lo = mid;
         } else {
             hi = mid;
@@ -144,7 +102,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             sn = min(sn, v);
         }
     }
-    let tk = -wg_max(-sn, lid);
+    let tk = -wg_max(-sn, lane);
 
     // top-p over the top-k set: the largest t whose tokens ≥ t hold top_p of its mass.
     var z = 0.0;
@@ -154,7 +112,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             z += exp(v - m);
         }
     }
-    let goal = cfg.top_p * wg_sum(z, lid);
+    let goal = cfg.top_p * wg_sum(z, lane);
     lo = tk;
     hi = above;
     for (var it = 0u; it < BISECT; it++) {
@@ -166,7 +124,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 s += exp(v - m);
             }
         }
-        if wg_sum(s, lid) >= goal {
+        if wg_sum(s, lane) >= goal {
             lo = mid;
         } else {
             hi = mid;
@@ -179,7 +137,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             sn = min(sn, v);
         }
     }
-    let tp = select(-wg_max(-sn, lid), tk, cfg.top_p >= 1.0);
+    let tp = select(-wg_max(-sn, lane), tk, cfg.top_p >= 1.0);
 
     // min-p: p ≥ min_p · p_max  ⇔  v ≥ m + ln(min_p).
     let tm = select(-3.4e38, m + log(cfg.min_p), cfg.min_p > 0.0);
@@ -193,13 +151,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             own += exp(v - m);
         }
     }
-    red[lid] = own;
+    ends[lid] = own;
     workgroupBarrier();
     if lid == 0u {
-        var acc = 0.0;
-        for (var j = 0u; j < WG; j++) {
-            acc += red[j];
-            ends[j] = acc;
+        for (var j = 1u; j < WG; j++) {
+            ends[j] += ends[j - 1u];
         }
     }
     workgroupBarrier();

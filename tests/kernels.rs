@@ -1242,7 +1242,6 @@ fn argmax() {
 fn sample_distribution() {
     use lfm_wgpu::model::sampling::SamplingParams;
     let mut rng = StdRng::seed_from_u64(77);
-    let dev = Dev::new("default", GpuOptions::default());
     let draws = 4096usize;
     let base = SamplingParams {
         temperature: 1.0,
@@ -1292,7 +1291,12 @@ fn sample_distribution() {
             },
         ),
     ];
-    for (vocab, params) in cases {
+    // Subgroup and workgroup-memory reductions.
+    for (vocab, params, cname) in cases
+        .into_iter()
+        .flat_map(|(v, p)| [(v, p.clone(), "default"), (v, p, "no-subgroups")])
+    {
+        let dev = Dev::new(cname, configs().into_iter().find(|c| c.0 == cname).unwrap().1);
         let logits = rand_vec(&mut rng, vocab, -3.0, 3.0);
         let seen: Vec<bool> = (0..vocab).map(|i| i % 7 == 3).collect();
         let want = cpu::sampling_probs(&logits, &params, &seen);
@@ -1339,6 +1343,6 @@ fn sample_distribution() {
             );
         }
         let support = want.iter().filter(|&&p| p > 0.0).count();
-        eprintln!("sample V={vocab} {params:?}: support {support}, {draws} draws within bound");
+        eprintln!("sample {cname} V={vocab} {params:?}: support {support}, {draws} draws within bound");
     }
 }

@@ -16,7 +16,7 @@ use lfm_wgpu::chat::{ChatTemplate, Message, Role};
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::model::config::{Config, LayerKind};
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::memory::{default_kv_dtype, gib, MemoryEstimate};
+use lfm_wgpu::model::memory::{default_kv_dtype, gib, most_precise_fitting, MemoryEstimate};
 use lfm_wgpu::model::sampling::SamplingParams;
 use lfm_wgpu::model::session::{GenStats, Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
@@ -253,6 +253,7 @@ fn load_with_dir(args: &LoadArgs) -> Result<(Session, PathBuf, f64)> {
     let dir = lfm_wgpu::hub::resolve_model(&args.model, args.offline)?;
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening model {}", dir.display()))?;
     let asked = args.dtype.as_deref().map(DType::parse).transpose()?;
+    let gpu = Gpu::new(&args.gpu.options()?)?;
     let dtype = match (ckpt.prequantized, asked) {
         (Some(stored), Some(d)) if d != stored => bail!(
             "{} holds {stored} weights written by `lfm quantize`; load it with --dtype {stored} (or omit --dtype), \
@@ -261,29 +262,14 @@ fn load_with_dir(args: &LoadArgs) -> Result<(Session, PathBuf, f64)> {
         ),
         (Some(stored), _) => stored,
         (None, Some(d)) => d,
-        (None, None) => DType::F16, // may drop below, to what fits
-    };
-    let gpu = Gpu::new(&args.gpu.options()?)?;
-    // Without --dtype: the most precise of f16, q8_0, q4_0 that fits the adapter.
-    let dtype = match (ckpt.prequantized, asked, gpu.memory) {
-        (None, None, Some(avail)) => {
-            let fits = |d: DType| -> Result<bool> {
-                let kv = kv_dtype.unwrap_or(default_kv_dtype(d));
-                Ok(MemoryEstimate::for_gpu(&gpu, &ckpt.config, d, kv, args.ctx, args.ubatch)?.total() <= avail)
-            };
-            let mut pick = dtype;
-            for d in [DType::F16, DType::Q8_0, DType::Q4_0] {
-                pick = d;
-                if fits(d)? {
-                    break;
-                }
+        // Without --dtype: the most precise of f16, q8_0, q4_0 that fits the adapter.
+        (None, None) => match most_precise_fitting(&gpu, &ckpt.config, kv_dtype, args.ctx, args.ubatch)? {
+            Some(d) if d != DType::F16 => {
+                eprintln!("[f16 weights do not fit the adapter: loading as {d}]");
+                d
             }
-            if pick != dtype {
-                eprintln!("[f16 weights do not fit {}: loading as {pick}]", gib(avail));
-            }
-            pick
-        }
-        _ => dtype,
+            _ => DType::F16,
+        },
     };
     let t = std::time::Instant::now();
     let opts = SessionOptions {
@@ -295,9 +281,8 @@ fn load_with_dir(args: &LoadArgs) -> Result<(Session, PathBuf, f64)> {
         GpuModel::load_checked(gpu, &ckpt, dtype, &opts).with_context(|| format!("loading {}", dir.display()))?;
     let load_s = t.elapsed().as_secs_f64();
     log::info!(
-        "loaded {:.1} MB of weights in {:.2} s; GPU memory {} (weights {}, KV {}, scratch {})",
+        "loaded {:.1} MB of weights in {load_s:.2} s; GPU memory {} (weights {}, KV {}, scratch {})",
         model.weight_bytes as f64 / 1e6,
-        t.elapsed().as_secs_f64(),
         gib(est.total()),
         gib(est.weights),
         gib(est.kv),
@@ -455,7 +440,10 @@ fn answer(
         if let Some(piece) = stream.push(id) {
             text.push_str(&piece);
         }
-        if let Some(at) = gen.stop.iter().filter_map(|x| text.find(x.as_str())).min() {
+        // A stop string cannot start in what is printed: that was checked, with `hold` bytes
+        // held back, when it arrived.
+        if let Some(at) = gen.stop.iter().filter_map(|x| text[printed..].find(x.as_str())).min() {
+            let at = printed + at;
             text.truncate(at);
             hit_stop = true;
         }

@@ -120,7 +120,7 @@ impl Kernel {
             Kernel::MoeRoute => (shader!("moe_route"), false, false, false),
             Kernel::MoeCombine => (shader!("moe_combine"), false, false, false),
             Kernel::Argmax { .. } => (shader!("argmax"), false, false, false),
-            Kernel::Sample => (shader!("sample"), false, false, false),
+            Kernel::Sample => (shader!("sample"), false, false, true),
             Kernel::FmaPeak => (shader!("fma_peak"), false, false, false),
         };
         Source {

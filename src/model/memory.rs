@@ -123,19 +123,12 @@ impl MemoryEstimate {
             return Ok(());
         }
         let mut fits = Vec::new();
-        for d in [DType::Q8_0, DType::Q4_0] {
-            if d == self.dtype || d.row_bytes(256) >= self.dtype.row_bytes(256) {
-                continue;
-            }
-            let kv = match self.kv_dtype {
-                DType::F32 => DType::F16,
-                k => k,
-            };
-            let e = MemoryEstimate::for_gpu(gpu, cfg, d, kv, self.ctx, ubatch)?;
-            if e.total() <= available {
-                fits.push(format!("--dtype {d} ({})", gib(e.total())));
-                break;
-            }
+        let smaller: Vec<DType> = [DType::Q8_0, DType::Q4_0]
+            .into_iter()
+            .filter(|d| d.row_bytes(256) < self.dtype.row_bytes(256))
+            .collect();
+        if let Some(e) = first_fitting(gpu, cfg, &smaller, None, self.ctx, ubatch, available)? {
+            fits.push(format!("--dtype {} ({})", e.dtype, gib(e.total())));
         }
         let mut ctx = self.ctx / 2;
         while ctx >= 256 {
@@ -164,6 +157,50 @@ impl MemoryEstimate {
             ),
         })
     }
+}
+
+/// The first of `dtypes` whose model, with a KV cache of `kv` (default: the dtype's), fits in
+/// `available` bytes.
+fn first_fitting(
+    gpu: &Gpu,
+    cfg: &Config,
+    dtypes: &[DType],
+    kv: Option<DType>,
+    ctx: usize,
+    ubatch: usize,
+    available: u64,
+) -> Result<Option<MemoryEstimate>> {
+    for &d in dtypes {
+        let e = MemoryEstimate::for_gpu(gpu, cfg, d, kv.unwrap_or(default_kv_dtype(d)), ctx, ubatch)?;
+        if e.total() <= available {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
+/// The most precise of f16, q8_0, q4_0 that fits the adapter's memory; None when the memory
+/// is unknown or none fits (loading then refuses with advice, see [`MemoryEstimate::check`]).
+pub fn most_precise_fitting(
+    gpu: &Gpu,
+    cfg: &Config,
+    kv: Option<DType>,
+    ctx: usize,
+    ubatch: usize,
+) -> Result<Option<DType>> {
+    let Some(available) = gpu.memory else {
+        return Ok(None);
+    };
+    let fit = first_fitting(
+        gpu,
+        cfg,
+        &[DType::F16, DType::Q8_0, DType::Q4_0],
+        kv,
+        ctx,
+        ubatch,
+        available,
+    )?;
+    Ok(fit.map(|e| e.dtype))
 }
 
 /// `1.23 GiB`

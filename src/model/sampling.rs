@@ -4,8 +4,8 @@
 //! one sample dispatch to the same submission, which overwrites the id the next step reads.
 //! Only the sampled id is read back. The sampler keeps on the GPU a draw counter (the RNG
 //! stream position, so the same seed gives the same tokens) and a bit mask of the tokens
-//! seen (for the repetition penalty); the host keeps a mirror of the mask and uploads it
-//! when a prompt is prefilled.
+//! seen (for the repetition penalty), which it extends as it samples; when a prompt is
+//! prefilled the host rebuilds the mask from the session's history and the prompt.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -96,7 +96,7 @@ pub struct Sampler {
     /// [0]: draws so far; then the seen-token bit mask.
     pub state: wgpu::Buffer,
     pub program: Program,
-    /// Host mirror of the seen mask.
+    /// Host copy of the seen mask, rebuilt for each upload (kept to reuse the allocation).
     seen: Vec<u32>,
 }
 
@@ -164,20 +164,19 @@ impl Sampler {
         Ok(())
     }
 
-    /// Marks tokens as part of the sequence (host mirror; see [`Self::upload_seen`]).
-    pub fn mark(&mut self, tokens: &[u32]) {
-        for &t in tokens {
+    /// Writes the seen mask of `history` followed by `prompt` to the GPU (which then adds
+    /// the tokens it samples). Only the repetition penalty reads it.
+    pub fn upload_seen(&mut self, gpu: &Gpu, history: &[u32], prompt: &[u32]) {
+        if self.params.repetition_penalty == 1.0 {
+            return;
+        }
+        self.seen.fill(0);
+        for &t in history.iter().chain(prompt) {
             if let Some(w) = self.seen.get_mut(t as usize / 32) {
                 *w |= 1 << (t % 32);
             }
         }
-    }
-
-    /// Writes the mirror to the GPU (which also marks what it samples, between uploads).
-    pub fn upload_seen(&self, gpu: &Gpu) {
-        if self.params.repetition_penalty != 1.0 {
-            gpu.queue.write_buffer(&self.state, 4, bytemuck::cast_slice(&self.seen));
-        }
+        gpu.queue.write_buffer(&self.state, 4, bytemuck::cast_slice(&self.seen));
     }
 
     /// Forgets the sequence: no token seen, the random stream from its start.

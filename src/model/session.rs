@@ -208,7 +208,14 @@ impl Session {
     fn fed(&mut self, tokens: &[u32]) {
         self.pos += tokens.len();
         self.history.extend_from_slice(tokens);
-        self.sampler.mark(tokens);
+    }
+
+    fn context_exceeded(&self, needed: usize) -> Error {
+        Error::ContextExceeded {
+            needed,
+            ctx: self.state.ctx,
+            max: 32768.max(self.model.cfg.max_position_embeddings),
+        }
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
@@ -217,11 +224,7 @@ impl Session {
             return Err(Error::TokenOutOfRange { id, pos, vocab });
         }
         if self.pos + tokens.len() > self.state.ctx {
-            return Err(Error::ContextExceeded {
-                needed: self.pos + tokens.len(),
-                ctx: self.state.ctx,
-                max: 32768.max(self.model.cfg.max_position_embeddings),
-            });
+            return Err(self.context_exceeded(self.pos + tokens.len()));
         }
         Ok(())
     }
@@ -311,8 +314,7 @@ impl Session {
             return Err(Error::Invalid("empty prompt".into()));
         }
         self.check(tokens)?;
-        self.sampler.mark(tokens);
-        self.sampler.upload_seen(&self.model.gpu);
+        self.sampler.upload_seen(&self.model.gpu, &self.history, tokens);
         let chunks: Vec<&[u32]> = tokens.chunks(self.state.ubatch).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
@@ -376,11 +378,7 @@ impl Session {
             }
         };
         if self.pos + 1 > self.state.ctx {
-            return Err(Error::ContextExceeded {
-                needed: self.pos + 1,
-                ctx: self.state.ctx,
-                max: 32768.max(self.model.cfg.max_position_embeddings),
-            });
+            return Err(self.context_exceeded(self.pos + 1));
         }
         self.run(Mode::Decode, 1, true, want_logits)?;
         self.fed(&[input]);
@@ -480,11 +478,7 @@ impl Session {
     /// The caller knows `count` up front: no step runs past it.
     pub fn decode_chained(&mut self, count: usize, ids: &mut Vec<u32>) -> Result<()> {
         if self.pos + count > self.state.ctx {
-            return Err(Error::ContextExceeded {
-                needed: self.pos + count,
-                ctx: self.state.ctx,
-                max: 32768.max(self.model.cfg.max_position_embeddings),
-            });
+            return Err(self.context_exceeded(self.pos + count));
         }
         self.decode_stream(count, &mut |id| {
             ids.push(id);
@@ -522,7 +516,7 @@ impl Session {
                 }
                 false => None,
             };
-            self.known(input);
+            self.history.push(input); // step j's input, counted in `pos` when queued
             let id = self.read_id_from(self.id_staging(j), Some(index))?;
             self.last = Some(id);
             input = id;
@@ -531,7 +525,7 @@ impl Session {
                 Some(n) if go => index = n,
                 Some(n) => {
                     // Step j + 1 already consumed `id`; its own sample is dropped.
-                    self.known(id);
+                    self.history.push(id);
                     let _ = self.read_id_from(self.id_staging(j + 1), Some(n))?;
                     self.last = None;
                     return Ok(j + 1);
@@ -548,12 +542,6 @@ impl Session {
             0 => &self.state.staging_id,
             _ => &self.state.staging_id_next,
         }
-    }
-
-    /// Records a token already counted in `pos` as fed (history and seen mask).
-    fn known(&mut self, t: u32) {
-        self.history.push(t);
-        self.sampler.mark(&[t]);
     }
 
     /// Prefills `prompt` (continuing the sequence), then produces up to `max_new` tokens
