@@ -73,6 +73,9 @@ struct Args {
     write_checkpoint: Option<std::path::PathBuf>,
 }
 
+/// Seed of the synthetic weights (the same model in every run).
+const SYNTHETIC_SEED: u64 = 0x1f2a_0b8b;
+
 fn mean_sd(x: &[f64]) -> (f64, f64) {
     if x.is_empty() {
         return (0.0, 0.0);
@@ -125,7 +128,7 @@ fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let a = Args::parse();
     if let Some(dir) = &a.write_checkpoint {
-        let src = Synthetic::new(Config::lfm2_8b_a1b(a.layers.unwrap_or(24))?, DType::F32, 0x1f2a_0b8b);
+        let src = Synthetic::new(Config::lfm2_8b_a1b(a.layers.unwrap_or(24))?, DType::F32, SYNTHETIC_SEED);
         let t = Instant::now();
         let bytes = src.write_hf_checkpoint(dir)?;
         eprintln!(
@@ -183,7 +186,7 @@ fn main() -> Result<()> {
             (m, dir.display().to_string(), est, Some(ckpt.file_bytes()))
         }
         None => {
-            let src = Synthetic::new(Config::lfm2_8b_a1b(layers.unwrap_or(24))?, dtype, 0x1f2a_0b8b);
+            let src = Synthetic::new(Config::lfm2_8b_a1b(layers.unwrap_or(24))?, dtype, SYNTHETIC_SEED);
             let name = format!("LFM2-8B-A1B shape, {} layers, synthetic", src.config().num_layers());
             let (m, est) = GpuModel::load_checked(gpu.clone(), &src, dtype, &sopts)?;
             (m, name, est, None)
@@ -255,16 +258,13 @@ fn main() -> Result<()> {
 
     let info = &gpu.info;
     if a.json {
-        let prof: Vec<_> = profile
-            .iter()
-            .flatten()
-            .map(|d| serde_json::json!({"label": d.label, "kernel": d.family, "dtype": d.dtype.name(), "seconds": d.seconds, "weight_bytes": d.bytes}))
-            .collect();
-        let pprof: Vec<_> = prefill_profile
-            .iter()
-            .flatten()
-            .map(|d| serde_json::json!({"label": d.label, "kernel": d.family, "dtype": d.dtype.name(), "seconds": d.seconds, "weight_bytes": d.bytes}))
-            .collect();
+        let as_json = |p: &Option<Vec<DispatchTime>>| -> Vec<serde_json::Value> {
+            p.iter()
+                .flatten()
+                .map(|d| serde_json::json!({"label": d.label, "kernel": d.family, "dtype": d.dtype.name(), "seconds": d.seconds, "weight_bytes": d.bytes}))
+                .collect()
+        };
+        let (prof, pprof) = (as_json(&profile), as_json(&prefill_profile));
         let j = serde_json::json!({
             "adapter": info.name, "device_type": format!("{:?}", info.device_type), "backend": format!("{:?}", info.backend),
             "driver": format!("{} {}", info.driver, info.driver_info), "model": name, "dtype": dtype.name(),

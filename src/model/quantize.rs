@@ -30,11 +30,58 @@ const SIDE_FILES: [&str; 6] = [
     "chat_template.jinja",
 ];
 
-struct Entry {
-    name: String,
-    dtype: &'static str,
-    shape: Vec<usize>,
-    bytes: usize,
+/// One tensor of a safetensors file being written.
+pub(crate) struct Entry {
+    pub name: String,
+    /// safetensors dtype tag (`U8`, `F32`, `BF16`, …)
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    pub bytes: usize,
+}
+
+/// A safetensors file whose header is written and whose tensor data is to follow, in the
+/// order of the entries.
+pub(crate) struct SafetensorsWriter {
+    pub out: std::io::BufWriter<std::fs::File>,
+    /// Header bytes (length prefix included).
+    pub header_bytes: u64,
+    /// Tensor bytes the header promises.
+    pub data_bytes: u64,
+}
+
+/// Creates `path` and writes the header for `entries` with `meta` (no `__metadata__` when
+/// empty); the caller then writes each entry's bytes in order.
+pub(crate) fn create_safetensors(
+    path: &Path,
+    meta: &BTreeMap<String, String>,
+    entries: &[Entry],
+) -> Result<SafetensorsWriter> {
+    let mut header = serde_json::Map::new();
+    if !meta.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(meta).expect("strings"));
+    }
+    let mut at = 0usize;
+    for e in entries {
+        header.insert(
+            e.name.clone(),
+            serde_json::json!({"dtype": e.dtype, "shape": e.shape, "data_offsets": [at, at + e.bytes]}),
+        );
+        at += e.bytes;
+    }
+    let mut text = serde_json::to_string(&header).expect("json");
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
+    out.write_all(&(text.len() as u64).to_le_bytes())
+        .and_then(|_| out.write_all(text.as_bytes()))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(SafetensorsWriter {
+        out,
+        header_bytes: 8 + text.len() as u64,
+        data_bytes: at as u64,
+    })
 }
 
 /// Pass 1: the tensors to write, in load order, and each matrix's format.
@@ -174,37 +221,19 @@ pub fn quantize(
         "projections and experts as requested; embedding/head q8_0 at q4_0; router f16; rows not whole 32-blocks f16; vectors f32".into(),
     );
     meta.insert("format".into(), "pt".into());
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::to_value(&meta).expect("strings"));
-    let mut at = 0usize;
-    for e in &plan.entries {
-        header.insert(
-            e.name.clone(),
-            serde_json::json!({"dtype": e.dtype, "shape": e.shape, "data_offsets": [at, at + e.bytes]}),
-        );
-        at += e.bytes;
-    }
-    let mut text = serde_json::to_string(&header).expect("json");
-    while !text.len().is_multiple_of(8) {
-        text.push(' ');
-    }
-
     let path = out_dir.join("model.safetensors");
-    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
-    out.write_all(&(text.len() as u64).to_le_bytes())
-        .and_then(|_| out.write_all(text.as_bytes()))
-        .map_err(|e| Error::io(&path, e))?;
+    let file = create_safetensors(&path, &meta, &plan.entries)?;
+    let at = file.data_bytes;
     let mut w = Writer {
         dtype,
-        out,
+        out: file.out,
         path: &path,
         written: 0,
-        total: at as u64,
+        total: at,
         progress,
     };
     Weights::load(src, &mut w)?;
-    if w.written != at as u64 {
+    if w.written != at {
         return Err(Error::Invalid(format!(
             "wrote {} bytes of tensor data, planned {at}",
             w.written
@@ -222,7 +251,7 @@ pub fn quantize(
         *formats.entry(f.clone()).or_insert(0) += 1;
     }
     Ok(QuantizeReport {
-        bytes_out: 8 + text.len() as u64 + at as u64,
+        bytes_out: file.header_bytes + at,
         formats,
     })
 }

@@ -8,6 +8,7 @@
 //! selection bias are random so that tokens spread over the experts.
 
 use super::config::Config;
+use super::quantize::{create_safetensors, Entry};
 use super::weights::{storage_format, MatSpec, Source, StoredMatrix};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -152,20 +153,32 @@ impl Source for Synthetic {
     }
 }
 
-/// Collects the HF tensors (name, shape, dtype) of a model in load order.
-struct HfPlan(Vec<(String, Vec<usize>, bool)>);
+/// Collects the HF tensors of a model in load order: matrices bf16, vectors f32.
+struct HfPlan(Vec<Entry>);
+
+impl HfPlan {
+    fn push(&mut self, name: &str, shape: &[usize], dtype: &'static str) {
+        let size = if dtype == "BF16" { 2 } else { 4 };
+        self.0.push(Entry {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            bytes: shape.iter().product::<usize>() * size,
+        });
+    }
+}
 
 impl super::weights::WeightSink for HfPlan {
     type Matrix = ();
     type Vector = ();
     fn matrix(&mut self, _: &dyn Source, spec: &MatSpec) -> Result<()> {
         for part in &spec.parts {
-            self.0.push((part.name.clone(), part.shape.clone(), true));
+            self.push(&part.name, &part.shape, "BF16");
         }
         Ok(())
     }
     fn vector(&mut self, _: &dyn Source, name: &str, shape: &[usize]) -> Result<()> {
-        self.0.push((name.to_string(), shape.to_vec(), false));
+        self.push(name, shape, "F32");
         Ok(())
     }
 }
@@ -182,41 +195,23 @@ impl Synthetic {
         std::fs::write(&cfg_path, text).map_err(|e| Error::io(&cfg_path, e))?;
         let mut plan = HfPlan(Vec::new());
         super::weights::Weights::load(self, &mut plan)?;
-        let mut header = serde_json::Map::new();
-        let mut at = 0usize;
-        for (name, shape, bf16) in &plan.0 {
-            let bytes = shape.iter().product::<usize>() * if *bf16 { 2 } else { 4 };
-            let dtype = if *bf16 { "BF16" } else { "F32" };
-            header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [at, at + bytes]}),
-            );
-            at += bytes;
-        }
-        let mut h = serde_json::to_string(&header).expect("json");
-        while !h.len().is_multiple_of(8) {
-            h.push(' ');
-        }
         let path = dir.join("model.safetensors");
-        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
+        let mut file = create_safetensors(&path, &Default::default(), &plan.0)?;
         let io = |e| Error::io(&path, e);
-        out.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
-        out.write_all(h.as_bytes()).map_err(io)?;
         let mut buf = Vec::new();
-        for (name, shape, bf16) in &plan.0 {
-            buf.resize(shape.iter().product(), 0.0);
-            self.read_f32(name, shape, &mut buf)?;
-            let bytes: Vec<u8> = match bf16 {
-                true => buf
+        for e in &plan.0 {
+            buf.resize(e.shape.iter().product(), 0.0);
+            self.read_f32(&e.name, &e.shape, &mut buf)?;
+            let bytes: Vec<u8> = match e.dtype {
+                "BF16" => buf
                     .iter()
                     .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
                     .collect(),
-                false => buf.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                _ => buf.iter().flat_map(|v| v.to_le_bytes()).collect(),
             };
-            out.write_all(&bytes).map_err(io)?;
+            file.out.write_all(&bytes).map_err(io)?;
         }
-        out.flush().map_err(io)?;
-        Ok(8 + h.len() as u64 + at as u64)
+        file.out.flush().map_err(io)?;
+        Ok(file.header_bytes + file.data_bytes)
     }
 }
