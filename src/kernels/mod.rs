@@ -55,6 +55,17 @@ pub struct Linear {
     pub norm: bool,
 }
 
+impl Linear {
+    /// Rows (tokens, or pairs of one expert) of a prefill GEMM tile (shaders/matmul.wgsl,
+    /// 16 threads × TM rows): 64 for dense projections, 32 for experts, which get fewer rows.
+    pub fn matmul_rows(&self) -> u32 {
+        match self.gather {
+            true => 32,
+            false => 64,
+        }
+    }
+}
+
 /// A pipeline's identity: kernel variant, storage types and device capabilities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
@@ -170,8 +181,7 @@ impl Kernel {
                 ("NORM", b(l.norm)),
             ]
             .into_iter()
-            // Matmul tile height: 4 rows per thread for dense projections, 2 for experts.
-            .chain(matches!(self, Kernel::Matmul(_)).then_some(("TM", if l.gather { 2.0 } else { 4.0 })))
+            .chain(matches!(self, Kernel::Matmul(_)).then_some(("TM", (l.matmul_rows() / 16) as f64)))
             .collect(),
             _ => vec![],
         }

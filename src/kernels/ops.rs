@@ -7,10 +7,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuMatrix};
 use bytemuck::{Pod, Zeroable};
 
-/// Prefill GEMM tile (shaders/matmul.wgsl): rows (tokens; pairs of an expert) × output columns.
-const MATMUL_BM: u32 = 64;
-const MATMUL_BM_EXPERTS: u32 = 32;
+/// Output columns of a prefill GEMM tile (shaders/matmul.wgsl; rows: `Linear::matmul_rows`).
 const MATMUL_BN: u32 = 64;
+/// Queries per workgroup of prefill attention (shaders/attention_prefill.wgsl, BQ).
+const ATTN_QUERY_TILE: u32 = 8;
 /// Output columns per mat-vec workgroup (shaders/matvec.wgsl).
 const MATVEC_ROWS: u32 = 8;
 
@@ -324,10 +324,7 @@ impl<'a> Recorder<'a> {
             let grid = match (shape, routing) {
                 (Shape::Prefill, _) => [
                     Dim::Fixed(n.div_ceil(MATMUL_BN)),
-                    Dim::TokensDiv(match routing {
-                        Some(_) => MATMUL_BM_EXPERTS,
-                        None => MATMUL_BM,
-                    }),
+                    Dim::TokensDiv(variant.matmul_rows()),
                     Dim::Fixed(ne),
                 ],
                 (Shape::Decode, Some(r)) => [
@@ -448,7 +445,7 @@ impl<'a> Recorder<'a> {
                 DType::F32,
                 &p,
                 &[q, k_cache, v_cache, o],
-                [Dim::TokensDiv(8), Dim::Fixed(nh as u32), Dim::Fixed(1)],
+                [Dim::TokensDiv(ATTN_QUERY_TILE), Dim::Fixed(nh as u32), Dim::Fixed(1)],
             );
         }
         self.push(
