@@ -1,5 +1,6 @@
 // Greedy sampling on the GPU: the index of the largest logit of one row (ties: lowest
-// index; NaN never wins), written to out[0] — the next step's input token.
+// index), written to out[0] — the next step's input token. A row holding NaN or ±inf writes
+// 0xffffffff instead, which the host reports as an error (and the embedding ignores).
 // Row: T − 1 when LAST_ROW (all positions' logits kept), else 0. One workgroup.
 const WG: u32 = 256u;
 override LAST_ROW: bool = false;
@@ -15,6 +16,11 @@ struct Params {
 
 var<workgroup> best_v: array<f32, WG>;
 var<workgroup> best_i: array<u32, WG>;
+var<workgroup> non_finite: atomic<u32>;
+
+fn is_non_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -27,6 +33,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var bi = 0xffffffffu;
     for (var i = lid; i < p.n; i += WG) {
         let v = logits[base + i];
+        if is_non_finite(v) {
+            atomicOr(&non_finite, 1u);
+        }
         if v > bv || (bi == 0xffffffffu && v == v) {
             bv = v;
             bi = i;
@@ -47,6 +56,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if lid == 0u {
-        out[0] = select(best_i[0], 0u, best_i[0] == 0xffffffffu);
+        out[0] = select(best_i[0], 0xffffffffu, best_i[0] == 0xffffffffu || atomicLoad(&non_finite) != 0u);
     }
 }

@@ -36,6 +36,7 @@ struct Sampling {
 
 var<workgroup> ends: array<f32, WG>;
 var<workgroup> picked: atomic<u32>;
+var<workgroup> non_finite: atomic<u32>;
 
 fn value(i: u32) -> f32 {
     var l = logits[i];
@@ -67,6 +68,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     var mx = -3.4e38;
     var mn = 3.4e38;
     for (var i = b0; i < b1; i++) {
+        if (bitcast<u32>(logits[i]) & 0x7f800000u) == 0x7f800000u {
+            atomicOr(&non_finite, 1u);
+        }
         let v = value(i);
         mx = max(mx, v);
         mn = min(mn, v);
@@ -188,8 +192,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     workgroupBarrier();
     if lid == 0u {
         var tok = atomicLoad(&picked);
-        if tok >= n {
-            tok = 0u; // NaN logits: nothing was drawable
+        if tok >= n || atomicLoad(&non_finite) != 0u {
+            // NaN or ±inf logits: reported by the host as an error.
+            out[wg.x] = 0xffffffffu;
+            return;
         }
         out[wg.x] = tok;
         if p.advance == 1u {

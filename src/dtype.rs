@@ -50,6 +50,47 @@ impl DType {
         }
     }
 
+    /// The largest magnitude this format holds: f16's, or what a block's f16 scale reaches
+    /// (amax / 127 for q8_0, amax / 8 for q4_0).
+    pub fn max_abs(self) -> f32 {
+        const F16_MAX: f32 = 65504.0;
+        match self {
+            DType::F32 => f32::MAX,
+            DType::F16 => F16_MAX,
+            DType::Q8_0 => F16_MAX * 127.0,
+            DType::Q4_0 => F16_MAX * 8.0,
+        }
+    }
+
+    /// Checks that the values of tensor `name` are finite and fit this format: the error names
+    /// the tensor, the first bad value's index, and a format that would hold it.
+    pub fn check_values(self, name: &str, data: &[f32]) -> Result<()> {
+        let max = self.max_abs();
+        let Some(index) = data.iter().position(|v| v.is_nan() || v.abs() > max) else {
+            return Ok(());
+        };
+        let value = data[index];
+        if !value.is_finite() {
+            return Err(Error::NonFinite {
+                tensor: name.to_string(),
+                index,
+                value,
+            });
+        }
+        let alt = match DType::Q8_0.max_abs() >= value.abs() {
+            true => " or q8_0 (its per-block scales reach further)".to_string(),
+            false => String::new(),
+        };
+        Err(Error::Overflow {
+            tensor: name.to_string(),
+            index,
+            value,
+            dtype: self.name().to_string(),
+            max,
+            alt,
+        })
+    }
+
     /// Bytes of one row of `cols` weights (quant bytes plus scales).
     pub fn row_bytes(self, cols: usize) -> u64 {
         match self {

@@ -33,6 +33,10 @@ pub enum Error {
     RequestDevice(String),
     #[error("GPU error during {during}: {msg}")]
     Gpu { during: String, msg: String },
+    /// The device is gone (driver reset, GPU removed, out of memory at the driver): nothing
+    /// more can run on it.
+    #[error("the GPU device was lost ({msg}) during {during}; restart to use it again")]
+    DeviceLost { during: String, msg: String },
     #[error("{what} needs {needed} but the device allows {limit}")]
     Limit { what: String, needed: u64, limit: u64 },
     #[error("token id {id} at position {pos} is out of range (vocab size {vocab})")]
@@ -42,8 +46,8 @@ pub enum Error {
     #[error(
         "not enough GPU memory: the model needs {} but the adapter has {} ({detail}); \
          LFM_GPU_MEMORY overrides what the driver reports",
-        crate::model::memory::gib(*needed),
-        crate::model::memory::gib(*available)
+        crate::units::gib(*needed),
+        crate::units::gib(*available)
     )]
     OutOfMemory {
         needed: u64,
@@ -65,6 +69,40 @@ pub enum Error {
     /// Downloading a file of a Hugging Face repo failed.
     #[error("downloading {file} of {repo} failed: {msg}")]
     Download { repo: String, file: String, msg: String },
+    /// A weight is NaN or infinite in the file.
+    #[error("tensor {tensor}: value {value} at index {index} is not finite (the checkpoint is corrupt)")]
+    NonFinite { tensor: String, index: usize, value: f32 },
+    /// A weight is too large for the storage format it is being converted to.
+    #[error(
+        "tensor {tensor}: value {value:e} at index {index} overflows {dtype} (|x| ≤ {max:e}); \
+         load this checkpoint with --dtype f32{alt}"
+    )]
+    Overflow {
+        tensor: String,
+        index: usize,
+        value: f32,
+        dtype: String,
+        max: f32,
+        /// Other advice (another format that holds it).
+        alt: String,
+    },
+    /// The model produced NaN or infinite logits while running.
+    #[error(
+        "the model produced non-finite logits (NaN or infinity) at position {pos}: the weights or \
+         activations overflow on this path; try --dtype f32 and --kv-dtype f32"
+    )]
+    NonFiniteLogits { pos: usize },
+    /// The work was stopped on request (Ctrl-C, a closed connection).
+    #[error("cancelled")]
+    Cancelled,
+    /// A file name taken from a model's metadata is not a plain relative name inside its
+    /// directory.
+    #[error("{source_file}: unsafe file name {name:?}: {why}")]
+    UnsafeName {
+        source_file: PathBuf,
+        name: String,
+        why: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -33,6 +33,8 @@ pub struct HubEnv {
     pub offline: bool,
     /// `HF_TOKEN`, for gated or private repos.
     pub token: Option<String>,
+    /// `HF_ENDPOINT`: the hub's address (default `https://huggingface.co`).
+    pub endpoint: Option<String>,
 }
 
 impl HubEnv {
@@ -50,6 +52,7 @@ impl HubEnv {
                 )
             }),
             token: var("HF_TOKEN").map(|v| v.to_string_lossy().into_owned()),
+            endpoint: var("HF_ENDPOINT").map(|v| v.to_string_lossy().into_owned()),
         }
     }
 
@@ -116,6 +119,51 @@ pub fn resolve_model_with(spec: &str, offline: bool, env: &HubEnv) -> Result<Pat
     download(spec, &cache, env)
 }
 
+/// A directory holding the `config.json` of `spec` — all `lfm info` reads: a local
+/// directory, a cached snapshot (complete or not), or only `config.json` downloaded.
+pub fn resolve_config(spec: &str, offline: bool) -> Result<PathBuf> {
+    resolve_config_with(spec, offline, &HubEnv::from_env())
+}
+
+/// [`resolve_config`] with an explicit environment.
+pub fn resolve_config_with(spec: &str, offline: bool, env: &HubEnv) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let not_found = |detail: String| Error::ModelNotFound {
+        spec: spec.to_string(),
+        detail,
+    };
+    if !is_repo_id(spec) {
+        return Err(not_found(
+            "no such directory, and not a Hugging Face repo id (owner/name)".into(),
+        ));
+    }
+    let cache = env
+        .cache_dir()
+        .ok_or_else(|| not_found("no Hugging Face cache directory: set HF_HUB_CACHE, HF_HOME or HOME".into()))?;
+    let repo_dir = cache.join(repo_folder(spec));
+    let main = std::fs::read_to_string(repo_dir.join("refs").join("main")).ok();
+    let mut snapshots: Vec<PathBuf> = main
+        .iter()
+        .map(|rev| repo_dir.join("snapshots").join(rev.trim()))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(repo_dir.join("snapshots")) {
+        snapshots.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    if let Some(dir) = snapshots.into_iter().find(|d| d.join("config.json").is_file()) {
+        return Ok(dir);
+    }
+    if offline || env.offline {
+        return Err(not_found(format!(
+            "no config.json for it in the Hugging Face cache at {}, and downloading is off",
+            repo_dir.display()
+        )));
+    }
+    download_files(spec, &cache, env, false)
+}
+
 /// Whether `spec` looks like `owner/name` (letters, digits, `-`, `_`, `.`; no `..`).
 pub fn is_repo_id(spec: &str) -> bool {
     let ok = |s: &str| {
@@ -172,18 +220,17 @@ pub fn is_complete(dir: &Path) -> bool {
     if dir.join("model.safetensors").is_file() {
         return true;
     }
-    match shard_names(&dir.join("model.safetensors.index.json")) {
-        Some(shards) => !shards.is_empty() && shards.iter().all(|s| dir.join(s).is_file()),
-        None => false,
+    let index = dir.join("model.safetensors.index.json");
+    match shard_names(&index) {
+        Ok(shards) => shards.iter().all(|s| crate::files::model_file(dir, &index, s).is_ok()),
+        Err(_) => false,
     }
 }
 
-/// The shard files listed in a `model.safetensors.index.json` (`weight_map` values).
-fn shard_names(index: &Path) -> Option<BTreeSet<String>> {
-    let text = std::fs::read_to_string(index).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let map = json.get("weight_map")?.as_object()?;
-    Some(map.values().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+/// The shard files listed in a `model.safetensors.index.json` (`weight_map` values), each
+/// checked to be a plain relative name inside the model directory.
+fn shard_names(index: &Path) -> Result<BTreeSet<String>> {
+    Ok(crate::model::weights::read_weight_map(index)?.into_values().collect())
 }
 
 /// Files fetched besides the weights; only those the repo lists are fetched.
@@ -204,6 +251,11 @@ const MODEL_FILES: [&str; 6] = [
 /// `blobs/<etag>.part` and resumes an interrupted file from where that `.part` file ends,
 /// retrying failed transfers; finished files are not fetched again.
 pub fn download(repo_id: &str, cache: &Path, env: &HubEnv) -> Result<PathBuf> {
+    download_files(repo_id, cache, env, true)
+}
+
+/// With `weights` false, only `config.json` (what `lfm info` needs).
+fn download_files(repo_id: &str, cache: &Path, env: &HubEnv, weights: bool) -> Result<PathBuf> {
     use hf_hub::api::sync::ApiBuilder;
     let fail = |file: &str, e: &dyn std::fmt::Display| Error::Download {
         repo: repo_id.to_string(),
@@ -214,10 +266,13 @@ pub fn download(repo_id: &str, cache: &Path, env: &HubEnv) -> Result<PathBuf> {
         let t = std::fs::read_to_string(env.hf_home()?.join("token")).ok()?;
         Some(t.trim().to_string()).filter(|t| !t.is_empty())
     });
-    let mut builder = ApiBuilder::from_env()
+    let mut builder = ApiBuilder::new()
         .with_cache_dir(cache.to_path_buf())
         .with_progress(true)
         .with_retries(5);
+    if let Some(endpoint) = &env.endpoint {
+        builder = builder.with_endpoint(endpoint.clone());
+    }
     if token.is_some() {
         builder = builder.with_token(token);
     }
@@ -234,16 +289,19 @@ pub fn download(repo_id: &str, cache: &Path, env: &HubEnv) -> Result<PathBuf> {
     let config = get("config.json")?;
     let dir = config
         .parent()
-        .expect("a cached file lies in a snapshot directory")
+        .ok_or_else(|| fail("config.json", &"the cached file has no directory"))?
         .to_path_buf();
+    if !weights {
+        return Ok(dir);
+    }
     for file in MODEL_FILES.iter().filter(|f| listed.contains(**f)) {
         get(file)?;
     }
     const INDEX: &str = "model.safetensors.index.json";
     if listed.contains(INDEX) {
         let index = get(INDEX)?;
-        let shards =
-            shard_names(&index).ok_or_else(|| fail(INDEX, &"not a valid safetensors index (no weight_map)"))?;
+        // Names come from the repo: checked before anything is fetched with them.
+        let shards = shard_names(&index).map_err(|e| fail(INDEX, &e))?;
         for shard in &shards {
             get(shard)?;
         }

@@ -3,14 +3,19 @@
 pub mod chat;
 pub mod dtype;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod hub;
+pub mod interrupt;
 pub mod kernels;
+pub mod layout;
 pub mod model;
 pub mod npy;
 pub mod progress;
 pub mod quant;
 pub mod reference;
+pub mod sampling;
 pub mod tokenizer;
+pub mod units;
 
 pub use error::{Error, Result};

@@ -1,12 +1,17 @@
 //! Minimal NumPy `.npy` (v1.0) reader and writer for little-endian float32 arrays.
 
 use crate::error::{Error, Result};
-use std::io::Write;
 use std::path::Path;
 
-/// Writes `data` with `shape` as a float32 .npy file.
+/// Writes `data` with `shape` as a float32 .npy file (atomically: whole or not at all).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    assert_eq!(shape.iter().product::<usize>(), data.len(), "npy shape/data mismatch");
+    if shape.iter().product::<usize>() != data.len() {
+        return Err(Error::Invalid(format!(
+            "{}: {} values do not have the shape {shape:?}",
+            path.display(),
+            data.len()
+        )));
+    }
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_str = match dims.len() {
         1 => format!("({},)", dims[0]),
@@ -22,8 +27,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(bytemuck::cast_slice(data));
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(&bytes).map_err(|e| Error::io(path, e))
+    crate::files::write_atomic(path, &bytes)
 }
 
 /// Reads a little-endian float32 C-order .npy file: (shape, data).

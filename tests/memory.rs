@@ -140,7 +140,7 @@ fn synthetic_checkpoint_round_trip() {
     let cfg = Checkpoint::open(&fixture_dir("tiny_b")).unwrap().config;
     let dir = tempfile::tempdir().unwrap();
     Synthetic::new(cfg.clone(), DType::F32, 11)
-        .write_hf_checkpoint(dir.path())
+        .write_hf_checkpoint(dir.path(), false)
         .unwrap();
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     assert_eq!(ckpt.config, cfg);

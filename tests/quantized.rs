@@ -115,7 +115,7 @@ fn quantized_copy(name: &str, dtype: DType, tag: &str) -> std::path::PathBuf {
     let out = std::env::temp_dir().join(format!("lfm-wgpu-q-{}-{name}-{dtype}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let ckpt = Checkpoint::open(&fixture_dir(name)).unwrap();
-    lfm_wgpu::model::quantize::quantize(&ckpt, &out, dtype, &mut |_, _| {}).unwrap();
+    lfm_wgpu::model::quantize::quantize(&ckpt, &out, dtype, false, &mut |_, _| {}).unwrap();
     out
 }
 

@@ -16,13 +16,29 @@ use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::kernels::{probe, Kernels};
 use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::memory::{gib, peak_host_memory, MemoryEstimate};
+use lfm_wgpu::model::memory::{peak_host_memory, MemoryEstimate};
 use lfm_wgpu::model::session::{DispatchTime, Session, SessionOptions};
 use lfm_wgpu::model::synthetic::Synthetic;
 use lfm_wgpu::model::weights::{Checkpoint, Source};
+use lfm_wgpu::units::gib;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Writes a line to stdout; a closed pipe is not an error (`wgpu-bench | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+/// As [`say!`], without the newline.
+#[allow(unused_macros)]
+macro_rules! put {
+    ($($t:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(
@@ -38,26 +54,26 @@ struct Args {
     #[arg(long)]
     dtype: Option<String>,
     /// Synthetic model: this many layers of the real schedule (default 24; fewer on CPU adapters)
-    #[arg(long)]
-    layers: Option<usize>,
-    /// Prompt tokens of the pp test
-    #[arg(short = 'p')]
-    prompt: Option<usize>,
-    /// Generated tokens of the tg test
-    #[arg(short = 'n')]
-    gen: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=24))]
+    layers: Option<u32>,
+    /// Prompt tokens of the pp test (0: none)
+    #[arg(short = 'p', value_parser = clap::value_parser!(u32).range(0..=MAX_TOKENS))]
+    prompt: Option<u32>,
+    /// Generated tokens of the tg test (0: none)
+    #[arg(short = 'n', value_parser = clap::value_parser!(u32).range(0..=MAX_TOKENS))]
+    gen: Option<u32>,
     /// Repetitions
-    #[arg(short = 'r')]
-    reps: Option<usize>,
+    #[arg(short = 'r', value_parser = clap::value_parser!(u32).range(1..=1000))]
+    reps: Option<u32>,
     /// Decode after this many tokens of context
-    #[arg(long, default_value_t = 0)]
-    depth: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_TOKENS))]
+    depth: u32,
     #[arg(long)]
     adapter: Option<String>,
     #[arg(long)]
     backend: Option<String>,
-    #[arg(long, default_value_t = 512)]
-    ubatch: usize,
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    ubatch: u32,
     /// Per-kernel decode breakdown from timestamp queries
     #[arg(long)]
     profile: bool,
@@ -71,6 +87,17 @@ struct Args {
     /// exit (to measure loading and `lfm quantize` at full size without a download)
     #[arg(long)]
     write_checkpoint: Option<std::path::PathBuf>,
+    /// With --write-checkpoint: replace the weights in a non-empty directory
+    #[arg(long)]
+    force: bool,
+}
+
+/// Largest -p, -n and --depth (the whole run must fit one context).
+const MAX_TOKENS: i64 = 32768;
+
+/// A progress line on stderr (the tables and JSON go to stdout).
+fn progress(msg: &str) {
+    eprintln!("[wgpu-bench] {msg}");
 }
 
 /// Seed of the synthetic weights (the same model in every run).
@@ -128,9 +155,14 @@ fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let a = Args::parse();
     if let Some(dir) = &a.write_checkpoint {
-        let src = Synthetic::new(Config::lfm2_8b_a1b(a.layers.unwrap_or(24))?, DType::F32, SYNTHETIC_SEED);
+        let src = Synthetic::new(
+            Config::lfm2_8b_a1b(a.layers.unwrap_or(24) as usize)?,
+            DType::F32,
+            SYNTHETIC_SEED,
+        );
         let t = Instant::now();
-        let bytes = src.write_hf_checkpoint(dir)?;
+        progress(&format!("writing {}", dir.display()));
+        let bytes = src.write_hf_checkpoint(dir, a.force)?;
         eprintln!(
             "wrote {} ({}) in {:.1} s",
             dir.display(),
@@ -148,8 +180,8 @@ fn main() -> Result<()> {
     let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
     // On a software adapter the defaults scale down so a plain run ends in minutes.
     let mut scaled = Vec::new();
-    let mut pick = |v: Option<usize>, full: usize, small: usize, what: &str| match (v, cpu_adapter) {
-        (Some(v), _) => v,
+    let mut pick = |v: Option<u32>, full: usize, small: usize, what: &str| match (v, cpu_adapter) {
+        (Some(v), _) => v as usize,
         (None, false) => full,
         (None, true) => {
             scaled.push(format!("{what} {small} (not {full})"));
@@ -165,18 +197,29 @@ fn main() -> Result<()> {
         None
     };
     let dtype = DType::parse(a.dtype.as_deref().unwrap_or("q4_0"))?;
+    let (depth, ubatch) = (a.depth as usize, a.ubatch as usize);
+    if depth + prompt_n.max(1) + gen_n > MAX_TOKENS as usize {
+        anyhow::bail!(
+            "--depth {depth} + -p {prompt_n} + -n {gen_n} exceeds the largest benchmark context ({MAX_TOKENS} tokens)"
+        );
+    }
+    progress(&format!(
+        "adapter {}; measuring copy bandwidth and FMA peak",
+        gpu.info.name
+    ));
 
     // Device yardsticks, measured in this run.
     let kernels = Kernels::new(gpu.clone());
     let copy_bw = probe::copy_bandwidth(&gpu, 256 << 20, 3)?;
     let fma = probe::fma_peak(&kernels, 3)?;
 
-    let ctx = (a.depth + prompt_n.max(1) + gen_n + 2).next_multiple_of(256);
+    let ctx = (depth + prompt_n.max(1) + gen_n + 2).next_multiple_of(256);
     let sopts = SessionOptions {
         ctx,
-        ubatch: a.ubatch,
+        ubatch,
         kv_dtype: None,
     };
+    progress("loading the model");
     let t = Instant::now();
     let (model, name, est, file_bytes) = match &a.model {
         Some(dir) => {
@@ -187,6 +230,7 @@ fn main() -> Result<()> {
         }
         None => {
             let src = Synthetic::new(Config::lfm2_8b_a1b(layers.unwrap_or(24))?, dtype, SYNTHETIC_SEED);
+            progress(&format!("generating synthetic {dtype} weights"));
             let name = format!("LFM2-8B-A1B shape, {} layers, synthetic", src.config().num_layers());
             let (m, est) = GpuModel::load_checked(gpu.clone(), &src, dtype, &sopts)?;
             (m, name, est, None)
@@ -210,13 +254,15 @@ fn main() -> Result<()> {
         Some(dir) => Some(read_file_time(dir)?),
         None => None,
     };
-    let prompt = prompt_ids(prompt_n.max(a.depth).max(1), cfg.vocab_size);
+    let prompt = prompt_ids(prompt_n.max(depth).max(1), cfg.vocab_size);
 
+    progress(&format!("loaded in {load_s:.1} s; warm-up"));
     s.prefill(&prompt[..prompt.len().min(8)], false)?; // warm-up
     let (mut pp, mut ttft, mut tg, mut bw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..reps {
+    for rep in 0..reps {
         s.reset();
         if prompt_n > 0 {
+            progress(&format!("pp{prompt_n}, repetition {}/{reps}", rep + 1));
             let t = Instant::now();
             s.prefill(&prompt[..prompt_n], false)?;
             let dt = t.elapsed().as_secs_f64();
@@ -224,8 +270,9 @@ fn main() -> Result<()> {
             ttft.push(dt);
         }
         if gen_n > 0 {
+            progress(&format!("tg{gen_n}, repetition {}/{reps}", rep + 1));
             s.reset();
-            s.prefill(&prompt[..a.depth.max(1)], false)?;
+            s.prefill(&prompt[..depth.max(1)], false)?;
             let kv_start = s.decode_kv_bytes();
             let mut ids = Vec::with_capacity(gen_n);
             let t = Instant::now();
@@ -244,13 +291,14 @@ fn main() -> Result<()> {
     let per_token = s.decode_weight_bytes();
 
     let (profile, prefill_profile) = if a.profile {
+        progress("profiling one prefill and one decode step");
         s.reset();
         let pp = match prompt_n {
             0 => None,
-            n => Some(s.prefill_profiled(&prompt[..n.min(a.ubatch)])?),
+            n => Some(s.prefill_profiled(&prompt[..n.min(ubatch)])?),
         };
         s.reset();
-        let (next, _) = s.prefill(&prompt[..a.depth.max(1)], false)?;
+        let (next, _) = s.prefill(&prompt[..depth.max(1)], false)?;
         (Some(s.decode_profiled(next)?), pp)
     } else {
         (None, None)
@@ -267,7 +315,7 @@ fn main() -> Result<()> {
         let (prof, pprof) = (as_json(&profile), as_json(&prefill_profile));
         let j = serde_json::json!({
             "adapter": info.name, "device_type": format!("{:?}", info.device_type), "backend": format!("{:?}", info.backend),
-            "driver": format!("{} {}", info.driver, info.driver_info), "model": name, "dtype": dtype.name(),
+            "driver": format!("{} {}", info.driver, info.driver_info), "model": name, "dtype": model.dtype.name(),
             "layers": cfg.num_layers(), "scaled_for_cpu_adapter": scaled,
             "load_s": load_s, "gpu_bytes": gpu_bytes, "weight_bytes": model.weight_bytes,
             "estimate": {"weights": est.weights, "kv": est.kv, "scratch": est.scratch, "ctx": est.ctx},
@@ -276,28 +324,33 @@ fn main() -> Result<()> {
             "copy_bandwidth_bytes_s": copy_bw, "fma_peak_flop_s": fma,
             "tests": [
                 {"test": format!("pp{prompt_n}"), "tok_s_mean": ppm, "tok_s_sd": pps, "ttft_s": ttftm, "flop_s": flops},
-                {"test": format!("tg{gen_n}"), "depth": a.depth, "tok_s_mean": tgm, "tok_s_sd": tgs,
+                {"test": format!("tg{gen_n}"), "depth": depth, "tok_s_mean": tgm, "tok_s_sd": tgs,
                  "bytes_per_token": per_token, "effective_bandwidth_bytes_s": bwm, "share_of_copy_bandwidth": bwm / copy_bw},
             ],
             "profile": prof,
             "prefill_profile": pprof,
         });
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        say!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
-    println!(
+    say!(
         "adapter: {} ({:?}, {:?}, {} {})",
-        info.name, info.device_type, info.backend, info.driver, info.driver_info
+        info.name,
+        info.device_type,
+        info.backend,
+        info.driver,
+        info.driver_info
     );
-    println!(
-        "model: {name}, {dtype}, {} layers | load {load_s:.2} s | GPU memory {} GB (weights {}) | copy bandwidth {} GB/s | FMA peak {:.1} GFLOP/s",
+    say!(
+        "model: {name}, {}, {} layers | load {load_s:.2} s | GPU memory {} GB (weights {}) | copy bandwidth {} GB/s | FMA peak {:.1} GFLOP/s",
+        model.dtype,
         cfg.num_layers(),
         gb(gpu_bytes as f64),
         gb(model.weight_bytes as f64),
         gb(copy_bw),
         fma / 1e9
     );
-    println!(
+    say!(
         "memory: with a 4096-token context {} (weights {}, {} KV {}, scratch {}) | peak host memory {}{}",
         gib(at4k.total()),
         gib(at4k.weights),
@@ -311,12 +364,12 @@ fn main() -> Result<()> {
         }
     );
     if !scaled.is_empty() {
-        println!("software adapter: defaults scaled down: {}", scaled.join(", "));
+        say!("software adapter: defaults scaled down: {}", scaled.join(", "));
     }
-    println!("| {:<10} | {:>18} | {:>44} |", "test", "t/s", "");
-    println!("| {:-<10} | {:->18} | {:->44} |", "", "", "");
+    say!("| {:<10} | {:>18} | {:>44} |", "test", "t/s", "");
+    say!("| {:-<10} | {:->18} | {:->44} |", "", "", "");
     if prompt_n > 0 {
-        println!(
+        say!(
             "| {:<10} | {:>18} | {:>44} |",
             format!("pp{prompt_n}"),
             format!("{ppm:.2} ± {pps:.2}"),
@@ -329,7 +382,7 @@ fn main() -> Result<()> {
         );
     }
     if gen_n > 0 {
-        println!(
+        say!(
             "| {:<10} | {:>18} | {:>44} |",
             format!(
                 "tg{gen_n}{}",
@@ -352,7 +405,7 @@ fn main() -> Result<()> {
         print_profile("decode step", &p, copy_bw);
     }
     if let Some(p) = prefill_profile {
-        print_profile(&format!("prefill of {} tokens", prompt_n.min(a.ubatch)), &p, copy_bw);
+        print_profile(&format!("prefill of {} tokens", prompt_n.min(ubatch)), &p, copy_bw);
     }
     Ok(())
 }
@@ -369,22 +422,32 @@ fn print_profile(what: &str, p: &[DispatchTime], copy_bw: f64) {
     }
     let mut rows: Vec<_> = by.into_iter().collect();
     rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-    println!(
+    say!(
         "\n{what} profile (GPU timestamps, one pass per dispatch): {:.3} ms in {} dispatches",
         total * 1e3,
         p.len()
     );
-    println!(
+    say!(
         "| {:<26} | {:>9} | {:>6} | {:>5} | {:>9} | {:>7} |",
-        "kernel", "ms", "share", "calls", "GB/s", "% copy"
+        "kernel",
+        "ms",
+        "share",
+        "calls",
+        "GB/s",
+        "% copy"
     );
-    println!(
+    say!(
         "| {:-<26} | {:->9} | {:->6} | {:->5} | {:->9} | {:->7} |",
-        "", "", "", "", "", ""
+        "",
+        "",
+        "",
+        "",
+        "",
+        ""
     );
     for (k, (t, bytes, n)) in rows {
         let bw = if bytes > 0 { bytes as f64 / t } else { 0.0 };
-        println!(
+        say!(
             "| {:<26} | {:>9.3} | {:>5.1}% | {:>5} | {:>9} | {:>7} |",
             k,
             t * 1e3,
@@ -442,27 +505,37 @@ fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, json: bool) -> Result<()
             .iter()
             .map(|t| serde_json::json!({"dtype": t.dtype.name(), "kernel": t.name, "rows": t.rows, "cols": t.cols, "bytes": t.bytes, "seconds": t.seconds, "bytes_s": t.bytes as f64 / t.seconds, "share_of_copy": t.bytes as f64 / t.seconds / copy_bw}))
             .collect();
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"copy_bandwidth_bytes_s": copy_bw, "kernels": j}))?
         );
         return Ok(());
     }
-    println!(
+    say!(
         "decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s)",
         gb(copy_bw)
     );
-    println!(
+    say!(
         "| {:<6} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |",
-        "dtype", "kernel", "shape", "µs", "GB/s", "% copy"
+        "dtype",
+        "kernel",
+        "shape",
+        "µs",
+        "GB/s",
+        "% copy"
     );
-    println!(
+    say!(
         "| {:-<6} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |",
-        "", "", "", "", "", ""
+        "",
+        "",
+        "",
+        "",
+        "",
+        ""
     );
     for t in rows {
         let bw = t.bytes as f64 / t.seconds;
-        println!(
+        say!(
             "| {:<6} | {:<16} | {:>13} | {:>9.1} | {:>9} | {:>6.1}% |",
             t.dtype.name(),
             t.name,

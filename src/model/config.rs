@@ -8,12 +8,12 @@ use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
 
-/// The operator of one layer (spec §1.1).
+/// The operator of one layer (docs §1.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerKind {
-    /// Gated short convolution (spec §6).
+    /// Gated short convolution (docs §6).
     Conv,
-    /// Grouped-query attention with per-head q/k norms and NeoX RoPE (spec §7).
+    /// Grouped-query attention with per-head q/k norms and NeoX RoPE (docs §7).
     Attention,
 }
 
@@ -56,6 +56,15 @@ pub const MAX_HEAD_DIM: usize = 256;
 pub const MAX_TOPK: usize = 8;
 /// Most experts per layer the router kernel supports.
 pub const MAX_EXPERTS: usize = 256;
+/// Largest vocabulary: the sampler counts tokens exactly in f32.
+pub const MAX_VOCAB: usize = 1 << 24;
+/// Bounds on the other sizes a config may give (far above any LFM2 model; they keep every
+/// product the kernels index with u32 in range and every allocation plausible).
+pub const MAX_LAYERS: usize = 512;
+pub const MAX_HIDDEN: usize = 1 << 16;
+pub const MAX_INTERMEDIATE: usize = 1 << 18;
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_POSITIONS: usize = 1 << 24;
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -214,11 +223,47 @@ impl Config {
                 Ok(())
             }
         };
+        let at_most = |name: &str, x: usize, max: usize| match x <= max {
+            true => Ok(()),
+            false => Err(format!("{name} = {x} exceeds the supported maximum {max}")),
+        };
+        at_most("vocab_size", c.vocab_size, MAX_VOCAB)?;
+        at_most("num_hidden_layers", c.layer_types.len(), MAX_LAYERS)?;
+        at_most("hidden_size", c.hidden_size, MAX_HIDDEN)?;
+        at_most("intermediate_size", c.intermediate_size, MAX_INTERMEDIATE)?;
+        at_most("moe_intermediate_size", c.moe_intermediate_size, MAX_INTERMEDIATE)?;
+        at_most("num_attention_heads", c.num_attention_heads, MAX_HEADS)?;
+        at_most("num_key_value_heads", c.num_key_value_heads, MAX_HEADS)?;
+        at_most("head_dim", c.head_dim, MAX_HEAD_DIM)?;
+        at_most("max_position_embeddings", c.max_position_embeddings, MAX_POSITIONS)?;
         by8("hidden_size", c.hidden_size)?;
         by8("intermediate_size", c.intermediate_size)?;
         by8("moe_intermediate_size", c.moe_intermediate_size)?;
+        if c.layer_types.is_empty() {
+            return Err("num_hidden_layers must be positive".into());
+        }
         if c.vocab_size == 0 {
             return Err("vocab_size must be positive".into());
+        }
+        // Every matrix is indexed with u32 element offsets.
+        let e = c.num_experts.max(1);
+        for (what, dims) in [
+            ("vocab_size × hidden_size", [c.vocab_size, c.hidden_size, 1]),
+            ("qkv rows × hidden_size", [c.qkv_dim(), c.hidden_size, 1]),
+            ("3 × hidden_size²", [3 * c.hidden_size, c.hidden_size, 1]),
+            (
+                "intermediate_size × hidden_size",
+                [c.intermediate_size, c.hidden_size, 1],
+            ),
+            (
+                "num_experts × moe_intermediate_size × hidden_size",
+                [e, c.moe_intermediate_size, c.hidden_size],
+            ),
+        ] {
+            let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if n.is_none_or(|n| n > u32::MAX as usize) {
+                return Err(format!("{what} ({dims:?}) exceeds 2^32 elements in one matrix"));
+            }
         }
         if c.layer_types.contains(&LayerKind::Attention) {
             if c.num_attention_heads == 0 || c.num_key_value_heads == 0 {
@@ -268,13 +313,22 @@ impl Config {
                 c.conv_l_cache
             ));
         }
-        if c.norm_eps.is_nan() || c.norm_eps <= 0.0 || c.rope_theta.is_nan() || c.rope_theta <= 0.0 {
-            return Err("norm_eps and rope theta must be positive".into());
+        if !(c.norm_eps > 0.0 && c.norm_eps < 1.0) {
+            return Err(format!("norm_eps = {} must be in (0, 1)", c.norm_eps));
+        }
+        if !(c.rope_theta > 0.0 && c.rope_theta.is_finite()) {
+            return Err(format!("rope theta = {} must be finite and positive", c.rope_theta));
+        }
+        if !(c.routed_scaling_factor > 0.0 && c.routed_scaling_factor <= 1e4) {
+            return Err(format!(
+                "routed_scaling_factor = {} must be in (0, 10000]",
+                c.routed_scaling_factor
+            ));
         }
         Ok(())
     }
 
-    /// LFM2-8B-A1B's shape (spec §1) with the first `layers` layers of its schedule
+    /// LFM2-8B-A1B's shape (docs §1) with the first `layers` layers of its schedule
     /// (attention at 2, 6, 10, 14, 18, 21; 24 is the real model). A shorter stack keeps
     /// dense layers in proportion (2 of 24, at least one).
     pub fn lfm2_8b_a1b(layers: usize) -> Result<Self> {

@@ -3,7 +3,7 @@
 
 use super::config::Config;
 use super::memory::{default_kv_dtype, MemoryEstimate};
-use super::session::SessionOptions;
+use super::state::SessionOptions;
 use super::weights::{storage_format, MatSpec, Source, WeightSink, Weights};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, GpuMatrix};
@@ -53,15 +53,19 @@ impl WeightSink for GpuSink<'_> {
                 src.release(spec);
                 m
             }
-            None => GpuMatrix::create(self.gpu, &spec.label, shape, storage_format(spec, self.dtype), |w| {
-                let mut buf = Vec::new();
-                for part in &spec.parts {
-                    buf.resize(part.shape.iter().product(), 0.0);
-                    src.read_f32(&part.name, &part.shape, &mut buf)?;
-                    w.push(&buf)?;
-                }
-                Ok(())
-            })?,
+            None => {
+                let format = storage_format(spec, self.dtype);
+                GpuMatrix::create(self.gpu, &spec.label, shape, format, |w| {
+                    let mut buf = Vec::new();
+                    for part in &spec.parts {
+                        buf.resize(part.shape.iter().product(), 0.0);
+                        src.read_f32(&part.name, &part.shape, &mut buf)?;
+                        format.check_values(&part.name, &buf)?;
+                        w.push(&buf)?;
+                    }
+                    Ok(())
+                })?
+            }
         };
         self.uploaded(m.bytes())?;
         Ok(m)

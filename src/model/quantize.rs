@@ -10,11 +10,13 @@
 //! tensor at a time.
 
 use super::weights::{
-    storage_format, stored_row_bytes, Checkpoint, MatSpec, Source, WeightSink, Weights, LAYOUT_VERSION, META_DTYPE,
-    META_FORMAT_PREFIX, META_LAYOUT, META_POLICY,
+    storage_format, Checkpoint, MatSpec, Source, WeightSink, Weights, LAYOUT_VERSION, META_DTYPE, META_FORMAT_PREFIX,
+    META_LAYOUT, META_POLICY,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::files::{copy_atomic, prepare_output_dir, AtomicFile};
+use crate::layout::stored_row_bytes;
 use half::f16;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,17 +42,17 @@ pub(crate) struct Entry {
 }
 
 /// A safetensors file whose header is written and whose tensor data is to follow, in the
-/// order of the entries.
+/// order of the entries; it appears at its path on `out.commit()`.
 pub(crate) struct SafetensorsWriter {
-    pub out: std::io::BufWriter<std::fs::File>,
+    pub out: AtomicFile,
     /// Header bytes (length prefix included).
     pub header_bytes: u64,
     /// Tensor bytes the header promises.
     pub data_bytes: u64,
 }
 
-/// Creates `path` and writes the header for `entries` with `meta` (no `__metadata__` when
-/// empty); the caller then writes each entry's bytes in order.
+/// Starts `path` (atomically) and writes the header for `entries` with `meta` (no
+/// `__metadata__` when empty); the caller then writes each entry's bytes in order and commits.
 pub(crate) fn create_safetensors(
     path: &Path,
     meta: &BTreeMap<String, String>,
@@ -72,8 +74,7 @@ pub(crate) fn create_safetensors(
     while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
+    let mut out = AtomicFile::create(path)?;
     out.write_all(&(text.len() as u64).to_le_bytes())
         .and_then(|_| out.write_all(text.as_bytes()))
         .map_err(|e| Error::io(path, e))?;
@@ -159,6 +160,7 @@ impl<W: Write> WeightSink for Writer<'_, W> {
         for part in &spec.parts {
             buf.resize(part.shape.iter().product(), 0.0);
             src.read_f32(&part.name, &part.shape, &mut buf)?;
+            f.check_values(&part.name, &buf)?;
             let bytes: Vec<u8> = match f.quant() {
                 Some(q) => {
                     let mut quants = Vec::new();
@@ -191,12 +193,15 @@ pub struct QuantizeReport {
     pub formats: BTreeMap<String, usize>,
 }
 
-/// Writes `src` as `dtype` in the engine's layout into `out_dir` (created), with the config
-/// and tokenizer files copied over. `progress` gets (bytes written, bytes to write).
+/// Writes `src` as `dtype` in the engine's layout into `out_dir`, with the config and
+/// tokenizer files copied over. `out_dir` must not overlap the source and must be new or
+/// empty, unless `force` (then the weights in it are replaced); every file appears whole
+/// or not at all. `progress` gets (bytes written, bytes to write).
 pub fn quantize(
     src: &Checkpoint,
     out_dir: &Path,
     dtype: DType,
+    force: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<QuantizeReport> {
     if let Some(d) = src.prequantized {
@@ -205,7 +210,7 @@ pub fn quantize(
             src.dir.display()
         )));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    prepare_output_dir(out_dir, Some(&src.dir), force)?;
     let mut plan = Plan {
         dtype,
         entries: Vec::new(),
@@ -239,11 +244,11 @@ pub fn quantize(
             w.written
         )));
     }
-    w.out.flush().map_err(|e| Error::io(&path, e))?;
+    w.out.commit()?;
     for f in SIDE_FILES {
         let from = src.dir.join(f);
         if from.exists() {
-            std::fs::copy(&from, out_dir.join(f)).map_err(|e| Error::io(&from, e))?;
+            copy_atomic(&from, &out_dir.join(f))?;
         }
     }
     let mut formats = BTreeMap::new();

@@ -7,32 +7,18 @@
 
 use super::forward::{self, Mode};
 use super::gpu_weights::GpuModel;
-use super::sampling::{Sampler, SamplingParams};
+use super::sampling::Sampler;
+pub use super::state::SessionOptions;
 use super::state::{LayerState, State, KEYS_PER_SPLIT, MAX_ATTN_SPLITS};
 use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::kernels::{Kernels, Program, StepShape, Uniforms};
+use crate::sampling::SamplingParams;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-#[derive(Clone, Debug)]
-pub struct SessionOptions {
-    /// Context length (KV cache capacity), default 4096.
-    pub ctx: usize,
-    /// Prefill chunk, default 512.
-    pub ubatch: usize,
-    /// KV-cache storage (f32 or f16); default: f32 with f32 weights, else f16.
-    pub kv_dtype: Option<DType>,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions {
-            ctx: 4096,
-            ubatch: 512,
-            kv_dtype: None,
-        }
-    }
-}
+/// The id the argmax and sample kernels write when the logits row holds NaN or ±inf.
+pub const NON_FINITE_ID: u32 = u32::MAX;
 
 /// One dispatch of a profiled step.
 #[derive(Clone, Debug)]
@@ -66,6 +52,9 @@ pub struct Session {
     /// cache entries below a position are never rewritten), and the position they hold.
     snapshot: Vec<wgpu::Buffer>,
     snapshot_pos: Option<usize>,
+    /// Raised from elsewhere (Ctrl-C, a closed connection) to stop a prefill between chunks
+    /// and a generation between tokens.
+    cancel: Arc<AtomicBool>,
 }
 
 /// What one [`Session::generate`] did.
@@ -97,11 +86,7 @@ impl Session {
             State::new(&gpu, &model.cfg, opts.ctx, opts.ubatch, kv_dtype)
         })?;
         let kernels = Kernels::new(gpu.clone());
-        // One parameter slot per dispatch: ≤ 8 non-linear ops per layer plus one per weight
-        // chunk, for each of the three programs.
-        // (+1: the sampler).
-        let slots = 3 * (model.w.layers.len() * 8 + 8 + count_chunks(&model)) as u64 + 1;
-        let uniforms = Uniforms::new(&gpu, "params", slots);
+        let uniforms = Uniforms::new(&gpu, "params");
         let prefill = forward::build(&model, &state, &kernels, &uniforms, Mode::Prefill)?;
         let decode = forward::build(&model, &state, &kernels, &uniforms, Mode::Decode)?;
         let sampler = Sampler::new(
@@ -140,7 +125,18 @@ impl Session {
             pos: 0,
             history: Vec::new(),
             last: None,
+            cancel: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The flag that, once raised, stops the current prefill between chunks and the current
+    /// generation before its next token ([`Error::Cancelled`] / a stop). The caller lowers it.
+    pub fn set_cancel_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = flag;
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
     }
 
     /// Starts a new sequence (the caches are overwritten as it goes); the random stream
@@ -159,6 +155,17 @@ impl Session {
     pub fn checkpoint(&mut self) {
         self.copy_conv_states(true);
         self.snapshot_pos = Some(self.pos);
+    }
+
+    /// Test hook: swaps the bind groups of the first two decode dispatches whose pipelines
+    /// differ, so the next decode step fails GPU validation (tests of the error path).
+    #[doc(hidden)]
+    pub fn inject_bind_group_fault(&mut self) {
+        let d = &mut self.decode.dispatches;
+        if let Some(j) = (1..d.len()).find(|&j| d[j].pipeline.key != d[0].pipeline.key) {
+            let (a, b) = d.split_at_mut(j);
+            std::mem::swap(&mut a[0].bind_group, &mut b[0].bind_group);
+        }
     }
 
     /// Goes back to the last checkpoint if it lies within the first `keep` tokens of the
@@ -248,6 +255,20 @@ impl Session {
             Mode::Decode => (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
             _ => 1,
         };
+        let during = format!("{which:?} step at position {} ({n} tokens)", self.pos);
+        gpu.scoped(&during, || self.submit(which, n, splits, id_to, read_logit_row))
+    }
+
+    /// Writes the step uniform, records `which` (and the sampler) and submits once.
+    fn submit(
+        &self,
+        which: Mode,
+        n: usize,
+        splits: u32,
+        id_to: Option<&wgpu::Buffer>,
+        read_logit_row: bool,
+    ) -> Result<wgpu::SubmissionIndex> {
+        let gpu = &self.model.gpu;
         let step = [n as u32, self.pos as u32, splits, 0];
         gpu.queue.write_buffer(&self.state.step, 0, bytemuck::cast_slice(&step));
         let program = match which {
@@ -290,14 +311,27 @@ impl Session {
         self.read_id_from(&self.state.staging_id, None)
     }
 
+    /// The id a step wrote; an error when its logits were not finite (`pos`: the position
+    /// whose logits they were).
     fn read_id_from(&self, staging: &wgpu::Buffer, after: Option<wgpu::SubmissionIndex>) -> Result<u32> {
         let b = self.model.gpu.read_staging_after(staging, 4, after)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        match u32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
+            NON_FINITE_ID => Err(Error::NonFiniteLogits {
+                pos: self.history.len().saturating_sub(1),
+            }),
+            id if id as usize >= self.model.cfg.vocab_size => Err(Error::Gpu {
+                during: "sampling".into(),
+                msg: format!("the sampler returned id {id} outside the vocabulary"),
+            }),
+            id => Ok(id),
+        }
     }
 
     fn read_logit_row(&self) -> Result<Vec<f32>> {
         let n = self.model.cfg.vocab_size as u64 * 4;
-        Ok(bytemuck::cast_slice(&self.model.gpu.read_staging(&self.state.staging_logits, n)?).to_vec())
+        let row: Vec<f32> = bytemuck::cast_slice(&self.model.gpu.read_staging(&self.state.staging_logits, n)?).to_vec();
+        check_logits(&row, self.pos.saturating_sub(1), self.model.cfg.vocab_size)?;
+        Ok(row)
     }
 
     fn write_ids(&self, tokens: &[u32]) {
@@ -317,6 +351,10 @@ impl Session {
         self.sampler.upload_seen(&self.model.gpu, &self.history, tokens);
         let chunks: Vec<&[u32]> = tokens.chunks(self.state.ubatch).collect();
         for (i, chunk) in chunks.iter().enumerate() {
+            if self.cancelled() {
+                self.last = None;
+                return Err(Error::Cancelled);
+            }
             let last = i + 1 == chunks.len();
             self.write_ids(chunk);
             self.run(Mode::Prefill, chunk.len(), last, last && want_logits)?;
@@ -355,7 +393,9 @@ impl Session {
             self.run(Mode::PrefillAllLogits, chunk.len(), false, false)?;
             self.fed(chunk);
             self.last = None;
+            let at = out.len() / v;
             out.extend(self.model.gpu.read_f32(&self.state.logits, 0, chunk.len() * v)?);
+            check_logits(&out[at * v..], self.pos - chunk.len(), v)?;
         }
         Ok(out)
     }
@@ -489,9 +529,9 @@ impl Session {
 
     /// Up to `count` decode steps, each fed the id the previous one sampled on the GPU and
     /// queued before that id is read back (ping-pong staging), so the GPU never waits for
-    /// the host. `on_token` sees each id as it arrives; returning false stops (the step
-    /// already queued behind it is the one that fed it). Stops early at a full context.
-    /// Returns the ids produced.
+    /// the host. `on_token` sees each id as it arrives; returning false (or the cancel flag)
+    /// stops (the step already queued behind it is the one that fed it). Stops early at a
+    /// full context. Returns the number of ids produced.
     fn decode_stream(&mut self, count: usize, on_token: &mut dyn FnMut(u32) -> bool) -> Result<usize> {
         let Some(first) = self.last else {
             return Err(Error::Invalid(
@@ -517,10 +557,16 @@ impl Session {
                 false => None,
             };
             self.history.push(input); // step j's input, counted in `pos` when queued
-            let id = self.read_id_from(self.id_staging(j), Some(index))?;
+            let id = match self.read_id_from(self.id_staging(j), Some(index)) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.last = None;
+                    return Err(e);
+                }
+            };
             self.last = Some(id);
             input = id;
-            let go = on_token(id);
+            let go = on_token(id) && !self.cancelled();
             match next {
                 Some(n) if go => index = n,
                 Some(n) => {
@@ -572,10 +618,18 @@ impl Session {
         }
         st.new_tokens = 1;
         let t = std::time::Instant::now();
-        if on_token(first) && max_new > 1 {
+        let mut go = on_token(first) && !self.cancelled();
+        if go && max_new > 1 {
             let want = max_new - 1;
-            st.context_full = self.pos + want > self.state.ctx;
-            st.new_tokens += self.decode_stream(want, on_token)?;
+            let room = self.state.ctx - self.pos;
+            let mut track = |id| {
+                go = on_token(id);
+                go
+            };
+            let produced = self.decode_stream(want, &mut track)?;
+            st.new_tokens += produced;
+            // Full only when the context, not the caller or max_new, ended it.
+            st.context_full = go && want > room && produced == room;
         }
         st.decode_s = t.elapsed().as_secs_f64();
         Ok(st)
@@ -601,6 +655,11 @@ impl Session {
     /// Greedy generation: prefill `prompt`, then `n - 1` decode steps fed by the GPU's own
     /// argmax. Returns the n ids and, when asked, the logits of each of the n steps [n, vocab].
     pub fn generate_greedy(&mut self, prompt: &[u32], n: usize, want_logits: bool) -> Result<(Vec<u32>, Vec<f32>)> {
+        // The last token produced is never fed, so n new tokens need n − 1 more positions.
+        let needed = (self.pos + prompt.len()).saturating_add(n.saturating_sub(1));
+        if needed > self.state.ctx {
+            return Err(self.context_exceeded(needed));
+        }
         let mut ids = Vec::with_capacity(n);
         let mut logits = Vec::new();
         if n == 0 {
@@ -623,18 +682,10 @@ impl Session {
     }
 }
 
-fn count_chunks(m: &GpuModel) -> usize {
-    use super::weights::{Ffn, Op};
-    let mut n = m.w.embed.chunks.len() + m.w.head().chunks.len();
-    for l in &m.w.layers {
-        n += match &l.op {
-            Op::Conv { in_proj, out_proj, .. } => in_proj.chunks.len() + out_proj.chunks.len(),
-            Op::Attention { qkv, out_proj, .. } => qkv.chunks.len() + out_proj.chunks.len(),
-        };
-        n += match &l.ffn {
-            Ffn::Dense { gate, down, .. } => gate.chunks.len() + down.chunks.len(),
-            Ffn::Moe { router, gate, down, .. } => router.chunks.len() + gate.chunks.len() + down.chunks.len(),
-        };
+/// An error when a logits row (of position `pos0` + its index) holds NaN or ±inf.
+fn check_logits(logits: &[f32], pos0: usize, vocab: usize) -> Result<()> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFiniteLogits { pos: pos0 + i / vocab }),
     }
-    n
 }

@@ -9,9 +9,10 @@
 
 use super::config::Config;
 use super::quantize::{create_safetensors, Entry};
-use super::weights::{storage_format, MatSpec, Source, StoredMatrix};
+use super::weights::{storage_format, MatSpec, Source};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::layout::StoredMatrix;
 use crate::quant::QuantFormat;
 use half::f16;
 
@@ -187,12 +188,13 @@ impl Synthetic {
     /// Writes these weights as a Hugging Face checkpoint (`config.json` + one
     /// `model.safetensors`, matrices bf16, vectors f32) — a full-size file to measure loading
     /// and `lfm quantize` without a download. Values are the f32 ones `read_f32` gives.
-    pub fn write_hf_checkpoint(&self, dir: &std::path::Path) -> Result<u64> {
+    /// `dir` must be new or empty unless `force` (then its weights are replaced).
+    pub fn write_hf_checkpoint(&self, dir: &std::path::Path, force: bool) -> Result<u64> {
         use std::io::Write;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::files::prepare_output_dir(dir, None, force)?;
         let cfg_path = dir.join("config.json");
         let text = serde_json::to_string_pretty(&self.config.to_hf_json()).expect("json");
-        std::fs::write(&cfg_path, text).map_err(|e| Error::io(&cfg_path, e))?;
+        crate::files::write_atomic(&cfg_path, text.as_bytes())?;
         let mut plan = HfPlan(Vec::new());
         super::weights::Weights::load(self, &mut plan)?;
         let path = dir.join("model.safetensors");
@@ -211,7 +213,7 @@ impl Synthetic {
             };
             file.out.write_all(&bytes).map_err(io)?;
         }
-        file.out.flush().map_err(io)?;
+        file.out.commit()?;
         Ok(file.header_bytes + file.data_bytes)
     }
 }

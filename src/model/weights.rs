@@ -1,6 +1,6 @@
 //! The checkpoint: HF safetensors (single file or sharded), read through mmap.
 //!
-//! This is the only module that knows checkpoint key strings (spec §3.1). It describes the
+//! This is the only module that knows checkpoint key strings (docs §3.1). It describes the
 //! engine's view of the weights — q|k|v fused along rows, experts stacked per projection —
 //! as [`MatSpec`]s assembled from on-disk parts, and hands them to a [`WeightSink`] (host f32
 //! for the CPU reference, GPU buffers for the engine), one tensor at a time.
@@ -8,7 +8,7 @@
 use super::config::{Config, LayerKind};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-pub use crate::gpu::tensor::StoredMatrix;
+use crate::layout::{stored_row_bytes, StoredMatrix};
 use half::{bf16, f16};
 use memmap2::Mmap;
 use std::collections::HashMap;
@@ -416,29 +416,25 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Self> {
         let config = Config::from_file(&dir.join("config.json"))?;
         let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
-                path: index_path.clone(),
-                msg: format!("invalid index: {e}"),
-            })?;
-            let map = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::Safetensors {
-                    path: index_path.clone(),
-                    msg: "index has no `weight_map` object".into(),
-                })?;
-            let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
-            files.sort();
-            files.dedup();
-            files
-        } else {
-            vec![dir.join("model.safetensors")]
+        // The index's weight_map (tensor → shard file) is authoritative when present.
+        let (files, assigned) = match index_path.exists() {
+            true => {
+                let map = read_weight_map(&index_path)?;
+                let mut files: Vec<String> = map.values().cloned().collect();
+                files.sort();
+                files.dedup();
+                (files, Some(map))
+            }
+            false => (vec!["model.safetensors".to_string()], None),
         };
         let mut shards = Vec::new();
         let mut index = HashMap::new();
-        for path in files {
+        let source = match assigned {
+            Some(_) => index_path.clone(),
+            None => dir.join("model.safetensors"),
+        };
+        for file_name in &files {
+            let path = crate::files::model_file(dir, &source, file_name)?;
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: the file is only read; a concurrent writer would be the user's error,
             // and every offset is validated against the mapping's length below.
@@ -448,6 +444,31 @@ impl Checkpoint {
                 msg: format!("{e:?} (file truncated or corrupt?)"),
             })?;
             for name in meta.tensors().keys() {
+                let bad = |msg: String| Error::Safetensors {
+                    path: index_path.clone(),
+                    msg,
+                };
+                if let Some(map) = &assigned {
+                    match map.get(name) {
+                        Some(f) if f == file_name => {}
+                        Some(f) => {
+                            return Err(bad(format!(
+                                "tensor {name} is in shard {file_name} but the weight_map assigns it to {f}"
+                            )))
+                        }
+                        None => {
+                            return Err(bad(format!(
+                                "shard {file_name} holds tensor {name}, which the weight_map does not list"
+                            )))
+                        }
+                    }
+                }
+                if let Some(&other) = index.get(name) {
+                    return Err(bad(format!(
+                        "tensor {name} is in two shards: {} and {file_name}",
+                        files[other]
+                    )));
+                }
                 index.insert(name.clone(), shards.len());
             }
             shards.push(Shard {
@@ -456,6 +477,14 @@ impl Checkpoint {
                 header_len,
                 meta,
             });
+        }
+        if let Some(map) = &assigned {
+            if let Some((name, f)) = map.iter().find(|(name, _)| !index.contains_key(*name)) {
+                return Err(Error::Safetensors {
+                    path: index_path.clone(),
+                    msg: format!("the weight_map puts tensor {name} in shard {f}, which does not hold it"),
+                });
+            }
         }
         let prequantized = prequantized_dtype(&shards)?;
         Ok(Checkpoint {
@@ -491,10 +520,6 @@ impl Checkpoint {
             path: shard.path.clone(),
             msg: format!("tensor {name} lies outside the file"),
         })
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
     }
 
     /// The tensor `name`, checked to have exactly `shape` and a float dtype.
@@ -562,6 +587,33 @@ impl Checkpoint {
     pub fn file_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.map.len() as u64).sum()
     }
+}
+
+/// The `weight_map` of a `model.safetensors.index.json`: tensor name → shard file name, every
+/// shard name checked to be a plain relative name inside the model directory.
+pub fn read_weight_map(index_path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let bad = |msg: String| Error::Safetensors {
+        path: index_path.to_path_buf(),
+        msg,
+    };
+    let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("invalid index: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("index has no `weight_map` object".into()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for (tensor, file) in map {
+        let file = file
+            .as_str()
+            .ok_or_else(|| bad(format!("weight_map[{tensor:?}] is not a file name")))?;
+        crate::files::check_relative_name(index_path, file)?;
+        out.insert(tensor.clone(), file.to_string());
+    }
+    if out.is_empty() {
+        return Err(bad("the weight_map is empty".into()));
+    }
+    Ok(out)
 }
 
 /// The storage format of a matrix when the model is loaded as `requested` — the default
@@ -654,6 +706,7 @@ impl Source for Checkpoint {
                 &[spec.rows, n],
             )?,
         };
+        check_stored_finite(&spec.label, dtype, data, scales)?;
         Ok(Some(StoredMatrix {
             dtype,
             data: data.into(),
@@ -664,7 +717,7 @@ impl Source for Checkpoint {
     fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
         self.tensor(name, shape)?.read_f32(out);
         self.drop_pages(name);
-        Ok(())
+        DType::F32.check_values(name, out)
     }
 
     fn release(&self, spec: &MatSpec) {
@@ -677,10 +730,33 @@ impl Source for Checkpoint {
     }
 }
 
-/// Bytes per row of a stored matrix: (values or quant bytes, scale bytes).
-pub fn stored_row_bytes(dtype: DType, cols: usize) -> (usize, usize) {
-    match dtype.quant() {
-        Some(q) => (cols / 32 * q.quant_bytes_per_block(), cols / 32 * 2),
-        None => (dtype.row_bytes(cols) as usize, 0),
+/// Checks that a matrix stored in the engine layout holds no NaN or infinity: its f16 / f32
+/// values, or the f16 scales of its blocks (quants are integers). The error names the matrix
+/// (`label`, or `label.scales`) and the index of the first bad value.
+fn check_stored_finite(label: &str, dtype: DType, data: &[u8], scales: &[u8]) -> Result<()> {
+    let f16_bad = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00;
+    let (name, bytes, width) = match dtype {
+        DType::F32 => (label.to_string(), data, 4),
+        DType::F16 => (label.to_string(), data, 2),
+        DType::Q8_0 | DType::Q4_0 => (format!("{label}.scales"), scales, 2),
+    };
+    let bad = |b: &[u8]| match width {
+        4 => !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite(),
+        _ => f16_bad(b),
+    };
+    match bytes.chunks_exact(width).position(bad) {
+        None => Ok(()),
+        Some(index) => {
+            let b = &bytes[index * width..];
+            let value = match width {
+                4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                _ => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            };
+            Err(Error::NonFinite {
+                tensor: name,
+                index,
+                value,
+            })
+        }
     }
 }

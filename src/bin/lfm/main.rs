@@ -9,22 +9,42 @@
 //! - `lfm quantize --model DIR --out DIR --dtype q4_0|q8_0`
 //!
 //! `M` is a directory or a Hugging Face repo id (found in, or downloaded into, the HF cache).
+//!
+//! Everything that can be checked without the weights — arguments, tokenizer, chat template,
+//! prompt length, output paths — is checked before they load.
+
+mod text;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use lfm_wgpu::chat::{ChatTemplate, Message, Role};
+use lfm_wgpu::chat::{ChatTemplate, Message};
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
+use lfm_wgpu::interrupt;
 use lfm_wgpu::model::config::{Config, LayerKind};
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::memory::{default_kv_dtype, gib, most_precise_fitting, MemoryEstimate};
-use lfm_wgpu::model::sampling::SamplingParams;
-use lfm_wgpu::model::session::{GenStats, Session, SessionOptions};
+use lfm_wgpu::model::memory::{default_kv_dtype, most_precise_fitting, MemoryEstimate};
+use lfm_wgpu::model::session::{Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
+use lfm_wgpu::sampling::SamplingParams;
 use lfm_wgpu::tokenizer::Tokenizer;
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use lfm_wgpu::units::gib;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use text::Out;
+
+/// Writes a line to stdout; a closed pipe is not an error (`lfm info | head -1`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+/// As [`say!`], without the newline.
+macro_rules! put {
+    ($($t:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(name = "lfm", version, about = "LFM2-MoE inference on any GPU through wgpu")]
@@ -51,6 +71,7 @@ enum Cmd {
         load: LoadArgs,
         #[arg(long)]
         tokens: String,
+        /// Tokens to generate; prompt + this − 1 must fit --ctx
         #[arg(long, default_value_t = 32)]
         max_new_tokens: usize,
         /// Greedy decoding (argmax on the GPU); `lfm run` / `lfm chat` sample
@@ -71,12 +92,15 @@ enum Cmd {
         /// Source checkpoint directory (bf16 / f16 / f32 safetensors)
         #[arg(long)]
         model: PathBuf,
-        /// Output directory (created)
+        /// Output directory: new or empty (never the source, nor inside it)
         #[arg(long)]
         out: PathBuf,
         /// q4_0 | q8_0 (also f16 / f32)
         #[arg(long)]
         dtype: String,
+        /// Write into a non-empty output directory, replacing the weights in it
+        #[arg(long)]
+        force: bool,
     },
     /// Answer one prompt (from --prompt or stdin), streamed to stdout
     Run {
@@ -88,13 +112,15 @@ enum Cmd {
         /// A system message
         #[arg(long)]
         system: Option<String>,
-        /// Feed the prompt as plain text (BOS + text), without the chat template
+        /// Feed the prompt as plain text (BOS + text), without the chat template, and write
+        /// the answer's bytes as they are (control characters are otherwise escaped on a
+        /// terminal)
         #[arg(long)]
         raw: bool,
         #[command(flatten)]
         gen: GenArgs,
     },
-    /// Interactive multi-turn chat (commands: /reset, /system TEXT, /stats, /exit)
+    /// Interactive multi-turn chat (commands: /help, /reset, /system TEXT, /stats, /exit)
     Chat {
         #[command(flatten)]
         load: LoadArgs,
@@ -135,23 +161,54 @@ struct GpuArgs {
     max_binding_bytes: Option<u64>,
 }
 
-/// Sampling, stopping and reporting of generated text.
+/// A float flag parsed with its range checked (clap reports the error, naming the flag).
+fn ranged(s: &str, ok: impl Fn(f32) -> bool, range: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    match ok(v) {
+        true => Ok(v),
+        false => Err(format!("{v} is out of range: {range}")),
+    }
+}
+fn temperature_arg(s: &str) -> std::result::Result<f32, String> {
+    ranged(s, |v| (0.0..=100.0).contains(&v), "0 (greedy) to 100")
+}
+fn top_p_arg(s: &str) -> std::result::Result<f32, String> {
+    ranged(s, |v| v > 0.0 && v <= 1.0, "above 0, at most 1 (1 = off)")
+}
+fn min_p_arg(s: &str) -> std::result::Result<f32, String> {
+    ranged(s, |v| (0.0..1.0).contains(&v), "at least 0, below 1 (0 = off)")
+}
+fn penalty_arg(s: &str) -> std::result::Result<f32, String> {
+    ranged(s, |v| v > 0.0 && v <= 100.0, "above 0, at most 100 (1 = off)")
+}
+fn stop_arg(s: &str) -> std::result::Result<String, String> {
+    match s.is_empty() {
+        true => Err("a stop string must not be empty (it would end every answer at once)".into()),
+        false => Ok(s.to_string()),
+    }
+}
+
+/// Sampling, stopping and reporting of generated text (defaults: the model card's).
 #[derive(Args)]
-struct GenArgs {
+pub struct GenArgs {
     /// 0 = greedy
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = SamplingParams::model_card(0).temperature,
+          value_parser = temperature_arg, allow_negative_numbers = true)]
     temperature: f32,
     /// 0 = off
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=(1 << 24)),
+          allow_negative_numbers = true)]
+    top_k: u32,
     /// 1 = off
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = top_p_arg, allow_negative_numbers = true)]
     top_p: f32,
     /// 0 = off
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = SamplingParams::model_card(0).min_p,
+          value_parser = min_p_arg, allow_negative_numbers = true)]
     min_p: f32,
     /// 1 = off
-    #[arg(long, default_value_t = 1.05)]
+    #[arg(long, default_value_t = SamplingParams::model_card(0).repetition_penalty,
+          value_parser = penalty_arg, allow_negative_numbers = true)]
     repetition_penalty: f32,
     /// Random seed (default: from the clock; --stats prints it)
     #[arg(long)]
@@ -159,10 +216,11 @@ struct GenArgs {
     /// Greedy decoding (same as --temperature 0)
     #[arg(long)]
     greedy: bool,
+    /// Most tokens per answer (generation also ends when the context is full)
     #[arg(long, default_value_t = 1024)]
     max_new_tokens: usize,
     /// Stop when the answer contains this text (repeatable)
-    #[arg(long = "stop")]
+    #[arg(long = "stop", value_parser = stop_arg)]
     stop: Vec<String>,
     /// Print load time, time to first token, prefill and decode speed to stderr
     #[arg(long)]
@@ -178,7 +236,7 @@ impl GenArgs {
         });
         SamplingParams {
             temperature: if self.greedy { 0.0 } else { self.temperature },
-            top_k: self.top_k,
+            top_k: self.top_k as usize,
             top_p: self.top_p,
             min_p: self.min_p,
             repetition_penalty: self.repetition_penalty,
@@ -204,12 +262,13 @@ struct LoadArgs {
     /// KV-cache storage: f16 or f32 (default: as --dtype)
     #[arg(long)]
     kv_dtype: Option<String>,
-    /// Context length (KV cache capacity)
-    #[arg(long, default_value_t = 4096)]
-    ctx: usize,
+    /// Context length (KV cache capacity), at most the larger of 32768 and the model's
+    /// max_position_embeddings
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    ctx: u32,
     /// Prefill chunk size in tokens
-    #[arg(long, default_value_t = 512)]
-    ubatch: usize,
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    ubatch: u32,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -233,37 +292,106 @@ impl GpuArgs {
 }
 
 fn parse_tokens(s: &str) -> Result<Vec<u32>> {
-    s.split(|c: char| c == ',' || c.is_whitespace())
+    let ids: Vec<u32> = s
+        .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|x| !x.is_empty())
         .map(|x| {
             x.parse::<u32>()
                 .with_context(|| format!("--tokens: {x:?} is not a token id"))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        bail!("--tokens is empty");
+    }
+    Ok(ids)
 }
 
-fn load(args: &LoadArgs) -> Result<Session> {
-    Ok(load_with_dir(args)?.0)
+/// A model opened (config and tensor headers read, arguments checked against it) but not
+/// loaded: everything else can be checked before the long load.
+struct Opened {
+    dir: PathBuf,
+    ckpt: Checkpoint,
+    kv_dtype: Option<DType>,
+    dtype: Option<DType>,
 }
 
-/// Resolves, checks the memory, loads; returns the session, the model directory and the
-/// load time.
-fn load_with_dir(args: &LoadArgs) -> Result<(Session, PathBuf, f64)> {
+impl Opened {
+    fn vocab(&self) -> usize {
+        self.ckpt.config.vocab_size
+    }
+
+    /// Checks that `n` prompt tokens fit the context (and are in the vocabulary when ids).
+    fn check_prompt(&self, args: &LoadArgs, ids: &[u32], extra: usize) -> Result<()> {
+        let vocab = self.vocab();
+        if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+            return Err(lfm_wgpu::Error::TokenOutOfRange { id, pos, vocab }.into());
+        }
+        let needed = ids.len().saturating_add(extra);
+        if needed > args.ctx as usize {
+            let max = 32768.max(self.ckpt.config.max_position_embeddings);
+            return Err(lfm_wgpu::Error::ContextExceeded {
+                needed,
+                ctx: args.ctx as usize,
+                max,
+            })
+            .context(match extra {
+                0 => "the prompt does not fit".to_string(),
+                n => format!("the prompt ({} tokens) and {n} more to generate do not fit", ids.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Resolves the model (downloading it if needed), reads its config and tensor headers, and
+/// checks the load arguments against them.
+fn open(args: &LoadArgs) -> Result<Opened> {
     let kv_dtype = args.kv_dtype.as_deref().map(DType::parse).transpose()?;
+    if let Some(d @ (DType::Q8_0 | DType::Q4_0)) = kv_dtype {
+        bail!("--kv-dtype {d} is not supported (f16 or f32)");
+    }
+    let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
     let dir = lfm_wgpu::hub::resolve_model(&args.model, args.offline)?;
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening model {}", dir.display()))?;
-    let asked = args.dtype.as_deref().map(DType::parse).transpose()?;
+    let max_ctx = 32768.max(ckpt.config.max_position_embeddings);
+    if args.ctx as usize > max_ctx {
+        bail!(
+            "--ctx {} exceeds this model's maximum context of {max_ctx} tokens",
+            args.ctx
+        );
+    }
+    if let (Some(stored), Some(d)) = (ckpt.prequantized, dtype) {
+        if d != stored {
+            bail!(
+                "{} holds {stored} weights written by `lfm quantize`; load it with --dtype {stored} (or omit --dtype), \
+                 or quantize the original checkpoint to {d}",
+                dir.display()
+            );
+        }
+    }
+    Ok(Opened {
+        dir,
+        ckpt,
+        kv_dtype,
+        dtype,
+    })
+}
+
+/// Checks the memory and loads; returns the session and the load time.
+fn load(m: Opened, args: &LoadArgs) -> Result<(Session, f64)> {
+    let Opened {
+        dir,
+        ckpt,
+        kv_dtype,
+        dtype,
+    } = m;
+    let (ctx, ubatch) = (args.ctx as usize, args.ubatch as usize);
     let gpu = Gpu::new(&args.gpu.options()?)?;
-    let dtype = match (ckpt.prequantized, asked) {
-        (Some(stored), Some(d)) if d != stored => bail!(
-            "{} holds {stored} weights written by `lfm quantize`; load it with --dtype {stored} (or omit --dtype), \
-             or quantize the original checkpoint to {d}",
-            dir.display()
-        ),
+    let dtype = match (ckpt.prequantized, dtype) {
         (Some(stored), _) => stored,
         (None, Some(d)) => d,
         // Without --dtype: the most precise of f16, q8_0, q4_0 that fits the adapter.
-        (None, None) => match most_precise_fitting(&gpu, &ckpt.config, kv_dtype, args.ctx, args.ubatch)? {
+        (None, None) => match most_precise_fitting(&gpu, &ckpt.config, kv_dtype, ctx, ubatch)? {
             Some(d) if d != DType::F16 => {
                 eprintln!("[f16 weights do not fit the adapter: loading as {d}]");
                 d
@@ -272,11 +400,7 @@ fn load_with_dir(args: &LoadArgs) -> Result<(Session, PathBuf, f64)> {
         },
     };
     let t = std::time::Instant::now();
-    let opts = SessionOptions {
-        ctx: args.ctx,
-        ubatch: args.ubatch,
-        kv_dtype,
-    };
+    let opts = SessionOptions { ctx, ubatch, kv_dtype };
     let (model, est) =
         GpuModel::load_checked(gpu, &ckpt, dtype, &opts).with_context(|| format!("loading {}", dir.display()))?;
     let load_s = t.elapsed().as_secs_f64();
@@ -288,19 +412,26 @@ fn load_with_dir(args: &LoadArgs) -> Result<(Session, PathBuf, f64)> {
         gib(est.kv),
         gib(est.scratch)
     );
-    Ok((Session::new(Arc::new(model), &opts)?, dir, load_s))
+    Ok((Session::new(Arc::new(model), &opts)?, load_s))
+}
+
+/// The tokenizer and chat template of a model directory.
+fn text_of(dir: &Path) -> Result<(Tokenizer, ChatTemplate)> {
+    Ok((Tokenizer::from_dir(dir)?, ChatTemplate::from_dir(dir)?))
 }
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // Ctrl-C removes files being written and exits, except where it stops an answer.
+    interrupt::install()?;
     match cli.cmd {
         Cmd::Logits { load: l, tokens, out } => {
             let tokens = parse_tokens(&tokens)?;
-            if tokens.is_empty() {
-                bail!("--tokens is empty");
-            }
-            let mut s = load(&l)?;
+            lfm_wgpu::files::check_output_file(&out)?;
+            let m = open(&l)?;
+            m.check_prompt(&l, &tokens, 0)?;
+            let (mut s, _) = load(m, &l)?;
             let logits = s.prefill_all_logits(&tokens)?;
             let v = s.model.cfg.vocab_size;
             lfm_wgpu::npy::write_f32(&out, &[tokens.len(), v], &logits)?;
@@ -318,10 +449,12 @@ fn main() -> Result<()> {
                 log::warn!("lfm generate decodes greedily (token ids in, ids out); lfm run samples text");
             }
             let tokens = parse_tokens(&tokens)?;
-            if tokens.is_empty() {
-                bail!("--tokens is empty");
+            if let Some(path) = &logits_out {
+                lfm_wgpu::files::check_output_file(path)?;
             }
-            let mut s = load(&l)?;
+            let m = open(&l)?;
+            m.check_prompt(&l, &tokens, max_new_tokens.saturating_sub(1))?;
+            let (mut s, _) = load(m, &l)?;
             let want = logits_out.is_some();
             let (mut ids, mut logits) = s.generate_greedy(&tokens, max_new_tokens, want)?;
             if stop_at_eos {
@@ -333,13 +466,18 @@ fn main() -> Result<()> {
             }
             if print_ids {
                 let line: Vec<String> = ids.iter().map(|t| t.to_string()).collect();
-                println!("{}", line.join(" "));
+                say!("{}", line.join(" "));
             }
             if let Some(path) = logits_out {
                 lfm_wgpu::npy::write_f32(&path, &[ids.len(), s.model.cfg.vocab_size], &logits)?;
             }
         }
-        Cmd::Quantize { model, out, dtype } => {
+        Cmd::Quantize {
+            model,
+            out,
+            dtype,
+            force,
+        } => {
             let dtype = DType::parse(&dtype)?;
             let ckpt = Checkpoint::open(&model).with_context(|| format!("opening model {}", model.display()))?;
             let t = std::time::Instant::now();
@@ -348,7 +486,7 @@ fn main() -> Result<()> {
                 bar.set_length(total);
                 bar.set_position(done);
             };
-            let report = lfm_wgpu::model::quantize::quantize(&ckpt, &out, dtype, &mut progress)
+            let report = lfm_wgpu::model::quantize::quantize(&ckpt, &out, dtype, force, &mut progress)
                 .with_context(|| format!("quantizing {} to {}", model.display(), out.display()))?;
             bar.finish_and_clear();
             eprintln!(
@@ -366,226 +504,76 @@ fn main() -> Result<()> {
             system,
             raw,
             gen,
-        } => {
-            let prompt = match prompt {
-                Some(p) => p,
-                None => {
-                    let mut p = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut p)
-                        .context("reading the prompt from stdin")?;
-                    p
-                }
-            };
-            let (mut s, dir, load_s) = load_with_dir(&l)?;
-            let tok = Tokenizer::from_dir(&dir)?;
-            let ids = if raw {
-                tok.encode(&prompt, true)?
-            } else {
-                let mut msgs = Vec::new();
-                if let Some(sys) = system {
-                    msgs.push(Message::system(sys));
-                }
-                msgs.push(Message::user(prompt));
-                ChatTemplate::from_dir(&dir)?.apply(&tok, &msgs, None, true)?
-            };
+        } => run(&l, prompt, system, raw, &gen)?,
+        Cmd::Chat { load: l, system, gen } => {
             let params = gen.sampling();
-            s.set_sampling(params.clone())?;
-            let stop = AtomicBool::new(false);
-            let out = answer(&mut s, &tok, &ids, &gen, &stop, false)?;
-            println!();
-            if gen.stats {
-                print_stats(&out.stats, Some(load_s), &params);
-            }
-            if out.stats.context_full {
-                eprintln!("[the context of {} tokens is full; raise --ctx]", s.state.ctx);
-            }
+            params.validate()?;
+            let m = open(&l)?;
+            let (tok, template) = text_of(&m.dir)?;
+            // The template must render before the long load.
+            let probe: Vec<Message> = system
+                .iter()
+                .map(Message::system)
+                .chain([Message::user("hi")])
+                .collect();
+            template.apply(&tok, &probe, None, true)?;
+            let banner = m.dir.display().to_string();
+            let (mut s, load_s) = load(m, &l)?;
+            text::chat(&mut s, &tok, &template, system, &gen, &banner, load_s)?;
         }
-        Cmd::Chat { load: l, system, gen } => chat(&l, system, &gen)?,
     }
     Ok(())
 }
 
-/// What one answer produced.
-struct Answer {
-    text: String,
-    stats: GenStats,
-}
-
-/// Generates from `prompt` (fed after what the session holds), streaming text to stdout,
-/// stopping at an end-of-sequence token, a stop string, `max_new_tokens`, a full context or
-/// when `stop` is raised (Ctrl-C). The printed text never includes the stop string.
-fn answer(
-    s: &mut Session,
-    tok: &Tokenizer,
-    prompt: &[u32],
-    gen: &GenArgs,
-    stop: &AtomicBool,
-    checkpoint: bool,
-) -> Result<Answer> {
-    let mut stream = tok.stream(true);
-    let mut text = String::new();
-    let mut printed = 0;
-    let hold = gen.stop.iter().map(|x| x.len()).max().unwrap_or(1).saturating_sub(1);
-    let eos = tok.eos_ids().to_vec();
-    let mut out = std::io::stdout();
-    let mut write = |piece: &str| {
-        let _ = out.write_all(piece.as_bytes());
-        let _ = out.flush();
-    };
-    let mut hit_stop = false;
-    let stats = s.generate(prompt, gen.max_new_tokens, checkpoint, &mut |id| {
-        if eos.contains(&id) || stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        if let Some(piece) = stream.push(id) {
-            text.push_str(&piece);
-        }
-        // A stop string cannot start in what is printed: that was checked, with `hold` bytes
-        // held back, when it arrived.
-        if let Some(at) = gen.stop.iter().filter_map(|x| text[printed..].find(x.as_str())).min() {
-            let at = printed + at;
-            text.truncate(at);
-            hit_stop = true;
-        }
-        // Print all but what could still become a stop string.
-        let mut upto = if hit_stop {
-            text.len()
-        } else {
-            text.len().saturating_sub(hold)
-        };
-        while !text.is_char_boundary(upto) {
-            upto -= 1;
-        }
-        if upto > printed {
-            write(&text[printed..upto]);
-            printed = upto;
-        }
-        !hit_stop
-    });
-    let stats = match stats {
-        Ok(st) => st,
-        Err(e) => {
-            // Keep what was answered on screen, then report.
-            write(&text[printed..]);
-            println!();
-            return Err(e.into());
-        }
-    };
-    if !hit_stop {
-        text.push_str(&stream.finish());
-    }
-    write(&text[printed..]);
-    Ok(Answer { text, stats })
-}
-
-fn print_stats(st: &GenStats, load_s: Option<f64>, params: &SamplingParams) {
-    let load = load_s.map_or(String::new(), |l| format!("load {l:.2} s, "));
-    let decoded = st.new_tokens.saturating_sub(1);
-    eprintln!(
-        "[{load}prefill {} tokens in {:.2} s ({:.1} tok/s), time to first token {:.2} s, \
-         decode {} tokens in {:.2} s ({:.1} tok/s), seed {}]",
-        st.prompt_tokens,
-        st.prefill_s,
-        st.prompt_tokens as f64 / st.prefill_s.max(1e-9),
-        st.prefill_s,
-        decoded,
-        st.decode_s,
-        decoded as f64 / st.decode_s.max(1e-9),
-        params.seed
-    );
-}
-
-/// The interactive loop of `lfm chat`.
-fn chat(l: &LoadArgs, system: Option<String>, gen: &GenArgs) -> Result<()> {
-    let (mut s, dir, load_s) = load_with_dir(l)?;
-    let tok = Tokenizer::from_dir(&dir)?;
-    let template = ChatTemplate::from_dir(&dir)?;
+/// `lfm run`: one answer, streamed.
+fn run(l: &LoadArgs, prompt: Option<String>, system: Option<String>, raw: bool, gen: &GenArgs) -> Result<()> {
     let params = gen.sampling();
+    params.validate()?;
+    let prompt = match prompt {
+        Some(p) => p,
+        None => {
+            let mut p = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut p)
+                .context("reading the prompt from stdin (it must be UTF-8 text)")?;
+            p
+        }
+    };
+    let m = open(l)?;
+    let (tok, template) = text_of(&m.dir)?;
+    let ids = match raw {
+        true => tok.encode(&prompt, true)?,
+        false => {
+            let mut msgs: Vec<Message> = system.into_iter().map(Message::system).collect();
+            msgs.push(Message::user(prompt));
+            template.apply(&tok, &msgs, None, true)?
+        }
+    };
+    // At least one token must be generated.
+    m.check_prompt(l, &ids, 1)?;
+    let (mut s, load_s) = load(m, l)?;
     s.set_sampling(params.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
-    }
-    let tty = std::io::stdin().is_terminal();
-    let mut msgs: Vec<Message> = system.iter().map(Message::system).collect();
-    let mut last: Option<GenStats> = None;
-    if tty {
-        eprintln!(
-            "[{} loaded in {load_s:.1} s; /reset, /system TEXT, /stats, /exit; Ctrl-C stops an answer]",
-            dir.display()
-        );
-    }
-    let stdin = std::io::stdin();
-    loop {
-        if tty {
-            eprint!("> ");
-        }
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).context("reading stdin")? == 0 {
-            break;
-        }
-        let line = line.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
-            continue;
-        }
-        match line.split_once(' ').map_or((line, ""), |(a, b)| (a, b)) {
-            ("/exit" | "/quit", _) => break,
-            ("/reset", _) => {
-                msgs.retain(|m| m.role == Role::System);
-                s.reset();
-                eprintln!("[conversation reset]");
-                continue;
-            }
-            ("/system", text) => {
-                msgs.retain(|m| m.role != Role::System);
-                msgs.insert(0, Message::system(text));
-                eprintln!("[system message set; it applies from the next answer]");
-                continue;
-            }
-            ("/stats", _) => {
-                match &last {
-                    Some(st) => print_stats(st, Some(load_s), &params),
-                    None => eprintln!("[no answer yet]"),
-                }
-                continue;
-            }
-            _ => {}
-        }
-        msgs.push(Message::user(line));
-        let ids = template.apply(&tok, &msgs, None, true)?;
-        // Reuse the cache: all of it when it holds a prefix of the rendered conversation,
-        // else back to the end of the last prompt (the answer re-tokenized differently).
-        let common = s.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        let reused = match common == s.history.len() && common < ids.len() {
-            true => common,
-            false => s.rewind(common.min(ids.len() - 1)),
-        };
-        let need = ids.len() - reused;
-        if reused + need >= s.state.ctx {
-            eprintln!(
-                "[the conversation ({} tokens) no longer fits the {}-token context: /reset to start over, or restart with a larger --ctx]",
-                ids.len(),
-                s.state.ctx
-            );
-            msgs.pop();
-            continue;
-        }
-        stop.store(false, Ordering::Relaxed);
-        let out = answer(&mut s, &tok, &ids[reused..], gen, &stop, true)?;
-        println!();
-        if stop.swap(false, Ordering::Relaxed) {
+    s.set_cancel_flag(interrupt::flag());
+    let mut out = Out::stdout(raw);
+    interrupt::set_stoppable(true);
+    let result = text::answer(&mut s, &tok, &ids, gen, &mut out, false);
+    interrupt::set_stoppable(false);
+    let reply = match result {
+        Ok(r) => r,
+        Err(lfm_wgpu::Error::Cancelled) => {
             eprintln!("[stopped]");
+            return Ok(());
         }
-        if gen.stats {
-            eprintln!("[prefilled {need} tokens, reused {reused} cached]");
-            print_stats(&out.stats, None, &params);
-        }
-        if out.stats.context_full {
-            eprintln!("[the context of {} tokens is full: /reset to start over]", s.state.ctx);
-        }
-        msgs.push(Message::assistant(out.text));
-        last = Some(out.stats);
+        Err(e) => return Err(e.into()),
+    };
+    out.write("\n");
+    if interrupt::requested() {
+        eprintln!("[stopped]");
+    }
+    if gen.stats {
+        text::print_stats(&reply.stats, Some(load_s), &params);
+    }
+    if reply.stats.context_full {
+        eprintln!("[the context of {} tokens is full; raise --ctx]", s.state.ctx);
     }
     Ok(())
 }
@@ -601,7 +589,7 @@ fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
         let info = a.get_info();
         let l = a.limits();
         let mem = opts.memory_bytes.or_else(|| context::adapter_memory(a));
-        println!(
+        say!(
             "[{i}] {} ({:?}, {:?}) driver: {} {}\n    memory: {}  shader-f16: {}  subgroups: {}  timestamps: {}\n    max storage binding: {} MiB  max buffer: {} MiB  workgroup storage: {} KiB",
             info.name,
             info.device_type,
@@ -618,14 +606,12 @@ fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
         );
     }
     let Some(spec) = model else { return Ok(()) };
-    let dir = match std::path::Path::new(&spec).join("config.json").is_file() {
-        true => PathBuf::from(&spec),
-        false => lfm_wgpu::hub::resolve_model(&spec, offline)?,
-    };
+    // Only config.json is read (downloaded alone when the model is not cached).
+    let dir = lfm_wgpu::hub::resolve_config(&spec, offline)?;
     let c = Config::from_file(&dir.join("config.json"))?;
     let attn = c.layer_types.iter().filter(|k| **k == LayerKind::Attention).count();
     let (params, active) = c.parameter_counts();
-    println!(
+    say!(
         "\n{}: lfm2_moe, {} layers ({} conv, {attn} attention), hidden {}, vocab {}, {} experts top-{}, \
          {:.2} B parameters ({:.2} B active per token)",
         dir.display(),
@@ -641,24 +627,24 @@ fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
     // Memory on the adapter `lfm run` would pick.
     let g = Gpu::new(&opts)?;
     let avail = g.memory;
-    println!(
+    say!(
         "\nGPU memory (weights + KV cache + scratch, ubatch 512) on {} ({}):",
         g.info.name,
         avail.map_or("memory unknown".into(), |m| format!("{} available", gib(m)))
     );
     let ctxs = [4096usize, 8192, 32768];
-    print!("| {:<6} |", "dtype");
+    put!("| {:<6} |", "dtype");
     for ctx in ctxs {
-        print!(" {:>16} |", format!("ctx {ctx}"));
+        put!(" {:>16} |", format!("ctx {ctx}"));
     }
-    println!();
-    print!("| {:-<6} |", "");
+    say!();
+    put!("| {:-<6} |", "");
     for _ in ctxs {
-        print!(" {:->16} |", "");
+        put!(" {:->16} |", "");
     }
-    println!();
+    say!();
     for d in [DType::Q4_0, DType::Q8_0, DType::F16, DType::F32] {
-        print!("| {:<6} |", d.name());
+        put!("| {:<6} |", d.name());
         for ctx in ctxs {
             let e = MemoryEstimate::for_gpu(&g, &c, d, default_kv_dtype(d), ctx, 512)?;
             let fits = match avail {
@@ -666,9 +652,9 @@ fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
                 Some(_) => " ✓",
                 None => "",
             };
-            print!(" {:>16} |", format!("{}{fits}", gib(e.total())));
+            put!(" {:>16} |", format!("{}{fits}", gib(e.total())));
         }
-        println!();
+        say!();
     }
     Ok(())
 }
