@@ -1,4 +1,4 @@
-// Causal GQA attention, split along the KV length (spec §7 steps 5–7).
+// Causal GQA attention, split along the KV length (docs §7 steps 5–7).
 // Grid (S, nh, T): workgroup (s, h, t) covers keys [s·L, min(s·L + L, p + 1)) of query
 // head h at position p = pos0 + t, L = ceil((pos0 + T) / S), with an online softmax over
 // blocks of WG keys; it writes its partial (max m, sum l, unnormalised o[d]) to `part`

@@ -1,4 +1,4 @@
-// Causal GQA attention for prefill, tiled over queries (spec §7 steps 5–7): a workgroup takes
+// Causal GQA attention for prefill, tiled over queries (docs §7 steps 5–7): a workgroup takes
 // BQ = 8 consecutive query positions of one head and walks the keys up to the last of them in
 // blocks of WG = 64, loading each key and value row once for all 8 queries (a kernel with one
 // query per workgroup loads them 8 times). Online softmax per query; writes o [T, nh·d]

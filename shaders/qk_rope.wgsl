@@ -1,4 +1,4 @@
-// Attention input stage (spec §7 steps 2–4): per-head RMSNorm of q and k, NeoX RoPE at
+// Attention input stage (docs §7 steps 2–4): per-head RMSNorm of q and k, NeoX RoPE at
 // position pos0 + t, then q to q_out [T, nh·d] and k (normed, rotated) and v (raw) into
 // the KV caches [ctx, nkv, d] (KV snippet: f32 or f16 pairs).
 // Grid (nh + nkv, T): workgroups < nh handle a query head, the rest a KV head.

@@ -1,4 +1,4 @@
-// RMSNorm of rows of n values: y = w ⊙ (x / sqrt(mean(x²) + eps)) (spec §5).
+// RMSNorm of rows of n values: y = w ⊙ (x / sqrt(mean(x²) + eps)) (docs §5).
 // Grid (rows). With LAST_ONLY, only row T−1 is normed, into y row 0.
 const WG: u32 = 128u;
 override LAST_ONLY: bool = false;

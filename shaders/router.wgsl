@@ -1,4 +1,4 @@
-// Expert selection (spec §9), one token per thread: s = sigmoid(logits); the top-k of
+// Expert selection (docs §9), one token per thread: s = sigmoid(logits); the top-k of
 // s + expert_bias (ties: lower expert id) are chosen; weights are the unbiased s, divided
 // by their sum + 1e-6 when NORM, times `scale`. Writes ids and weights [T, k].
 struct Params {

@@ -1,4 +1,4 @@
-// Gated short convolution (spec §6) over T tokens for one channel per thread:
+// Gated short convolution (docs §6) over T tokens for one channel per thread:
 //   u_t = B_t ⊙ x_t,  v_t = Σ_j w[c, j] · u_{t−(K−1)+j} (+ bias),  y_t = C_t ⊙ v_t
 // z [T, 3H] holds B | C | x; state [(K−1), H] holds the last K−1 values of u, oldest first,
 // and is continued from and written back. Grid (ceil(H/64)).

@@ -9,7 +9,7 @@
 //! HTML escaping). The variables are those of `apply_chat_template`: `messages`, `tools`,
 //! `add_generation_prompt` and the special tokens (`bos_token`, `eos_token`, `pad_token`, …).
 //!
-//! A model without a template gets the built-in LFM2 ChatML template (spec §13, file
+//! A model without a template gets the built-in LFM2 ChatML template (docs §13, file
 //! `src/chat/lfm2.jinja`), with a warning.
 
 use crate::error::{Error, Result};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::path::Path;
 
-/// The LFM2 template (spec §13): BOS, an optional system turn carrying the tool list, ChatML turns,
+/// The LFM2 template (docs §13): BOS, an optional system turn carrying the tool list, ChatML turns,
 /// tool results wrapped in `<|tool_response_start|>…<|tool_response_end|>`.
 pub const LFM2_TEMPLATE: &str = include_str!("chat/lfm2.jinja");
 

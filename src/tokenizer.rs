@@ -1,4 +1,4 @@
-//! The tokenizer: a Hugging Face `tokenizer.json` (byte-level BPE for LFM2, spec §13) run by
+//! The tokenizer: a Hugging Face `tokenizer.json` (byte-level BPE for LFM2, docs §13) run by
 //! the `tokenizers` crate, plus the special-token settings transformers reads next to it.
 //!
 //! It reproduces `transformers.AutoTokenizer` (5.23) for these models:

@@ -222,3 +222,18 @@ fn cli_reports_errors_without_panicking() {
     let err = run(&["generate", "--model", t, "--tokens", "1,2,3", "--ctx", "2", "--greedy"]);
     assert!(err.contains("context exceeded"), "{err}");
 }
+
+/// A GPU validation error inside a step (here: a bind group swapped onto the wrong pipeline
+/// by a test hook) comes back as an error naming the step, not as a wrong token.
+#[test]
+fn a_validation_error_in_a_step_is_an_error() {
+    let ckpt = Checkpoint::open(&fixture_dir("tiny_a")).unwrap();
+    let mut s = session(&ckpt, DType::F32, 64);
+    s.prefill(&[1, 2, 3], false).unwrap();
+    s.inject_bind_group_fault();
+    let e = s.decode(Some(4), false).unwrap_err();
+    assert!(
+        matches!(&e, Error::Gpu { during, .. } if during.contains("Decode step at position 3")),
+        "{e}"
+    );
+}

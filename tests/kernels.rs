@@ -1,8 +1,10 @@
 //! Every kernel against the plain CPU ops of `lfm_wgpu::reference`, one dispatch sequence at a
 //! time, on random data and on shapes that are not multiples of the workgroup sizes (matmul
-//! tiles of 32, matvec 4 rows per workgroup, workgroups of 64/128/256), for f32 and f16 weight
-//! storage, f32 and f16 KV caches, with and without subgroups and native f16, and through the
-//! split-binding path.
+//! tiles of 64 (dense) or 32 (experts) rows × 64 columns, matvec 8 rows per workgroup,
+//! workgroups of 64/128/256), for every weight format (inner sizes rounded up by [`fit`] to
+//! what the format holds), f32 and f16 KV caches, with and without subgroups and native f16,
+//! and through the split-binding path. A helper given a shape its format cannot hold panics,
+//! and a device that dispatched nothing fails its test (`Dev`'s drop check).
 //!
 //! Tolerances (see [`tol`]):
 //! - f32 data: the GPU forms the same products as the CPU op but sums them in another order
@@ -23,7 +25,7 @@ use common::*;
 use half::f16;
 use lfm_wgpu::gpu::{DType, Gpu, GpuMatrix, GpuOptions};
 use lfm_wgpu::kernels::ops::{LinearOp, Recorder, Routing, Shape};
-use lfm_wgpu::kernels::{Kernels, Program, StepShape, Uniforms};
+use lfm_wgpu::kernels::{Kernels, StepShape, Uniforms};
 use lfm_wgpu::reference::{self as cpu, HostMatrix};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -65,6 +67,20 @@ struct Dev {
     k: Kernels,
     step: wgpu::Buffer,
     dummy: wgpu::Buffer,
+    /// Dispatches run; a device that ran none means a test that checked nothing.
+    dispatched: std::cell::Cell<usize>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert!(
+                self.dispatched.get() > 0,
+                "{}: no kernel was dispatched, so this test checked nothing",
+                self.name
+            );
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -105,6 +121,7 @@ impl Dev {
             gpu,
             step,
             dummy,
+            dispatched: std::cell::Cell::new(0),
         }
     }
 
@@ -138,22 +155,21 @@ impl Dev {
     /// Records the ops `build` adds, runs them once for step `s` and waits for nothing (reads
     /// wait). Validation errors fail the test.
     fn run(&self, s: Step, kv: DType, build: impl FnOnce(&mut Recorder<'_>) -> lfm_wgpu::Result<()>) {
-        let uniforms = Uniforms::new(&self.gpu, "params", 256);
+        let uniforms = Uniforms::new(&self.gpu, "params");
         self.gpu.queue.write_buffer(
             &self.step,
             0,
             bytemuck::cast_slice(&[s.n_tokens, s.pos0, s.splits, 0u32]),
         );
-        let mut rec = Recorder {
-            k: &self.k,
-            uniforms: &uniforms,
-            step: &self.step,
-            dummy: &self.dummy,
-            kv,
-            prog: Program::default(),
-        };
+        let mut rec = Recorder::new(&self.k, &uniforms, &self.step, &self.dummy, kv);
         build(&mut rec).unwrap();
         let prog = rec.prog;
+        assert!(
+            !prog.dispatches.is_empty(),
+            "{}: the op recorded no dispatch",
+            self.name
+        );
+        self.dispatched.set(self.dispatched.get() + prog.dispatches.len());
         self.gpu
             .scoped("running the test program", || {
                 let mut enc = self.gpu.device.create_command_encoder(&Default::default());
@@ -175,6 +191,13 @@ impl Dev {
             })
             .unwrap();
     }
+}
+
+/// `k` rounded up to a row length `dtype` holds (8 for float formats, 32-blocks for
+/// quantized ones), so every format runs every case at the nearest awkward size.
+fn fit(dtype: DType, k: usize) -> usize {
+    let step = if dtype.quant().is_some() { 32 } else { 8 };
+    k.next_multiple_of(step)
 }
 
 fn rand_vec(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -247,9 +270,7 @@ struct LinCase {
 /// initial values). Returns the number of weight chunks.
 fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinCase) -> usize {
     let (m, k, n) = (c.m, c.k, c.n);
-    if !dtype.fits_cols(k) {
-        return 0;
-    }
+    assert!(dtype.fits_cols(k), "{c:?}: {dtype} cannot hold rows of {k} (use fit())");
     let (ldx, ldy) = (k + c.padx, n + c.pady);
     let x = rand_vec(rng, m * ldx, -1.0, 1.0);
     let w = rand_vec(rng, n * k, -1.0, 1.0);
@@ -361,7 +382,7 @@ fn linear_suite(shape: Shape) {
                     for n in [1, 3, 37, 100] {
                         let c = LinCase {
                             m,
-                            k,
+                            k: fit(dtype, k),
                             n,
                             ..Default::default()
                         };
@@ -389,6 +410,7 @@ fn linear_suite(shape: Shape) {
             };
             for &v in fused.iter().chain(with_norm) {
                 for (m, k, n) in fused_sizes {
+                    let k = fit(dtype, k);
                     check_linear(&dev, &mut rng, shape, dtype, LinCase { m, k, n, ..v });
                 }
             }
@@ -415,10 +437,11 @@ fn matvec_rows() {
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);
         for dtype in DTYPES {
+            // Inner sizes 46 and 130 become 48 / 136 (float) or 64 / 160 (quantized).
             for (m, k, n, rows) in [(5, 46, 37, 1), (70, 130, 3, 1), (70, 46, 100, 33)] {
                 let c = LinCase {
                     m,
-                    k,
+                    k: fit(dtype, k),
                     n,
                     rows: Some(rows),
                     ..Default::default()
@@ -483,9 +506,11 @@ fn host_routing(rng: &mut StdRng, t: usize, topk: usize, experts: usize) -> Host
 /// Runs one GATHER linear and checks y against a CPU loop over the (token, slot) pairs.
 /// Returns the number of weight chunks.
 fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase) -> usize {
-    if !dtype.fits_cols(c.k) {
-        return 0;
-    }
+    assert!(
+        dtype.fits_cols(c.k),
+        "{c:?}: {dtype} cannot hold rows of {} (use fit())",
+        c.k
+    );
     let pairs = c.t * c.topk;
     let x_rows = pairs / c.xdiv;
     let x = rand_vec(rng, x_rows * c.k, -1.0, 1.0);
@@ -612,6 +637,10 @@ fn linear_moe_gather() {
         for dtype in DTYPES {
             for shape in [Shape::Prefill, Shape::Decode] {
                 for &c in &cases {
+                    let c = MoeCase {
+                        k: fit(dtype, c.k),
+                        ..c
+                    };
                     check_moe(&dev, &mut rng, shape, dtype, c);
                 }
             }
@@ -655,8 +684,12 @@ fn split_bindings() {
                 // 2 per chunk in f16, 3 in q8_0, 7 in q4_0; 48×40 / 40×48 (not quantizable).
                 for (t, topk, e, h, im) in [(5, 3, 8, 64, 32), (40, 2, 6, 48, 40)] {
                     for c in moe_pair(t, topk, e, h, im) {
+                        let c = MoeCase {
+                            k: fit(dtype, c.k),
+                            ..c
+                        };
                         let chunks = check_moe(&dev, &mut rng, shape, dtype, c);
-                        if dtype.fits_cols(c.k) {
+                        if dtype.layout(c.experts * c.n, c.k).0 > 8192 {
                             assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
                         }
                     }
@@ -674,9 +707,7 @@ fn split_bindings() {
 
 /// Gathers `t` rows (including the first, the last and random ones) of a [vocab, h] table.
 fn check_embed(dev: &Dev, rng: &mut StdRng, dtype: DType, vocab: usize, h: usize, t: usize) -> usize {
-    if !dtype.fits_cols(h) {
-        return 0;
-    }
+    assert!(dtype.fits_cols(h), "{dtype} cannot hold rows of {h} (use fit())");
     let table = rand_vec(rng, vocab * h, -2.0, 2.0);
     let mut ids: Vec<u32> = (0..t).map(|_| rng.random_range(0..vocab as u32)).collect();
     ids[0] = 0;
@@ -709,7 +740,7 @@ fn embed() {
         let dev = Dev::new(cname, opts);
         for dtype in DTYPES {
             for (vocab, h, t) in [(1, 8, 1), (7, 48, 5), (300, 128, 70), (65, 192, 33)] {
-                check_embed(&dev, &mut rng, dtype, vocab, h, t);
+                check_embed(&dev, &mut rng, dtype, vocab, fit(dtype, h), t);
             }
         }
     }
@@ -1175,15 +1206,19 @@ fn moe_combine() {
 // ---------------------------------------------------------------------------------------
 // argmax
 
-/// The lowest index of the largest non-NaN value (0 when there is none).
+/// The lowest index of the largest value; `u32::MAX` (the engine's "non-finite logits"
+/// answer) when the row holds a NaN or an infinity.
 fn cpu_argmax(row: &[f32]) -> u32 {
-    let mut best: Option<usize> = None;
+    if row.iter().any(|v| !v.is_finite()) {
+        return u32::MAX;
+    }
+    let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
-        if !v.is_nan() && best.is_none_or(|b| v > row[b]) {
-            best = Some(i);
+        if v > row[best] {
+            best = i;
         }
     }
-    best.unwrap_or(0) as u32
+    best as u32
 }
 
 #[test]
@@ -1192,7 +1227,7 @@ fn argmax() {
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);
         for vocab in [1, 7, 256, 257, 1000, 5003] {
-            for kind in ["random", "ties", "nan", "flat", "neg"] {
+            for kind in ["random", "ties", "nan", "inf", "flat", "neg"] {
                 for t in [1, 3] {
                     let mut logits = rand_vec(&mut rng, t * vocab, -10.0, 10.0);
                     for row in logits.chunks_mut(vocab) {
@@ -1203,6 +1238,14 @@ fn argmax() {
                                     let i = rng.random_range(0..vocab);
                                     row[i] = 11.0;
                                 }
+                            }
+                            "inf" => {
+                                let i = rng.random_range(0..vocab);
+                                row[i] = if rng.random_bool(0.5) {
+                                    f32::INFINITY
+                                } else {
+                                    f32::NEG_INFINITY
+                                };
                             }
                             "nan" => {
                                 row[0] = f32::NAN;
@@ -1240,7 +1283,7 @@ fn argmax() {
 /// (|f − p| ≤ 5·√(p(1−p)/N) + 1/N); the draws are seeded, so the test is deterministic.
 #[test]
 fn sample_distribution() {
-    use lfm_wgpu::model::sampling::SamplingParams;
+    use lfm_wgpu::sampling::SamplingParams;
     let mut rng = StdRng::seed_from_u64(77);
     let draws = 4096usize;
     let base = SamplingParams {
@@ -1344,5 +1387,44 @@ fn sample_distribution() {
         }
         let support = want.iter().filter(|&&p| p > 0.0).count();
         eprintln!("sample {cname} V={vocab} {params:?}: support {support}, {draws} draws within bound");
+    }
+}
+
+/// A logits row holding NaN or ±inf makes the sampler answer `u32::MAX` (reported by the
+/// session as an error) instead of a token, and leaves its draw counter and seen mask alone.
+#[test]
+fn sample_non_finite() {
+    use lfm_wgpu::sampling::SamplingParams;
+    let mut rng = StdRng::seed_from_u64(78);
+    let vocab = 300;
+    let params = SamplingParams {
+        temperature: 0.8,
+        seed: 5,
+        ..SamplingParams::greedy()
+    };
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut logits = rand_vec(&mut rng, vocab, -3.0, 3.0);
+            logits[rng.random_range(0..vocab)] = bad;
+            let g = [
+                params.temperature.to_bits(),
+                0,
+                1f32.to_bits(),
+                0,
+                1f32.to_bits(),
+                5,
+                0,
+                0,
+            ];
+            let state = vec![0u32; 1 + vocab.div_ceil(32)];
+            let (cb, lb, ob, sb) = (dev.u32s(&g), dev.f32s(&logits), dev.u32s(&[0; 4]), dev.u32s(&state));
+            dev.run(tokens(1), DType::F32, |r| r.sample(&cb, &lb, &ob, &sb, vocab, 1, true));
+            assert_eq!(dev.read_u32(&ob, 1)[0], u32::MAX, "{} sample with {bad}", dev.name);
+            assert!(
+                dev.read_u32(&sb, state.len()).iter().all(|&w| w == 0),
+                "state untouched"
+            );
+        }
     }
 }

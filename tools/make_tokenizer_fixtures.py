@@ -9,7 +9,7 @@ For each of the fixtures ``tiny_b`` (model vocab 384) and ``tiny_c`` (model voca
 a real byte-level BPE with the ``tokenizers`` library on the small multilingual corpus below and
 writes, next to the existing checkpoint (``config.json`` / ``*.safetensors`` are never touched):
 
-* ``tokenizer.json``        -- BPE with LFM2's special tokens at ids 0..13 (spec §13) plus two
+* ``tokenizer.json``        -- BPE with LFM2's special tokens at ids 0..13 (docs §13) plus two
                                ``<|reserved_N|>`` tokens, the Llama-3 split regex followed by
                                ByteLevel(add_prefix_space=false), a ByteLevel decoder, and BOS
                                (``<|startoftext|>``, id 1) prepended by a TemplateProcessing
@@ -49,7 +49,7 @@ import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer
 
-# LFM2's special tokens, ids 0..13 (spec §13), then reserved tokens.
+# LFM2's special tokens, ids 0..13 (docs §13), then reserved tokens.
 SPECIAL_TOKENS = [
     "<|pad|>",
     "<|startoftext|>",

@@ -40,7 +40,7 @@ impl GpuOptions {
             Err(_) => None,
         };
         let memory_bytes = match std::env::var("LFM_GPU_MEMORY") {
-            Ok(v) => Some(parse_bytes(&v).ok_or_else(|| {
+            Ok(v) => Some(crate::units::parse_bytes(&v).ok_or_else(|| {
                 Error::Invalid(format!("LFM_GPU_MEMORY={v} is not a size (e.g. 6GiB, 8000MB, 123456)"))
             })?),
             Err(_) => None,
@@ -54,28 +54,6 @@ impl GpuOptions {
             memory_bytes,
         })
     }
-}
-
-/// Parses a byte count: `123456`, `512MB`, `6GiB`, `1.5G` (K/M/G/T: powers of 1000 with B,
-/// of 1024 with iB or alone).
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let x: f64 = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024.0 * 1024.0,
-        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tib" => 1024f64.powi(4),
-        _ => return None,
-    };
-    (x >= 0.0).then_some((x * mult) as u64)
 }
 
 /// Device-local memory the driver reports (Vulkan: the device-local heaps), if it can tell.
@@ -138,6 +116,8 @@ pub struct Gpu {
     /// Device-local memory: `LFM_GPU_MEMORY` / `--gpu-memory`, else what the driver
     /// reports (Vulkan heaps); None when unknown (Metal, DX12, GL).
     pub memory: Option<u64>,
+    /// Set by the driver's device-lost callback: why the device is gone.
+    lost: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// All adapters wgpu finds for `backends`.
@@ -232,6 +212,15 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             log::error!("uncaptured wgpu error: {e}");
         }));
+        let lost = Arc::new(std::sync::Mutex::new(None));
+        {
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                if let Ok(mut l) = lost.lock() {
+                    *l = Some(format!("{reason:?}: {msg}"));
+                }
+            });
+        }
         let granted = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let max_binding = opts.max_binding_bytes.map_or(granted, |m| m.min(granted)) / 256 * 256;
         log::info!(
@@ -262,16 +251,20 @@ impl Gpu {
             caps,
             max_binding,
             memory,
+            lost,
         }))
     }
 
-    /// Runs `f` inside validation and out-of-memory error scopes; a captured error becomes `Err`.
+    /// Runs `f` inside validation and out-of-memory error scopes; a captured error becomes
+    /// `Err` naming `during`, and so does a device lost before or during `f`.
     pub fn scoped<T>(&self, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.alive(during)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         let v = pollster::block_on(val.pop());
         let o = pollster::block_on(oom.pop());
+        self.alive(during)?;
         if let Some(e) = o.or(v) {
             return Err(Error::Gpu {
                 during: during.to_string(),
@@ -279,6 +272,17 @@ impl Gpu {
             });
         }
         out
+    }
+
+    /// An error when the device has been lost (it cannot be used again).
+    pub fn alive(&self, during: &str) -> Result<()> {
+        match self.lost.lock().ok().and_then(|l| l.clone()) {
+            None => Ok(()),
+            Some(msg) => Err(Error::DeviceLost {
+                during: during.to_string(),
+                msg,
+            }),
+        }
     }
 
     /// Waits for all submitted work.

@@ -11,17 +11,8 @@
 use super::context::Gpu;
 pub use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::layout::{plan_chunks, stored_row_bytes, StoredMatrix};
 use half::f16;
-use std::borrow::Cow;
-
-/// A whole matrix in the engine's layout: per row-major block its quant bytes (or the plain
-/// f32 / f16 values), then one f16 scale per block for quantized formats.
-pub struct StoredMatrix<'a> {
-    pub dtype: DType,
-    /// Borrowed from a file mapping, or generated (synthetic weights).
-    pub data: Cow<'a, [u8]>,
-    pub scales: Cow<'a, [u8]>,
-}
 
 /// Rows [row0, row0 + rows) of a matrix, in one buffer.
 #[derive(Debug)]
@@ -41,33 +32,6 @@ pub struct GpuMatrix {
     pub group_rows: usize,
     pub dtype: DType,
     pub chunks: Vec<MatChunk>,
-}
-
-/// Cuts `rows` into ranges of whole groups, each at most `max_bytes`.
-pub fn plan_chunks(
-    label: &str,
-    rows: usize,
-    cols: usize,
-    group_rows: usize,
-    dtype: DType,
-    max_bytes: u64,
-) -> Result<Vec<(usize, usize)>> {
-    let group_bytes = dtype.layout(group_rows, cols).0;
-    if group_bytes > max_bytes {
-        return Err(Error::Limit {
-            what: format!(
-                "{label}: one group of {group_rows}×{cols} {dtype} weights (bytes) in a single storage binding"
-            ),
-            needed: group_bytes,
-            limit: max_bytes,
-        });
-    }
-    let groups_per_chunk = (max_bytes / group_bytes) as usize;
-    let rows_per_chunk = groups_per_chunk * group_rows;
-    Ok((0..rows)
-        .step_by(rows_per_chunk)
-        .map(|r| (r, rows_per_chunk.min(rows - r)))
-        .collect())
 }
 
 impl GpuMatrix {
@@ -153,11 +117,7 @@ impl GpuMatrix {
         stored: &StoredMatrix<'_>,
     ) -> Result<Self> {
         let dtype = stored.dtype;
-        let blocks_per_row = cols / 32;
-        let (row_data, row_scales) = match dtype.quant() {
-            Some(q) => (blocks_per_row * q.quant_bytes_per_block(), blocks_per_row * 2),
-            None => (dtype.row_bytes(cols) as usize, 0),
-        };
+        let (row_data, row_scales) = stored_row_bytes(dtype, cols);
         if !dtype.fits_cols(cols) || stored.data.len() != rows * row_data || stored.scales.len() != rows * row_scales {
             return Err(Error::Invalid(format!(
                 "{label}: stored {dtype} data of {} + {} bytes does not fit [{rows}, {cols}] ({} + {} expected)",

@@ -1,4 +1,5 @@
-//! Compute kernels: one module per WGSL file, typed pipeline keys, a lazy pipeline cache,
+//! Compute kernels: typed pipeline keys (one `Kernel` variant per WGSL file), a lazy pipeline
+//! cache, the per-op recording methods (`ops.rs`), device probes (`probe.rs`),
 //! a uniform arena for per-dispatch parameters, and [`Program`] — a recorded list of
 //! dispatches (pipeline, bind group, grid) built once and replayed every step.
 //!
@@ -116,6 +117,47 @@ macro_rules! shader {
 }
 
 impl Kernel {
+    /// Every kernel variant the engine can create (for checks that need no device).
+    pub fn all_variants() -> Vec<Kernel> {
+        let mut v = vec![
+            Kernel::Embed,
+            Kernel::RmsNorm { last_only: false },
+            Kernel::RmsNorm { last_only: true },
+            Kernel::ShortConv,
+            Kernel::QkRope,
+            Kernel::Attention,
+            Kernel::AttentionPrefill,
+            Kernel::AttnMerge,
+            Kernel::Router,
+            Kernel::MoeRoute,
+            Kernel::MoeCombine,
+            Kernel::Argmax { last_row: false },
+            Kernel::Argmax { last_row: true },
+            Kernel::Sample,
+            Kernel::FmaPeak,
+        ];
+        for bits in 0..64u32 {
+            let l = Linear {
+                glu: bits & 1 != 0,
+                gather: bits & 2 != 0,
+                bias: bits & 4 != 0,
+                scale: bits & 8 != 0,
+                acc: bits & 16 != 0,
+                norm: bits & 32 != 0,
+            };
+            v.push(Kernel::Matvec(l));
+            v.push(Kernel::Matmul(l));
+        }
+        v
+    }
+
+    /// Whether the variant reads weights (its pipelines differ by weight format) and the KV
+    /// cache (they differ by KV format).
+    pub fn storage_dependent(&self) -> (bool, bool) {
+        let s = self.source();
+        (s.uses_weights, s.uses_kv)
+    }
+
     fn source(&self) -> Source {
         let ((file, text), w, kv, red) = match self {
             Kernel::Embed => (shader!("embed"), true, false, false),
@@ -144,7 +186,7 @@ impl Kernel {
     }
 
     /// Binding slots after the step uniform (binding 0): binding 1 is the kernel's params.
-    fn slots(&self) -> &'static [Slot] {
+    pub fn slots(&self) -> &'static [Slot] {
         use Slot::*;
         match self {
             Kernel::Embed => &[Uniform, Uniform, Read, Read, ReadWrite],
@@ -167,7 +209,8 @@ impl Kernel {
         }
     }
 
-    fn constants(&self) -> Vec<(&'static str, f64)> {
+    /// The pipeline-overridable constants this variant sets (`override` in its WGSL).
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         match self {
             Kernel::RmsNorm { last_only } => vec![("LAST_ONLY", b(*last_only))],
@@ -340,47 +383,80 @@ impl Kernels {
     }
 }
 
-/// One buffer holding every dispatch's parameters at aligned offsets, written at build time.
+/// Every dispatch's parameters at aligned offsets in uniform pages of [`UNIFORM_PAGE`] bytes,
+/// written once at build time; a page is added when the last is full, so nothing has to
+/// count the dispatches of a program in advance.
 pub struct Uniforms {
-    pub buffer: wgpu::Buffer,
+    label: String,
     align: u64,
+    pages: RefCell<Vec<wgpu::Buffer>>,
+    /// Next free offset in the last page.
     next: Cell<u64>,
 }
 
+/// Bytes of one uniform page.
+pub const UNIFORM_PAGE: u64 = 64 << 10;
+
+/// Where one dispatch's parameters live.
+pub struct UniformSlot {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl UniformSlot {
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
+}
+
 impl Uniforms {
-    pub fn new(gpu: &Gpu, label: &str, slots: u64) -> Self {
-        let align = gpu.limits.min_uniform_buffer_offset_alignment.max(16) as u64;
+    pub fn new(gpu: &Gpu, label: &str) -> Self {
         Uniforms {
-            buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: slots * align,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
-            align,
-            next: Cell::new(0),
+            label: label.to_string(),
+            align: gpu.limits.min_uniform_buffer_offset_alignment.max(16) as u64,
+            pages: RefCell::new(Vec::new()),
+            next: Cell::new(UNIFORM_PAGE),
         }
     }
 
-    /// Stores `params` and returns the binding that reads them.
-    pub fn push<T: bytemuck::Pod>(&self, gpu: &Gpu, params: &T) -> Result<wgpu::BufferBinding<'_>> {
+    /// Bytes allocated (whole pages).
+    pub fn bytes(&self) -> u64 {
+        self.pages.borrow().len() as u64 * UNIFORM_PAGE
+    }
+
+    /// Stores `params` and returns where they are.
+    pub fn push<T: bytemuck::Pod>(&self, gpu: &Gpu, params: &T) -> Result<UniformSlot> {
         let bytes = bytemuck::bytes_of(params);
-        let at = self.next.get();
         let size = (bytes.len() as u64).next_multiple_of(16);
-        if at + size > self.buffer.size() {
-            return Err(Error::Invalid(format!(
-                "uniform arena of {} bytes is full (internal sizing error)",
-                self.buffer.size()
-            )));
+        if size > UNIFORM_PAGE {
+            return Err(Error::Invalid(format!("{} parameters of {size} bytes", self.label)));
         }
+        if self.next.get() + size > UNIFORM_PAGE {
+            let mut pages = self.pages.borrow_mut();
+            let label = format!("{}[{}]", self.label, pages.len());
+            pages.push(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&label),
+                size: UNIFORM_PAGE,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+            self.next.set(0);
+        }
+        let at = self.next.get();
+        let buffer = self.pages.borrow().last().expect("a page").clone();
         let mut padded = bytes.to_vec();
         padded.resize(size as usize, 0);
-        gpu.queue.write_buffer(&self.buffer, at, &padded);
+        gpu.queue.write_buffer(&buffer, at, &padded);
         self.next.set(at + size.next_multiple_of(self.align));
-        Ok(wgpu::BufferBinding {
-            buffer: &self.buffer,
+        Ok(UniformSlot {
+            buffer,
             offset: at,
-            size: std::num::NonZeroU64::new(size),
+            size,
         })
     }
 }

@@ -134,6 +134,25 @@ pub struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
+    /// An empty program recorded against these kernels, parameter arena, step uniform and
+    /// dummy binding, for a KV cache stored as `kv`.
+    pub fn new(
+        k: &'a Kernels,
+        uniforms: &'a Uniforms,
+        step: &'a wgpu::Buffer,
+        dummy: &'a wgpu::Buffer,
+        kv: DType,
+    ) -> Self {
+        Recorder {
+            k,
+            uniforms,
+            step,
+            dummy,
+            kv,
+            prog: Program::default(),
+        }
+    }
+
     fn push<P: Pod>(
         &mut self,
         label: String,
@@ -165,7 +184,7 @@ impl<'a> Recorder<'a> {
             },
             wgpu::BindGroupEntry {
                 binding: 1,
-                resource: wgpu::BindingResource::Buffer(pb),
+                resource: pb.binding(),
             },
         ];
         for (i, b) in buffers.iter().enumerate() {

@@ -46,7 +46,7 @@ pub fn fma_peak(k: &Kernels, reps: usize) -> Result<f64> {
     let groups: u32 = 512;
     let iters: u32 = 2048;
     let pipeline = k.get(k.key(Kernel::FmaPeak, DType::F32, DType::F32))?;
-    let uniforms = Uniforms::new(gpu, "fma params", 1);
+    let uniforms = Uniforms::new(gpu, "fma params");
     let params = uniforms.push(gpu, &[iters, 0u32, 0, 0])?;
     let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("fma step"),
@@ -70,7 +70,7 @@ pub fn fma_peak(k: &Kernels, reps: usize) -> Result<f64> {
             },
             wgpu::BindGroupEntry {
                 binding: 1,
-                resource: wgpu::BindingResource::Buffer(params),
+                resource: params.binding(),
             },
             wgpu::BindGroupEntry {
                 binding: 2,
@@ -188,7 +188,7 @@ pub fn time_decode_matvecs(
             } else {
                 None
             };
-            let uniforms = Uniforms::new(gpu, "params", 64 + w.chunks.len() as u64);
+            let uniforms = Uniforms::new(gpu, "params");
             let moe = group > 1;
             let routing = Routing {
                 ids: &ids,
@@ -197,14 +197,7 @@ pub fn time_decode_matvecs(
                 rows: &dummy,
                 topk,
             };
-            let mut r = Recorder {
-                k,
-                uniforms: &uniforms,
-                step: &step,
-                dummy: &dummy,
-                kv: DType::F32,
-                prog: Default::default(),
-            };
+            let mut r = Recorder::new(k, &uniforms, &step, &dummy, DType::F32);
             r.linear(
                 Shape::Decode,
                 &LinearOp {

@@ -1,4 +1,4 @@
-//! THE forward pass (spec §4), recorded once per mode into a [`Program`] whose grids follow
+//! THE forward pass (docs §4), recorded once per mode into a [`Program`] whose grids follow
 //! the step's token count. Read it top to bottom: embedding, then per layer
 //! operator_norm → conv or attention → residual, ffn_norm → dense SwiGLU or MoE → residual,
 //! then the final norm, the head and greedy argmax on the GPU. In decode the norms are fused
@@ -8,6 +8,7 @@ use super::gpu_weights::GpuModel;
 use super::state::{LayerState, State};
 use super::weights::{Ffn, Op};
 use crate::error::Result;
+use crate::gpu::GpuMatrix;
 use crate::kernels::ops::{LinearOp, Recorder, Routing, Shape};
 use crate::kernels::{Kernels, Program, Uniforms};
 
@@ -22,59 +23,140 @@ pub enum Mode {
     Decode,
 }
 
+/// The stream a projection reads: the normed activations `a` (prefill), or the raw residual
+/// `h` with the RMSNorm fused into the mat-vec (decode: it reads all of x anyway).
+#[derive(Clone, Copy)]
+struct Normed<'a> {
+    x: &'a wgpu::Buffer,
+    norm: Option<(&'a wgpu::Buffer, f32)>,
+}
+
+/// The recorder with what every step of the pass shares: state, shape, width, eps.
+struct Fwd<'a> {
+    r: Recorder<'a>,
+    s: &'a State,
+    mode: Mode,
+    shape: Shape,
+    h: u32,
+    eps: f32,
+}
+
+impl<'a> Fwd<'a> {
+    /// One projection `y [n] = W·x (+ bias)`, with its switches.
+    fn op<'b>(&self, x: &'b wgpu::Buffer, ldx: u32, w: &'b GpuMatrix, y: &'b wgpu::Buffer, ldy: u32) -> LinearOp<'b> {
+        LinearOp {
+            x,
+            ldx,
+            w,
+            w_up: None,
+            y,
+            ldy,
+            bias: None,
+            acc: false,
+            moe: None,
+            scale: false,
+            norm: None,
+        }
+    }
+
+    /// RMSNorm of the residual stream `h` with weights `g`, for the projections that follow.
+    fn norm(&mut self, label: &str, g: &'a wgpu::Buffer) -> Result<Normed<'a>> {
+        if self.mode == Mode::Decode {
+            return Ok(Normed {
+                x: &self.s.h,
+                norm: Some((g, self.eps)),
+            });
+        }
+        let last_only = false;
+        self.r
+            .rmsnorm(label, &self.s.h, g, &self.s.a, self.h as usize, self.eps, last_only)?;
+        Ok(Normed {
+            x: &self.s.a,
+            norm: None,
+        })
+    }
+
+    /// `y [n] = W·x + bias`.
+    fn proj(&mut self, x: Normed, w: &GpuMatrix, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, n: u32) -> Result<()> {
+        let op = LinearOp {
+            bias,
+            norm: x.norm,
+            ..self.op(x.x, self.h, w, y, n)
+        };
+        self.r.linear(self.shape, &op)
+    }
+
+    /// `y [n] = SiLU(W_gate·x) ⊙ (W_up·x)`; over the routed (token, slot) pairs with `routing`.
+    fn glu(
+        &mut self,
+        x: Normed,
+        gate: &GpuMatrix,
+        up: &GpuMatrix,
+        y: &wgpu::Buffer,
+        n: u32,
+        routing: Option<&Routing>,
+    ) -> Result<()> {
+        let op = LinearOp {
+            w_up: Some(up),
+            norm: x.norm,
+            moe: routing.map(|r| (r, r.topk)),
+            ..self.op(x.x, self.h, gate, y, n)
+        };
+        self.r.linear(self.shape, &op)
+    }
+
+    /// `h += W·x + bias`: the projection closing a residual branch (x has `k` values a row).
+    fn residual(&mut self, x: &wgpu::Buffer, k: u32, w: &GpuMatrix, bias: Option<&wgpu::Buffer>) -> Result<()> {
+        let op = LinearOp {
+            bias,
+            acc: true,
+            ..self.op(x, k, w, &self.s.h, self.h)
+        };
+        self.r.linear(self.shape, &op)
+    }
+
+    /// `ypair [pair, H] = w_pair · W_down[e]·act[pair]` for each routed pair.
+    fn experts_down(&mut self, routing: &Routing, down: &GpuMatrix, im: u32) -> Result<()> {
+        let op = LinearOp {
+            moe: Some((routing, 1)),
+            scale: true,
+            ..self.op(&self.s.act, im, down, &self.s.ypair, self.h)
+        };
+        self.r.linear(self.shape, &op)
+    }
+}
+
 /// Records the forward pass of `m` over state `s` for `mode`.
 pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mode) -> Result<Program> {
-    let cfg = &m.cfg;
-    let w = &m.w;
+    let (cfg, w) = (&m.cfg, &m.w);
+    let h = cfg.hidden_size as u32;
     let shape = match mode {
         Mode::Decode => Shape::Decode,
         _ => Shape::Prefill,
     };
-    let h = cfg.hidden_size as u32;
-    let eps = cfg.norm_eps;
-    let topk = cfg.num_experts_per_tok as u32;
-    let mut r = Recorder {
-        k,
-        uniforms,
-        step: &s.step,
-        dummy: &s.dummy,
-        kv: s.kv_dtype,
-        prog: Program::default(),
+    let mut f = Fwd {
+        r: Recorder::new(k, uniforms, &s.step, &s.dummy, s.kv_dtype),
+        s,
+        mode,
+        shape,
+        h,
+        eps: cfg.norm_eps,
     };
-    let linear = |x, ldx, w, y, ldy| LinearOp {
-        x,
-        ldx,
-        w,
-        w_up: None,
-        y,
-        ldy,
-        bias: None,
-        acc: false,
-        moe: None,
-        scale: false,
-        norm: None,
+    let heads = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    let routing = Routing {
+        ids: &s.route_ids,
+        weights: &s.route_w,
+        offsets: &s.route_off,
+        rows: &s.route_rows,
+        topk: cfg.num_experts_per_tok as u32,
     };
 
-    // RMSNorm before projections: in decode it is fused into the mat-vecs that read it (they
-    // take the raw residual `h` and the norm weights); in prefill it is a dispatch into `a`.
-    let fuse = mode == Mode::Decode;
-    let norm_into = |r: &mut Recorder, label: &str, g: &wgpu::Buffer, last_only: bool| -> Result<()> {
-        match fuse {
-            true => Ok(()),
-            false => r.rmsnorm(label, &s.h, g, &s.a, cfg.hidden_size, eps, last_only),
-        }
-    };
-    // (x, norm) for a projection of the normed stream with weights g.
-    let normed = |g| match fuse {
-        true => (&s.h, Some((g, eps))),
-        false => (&s.a, None),
-    };
-
-    r.embed(&s.ids, &w.embed, &s.h)?;
+    // model.embed_tokens
+    f.r.embed(&s.ids, &w.embed, &s.h)?;
     for (i, (layer, ls)) in w.layers.iter().zip(&s.layers).enumerate() {
         let name = |x: &str| format!("model.layers.{i}.{x}");
-        norm_into(&mut r, &name("operator_norm"), &layer.operator_norm, false)?;
-        let (xa, norm) = normed(&layer.operator_norm);
+        // operator_norm, then conv or self_attn, closing with h += out_proj(…)
+        let a = f.norm(&name("operator_norm"), &layer.operator_norm)?;
         match (&layer.op, ls) {
             (
                 Op::Conv {
@@ -87,33 +169,11 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                 },
                 LayerState::Conv(state),
             ) => {
-                let zw = 3 * h;
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        bias: in_bias.as_ref(),
-                        norm,
-                        ..linear(xa, h, in_proj, &s.z, zw)
-                    },
-                )?;
-                r.short_conv(
-                    &name("conv.conv"),
-                    &s.z,
-                    conv,
-                    conv_bias.as_ref(),
-                    state,
-                    &s.o,
-                    cfg.hidden_size,
-                    cfg.conv_l_cache,
-                )?;
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        bias: out_bias.as_ref(),
-                        acc: true,
-                        ..linear(&s.o, h, out_proj, &s.h, h)
-                    },
-                )?;
+                // conv.in_proj → B | C | x; conv.conv: C ⊙ causal_conv(B ⊙ x) with the state
+                f.proj(a, in_proj, in_bias.as_ref(), &s.z, 3 * h)?;
+                let (hs, kc) = (cfg.hidden_size, cfg.conv_l_cache);
+                f.r.short_conv(&name("conv.conv"), &s.z, conv, conv_bias.as_ref(), state, &s.o, hs, kc)?;
+                f.residual(&s.o, h, out_proj, out_bias.as_ref())?;
             }
             (
                 Op::Attention {
@@ -124,65 +184,23 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                 },
                 LayerState::Attention(cache),
             ) => {
-                let heads = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-                let hd = (heads.0 * heads.2) as u32;
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        norm,
-                        ..linear(xa, h, qkv, &s.z, cfg.qkv_dim() as u32)
-                    },
-                )?;
-                r.qk_rope(
-                    &name("self_attn.qk_norm_rope"),
-                    &s.z,
-                    q_norm,
-                    k_norm,
-                    &s.rope,
-                    &s.q,
-                    (&cache.k, &cache.v),
-                    heads,
-                    eps,
-                )?;
-                r.attention(
-                    shape,
-                    &name("self_attn.attention"),
-                    &s.q,
-                    (&cache.k, &cache.v),
-                    &s.part,
-                    &s.o,
-                    heads,
-                )?;
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        acc: true,
-                        ..linear(&s.o, hd, out_proj, &s.h, h)
-                    },
-                )?;
+                // self_attn: q|k|v, per-head q/k norm + RoPE + cache write, causal GQA
+                f.proj(a, qkv, None, &s.z, cfg.qkv_dim() as u32)?;
+                let kv = (&cache.k, &cache.v);
+                let label = name("self_attn.qk_norm_rope");
+                f.r.qk_rope(&label, &s.z, q_norm, k_norm, &s.rope, &s.q, kv, heads, cfg.norm_eps)?;
+                f.r.attention(shape, &name("self_attn.attention"), &s.q, kv, &s.part, &s.o, heads)?;
+                f.residual(&s.o, (heads.0 * heads.2) as u32, out_proj, None)?;
             }
             _ => unreachable!("layer state is built from the same layer_types"),
         }
-        norm_into(&mut r, &name("ffn_norm"), &layer.ffn_norm, false)?;
-        let (xa, norm) = normed(&layer.ffn_norm);
+        // ffn_norm, then feed_forward, closing with h += down(…)
+        let b = f.norm(&name("ffn_norm"), &layer.ffn_norm)?;
         match &layer.ffn {
             Ffn::Dense { gate, up, down } => {
                 let iw = cfg.intermediate_size as u32;
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        w_up: Some(up),
-                        norm,
-                        ..linear(xa, h, gate, &s.act, iw)
-                    },
-                )?;
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        acc: true,
-                        ..linear(&s.act, iw, down, &s.h, h)
-                    },
-                )?;
+                f.glu(b, gate, up, &s.act, iw, None)?;
+                f.residual(&s.act, iw, down, None)?;
             }
             Ffn::Moe {
                 router,
@@ -191,67 +209,56 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                 up,
                 down,
             } => {
-                let e = cfg.num_experts as u32;
-                let im = cfg.moe_intermediate_size as u32;
-                let routing = Routing {
-                    ids: &s.route_ids,
-                    weights: &s.route_w,
-                    offsets: &s.route_off,
-                    rows: &s.route_rows,
-                    topk,
-                };
-                r.linear(
+                // feed_forward.gate: router logits → top-k experts and weights → pair lists
+                f.proj(b, router, None, &s.router_logits, cfg.num_experts as u32)?;
+                let (e, norm_topk, scale) = (cfg.num_experts, cfg.norm_topk_prob, cfg.routed_scaling_factor);
+                let label = name("feed_forward.router");
+                f.r.route(
                     shape,
-                    &LinearOp {
-                        norm,
-                        ..linear(xa, h, router, &s.router_logits, e)
-                    },
-                )?;
-                r.route(
-                    shape,
-                    &name("feed_forward.router"),
+                    &label,
                     &s.router_logits,
                     expert_bias.as_ref(),
                     &routing,
-                    cfg.num_experts,
-                    cfg.norm_topk_prob,
-                    cfg.routed_scaling_factor,
+                    e,
+                    norm_topk,
+                    scale,
                 )?;
-                // Experts see only the (token, slot) pairs routed to them.
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        w_up: Some(up),
-                        moe: Some((&routing, topk)),
-                        norm,
-                        ..linear(xa, h, gate, &s.act, im)
-                    },
+                // experts: each sees only the pairs routed to it; h += Σ_slot weighted outputs
+                let im = cfg.moe_intermediate_size as u32;
+                f.glu(b, gate, up, &s.act, im, Some(&routing))?;
+                f.experts_down(&routing, down, im)?;
+                f.r.moe_combine(
+                    &name("feed_forward.combine"),
+                    &s.ypair,
+                    &s.h,
+                    cfg.hidden_size,
+                    routing.topk,
                 )?;
-                r.linear(
-                    shape,
-                    &LinearOp {
-                        moe: Some((&routing, 1)),
-                        scale: true,
-                        ..linear(&s.act, im, down, &s.ypair, h)
-                    },
-                )?;
-                r.moe_combine(&name("feed_forward.combine"), &s.ypair, &s.h, cfg.hidden_size, topk)?;
             }
         }
     }
-    norm_into(&mut r, "model.embedding_norm", &w.final_norm, mode == Mode::Prefill)?;
-    let (xa, norm) = normed(&w.final_norm);
+    // model.embedding_norm (the final norm), lm_head (tied: the embedding), argmax → next id
     let v = cfg.vocab_size as u32;
-    let head = LinearOp {
-        norm,
-        ..linear(xa, h, w.head(), &s.logits, v)
-    };
-    if mode == Mode::Prefill {
-        // Only the last position's logits: it was normed into row 0.
-        r.matvec_rows(&head, 1)?;
-    } else {
-        r.linear(shape, &head)?;
+    match mode {
+        Mode::Prefill => {
+            // Only the last position's logits: its row is normed into row 0.
+            f.r.rmsnorm(
+                "model.embedding_norm",
+                &s.h,
+                &w.final_norm,
+                &s.a,
+                cfg.hidden_size,
+                cfg.norm_eps,
+                true,
+            )?;
+            let head = f.op(&s.a, h, w.head(), &s.logits, v);
+            f.r.matvec_rows(&head, 1)?;
+        }
+        _ => {
+            let x = f.norm("model.embedding_norm", &w.final_norm)?;
+            f.proj(x, w.head(), None, &s.logits, v)?;
+        }
     }
-    r.argmax(&s.logits, &s.ids, cfg.vocab_size, mode == Mode::PrefillAllLogits)?;
-    Ok(r.prog)
+    f.r.argmax(&s.logits, &s.ids, cfg.vocab_size, mode == Mode::PrefillAllLogits)?;
+    Ok(f.r.prog)
 }

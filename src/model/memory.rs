@@ -11,8 +11,9 @@ use super::synthetic::Synthetic;
 use super::weights::{storage_format, MatSpec, Source, WeightSink, Weights};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::tensor::plan_chunks;
 use crate::gpu::Gpu;
+use crate::layout::plan_chunks;
+use crate::units::gib;
 
 /// Resident GPU memory of one model and one sequence.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,11 +202,6 @@ pub fn most_precise_fitting(
         available,
     )?;
     Ok(fit.map(|e| e.dtype))
-}
-
-/// `1.23 GiB`
-pub fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Peak resident host memory of this process so far (Linux `VmHWM`), if the OS tells.

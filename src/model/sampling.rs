@@ -1,4 +1,5 @@
-//! Sampling settings and the GPU sampler of a session (shaders/sample.wgsl).
+//! The GPU sampler of a session (shaders/sample.wgsl), for the settings of
+//! [`crate::sampling::SamplingParams`].
 //!
 //! Greedy decoding uses the argmax every forward program ends with; any other setting adds
 //! one sample dispatch to the same submission, which overwrites the id the next step reads.
@@ -7,73 +8,12 @@
 //! seen (for the repetition penalty), which it extends as it samples; when a prompt is
 //! prefilled the host rebuilds the mask from the session's history and the prompt.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::ops::Recorder;
 use crate::kernels::{Kernels, Program, Uniforms};
+use crate::sampling::SamplingParams;
 use bytemuck::{Pod, Zeroable};
-
-/// How the next token is chosen. Filters apply in transformers' order: repetition penalty,
-/// temperature, top-k, top-p, min-p.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SamplingParams {
-    /// 0: greedy (argmax); otherwise logits are divided by it.
-    pub temperature: f32,
-    /// Keep the k most likely tokens (ties kept); 0: off.
-    pub top_k: usize,
-    /// Keep the smallest set holding this much probability; 1: off.
-    pub top_p: f32,
-    /// Keep tokens at least this fraction as likely as the most likely; 0: off.
-    pub min_p: f32,
-    /// Divide positive (multiply negative) logits of tokens already in the sequence; 1: off.
-    pub repetition_penalty: f32,
-    pub seed: u64,
-}
-
-impl SamplingParams {
-    pub fn greedy() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
-    }
-
-    /// LFM2-8B-A1B's model card: temperature 0.3, min_p 0.15, repetition penalty 1.05.
-    pub fn model_card(seed: u64) -> Self {
-        SamplingParams {
-            temperature: 0.3,
-            min_p: 0.15,
-            repetition_penalty: 1.05,
-            seed,
-            ..Self::greedy()
-        }
-    }
-
-    pub fn is_greedy(&self) -> bool {
-        self.temperature == 0.0
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::Invalid(format!("sampling: {what}")));
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad("temperature must be ≥ 0");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top-p must be in (0, 1]");
-        }
-        if !(0.0..1.0).contains(&self.min_p) {
-            return bad("min-p must be in [0, 1)");
-        }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad("repetition penalty must be > 0");
-        }
-        Ok(())
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -125,14 +65,7 @@ impl Sampler {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut r = Recorder {
-            k: kernels,
-            uniforms,
-            step,
-            dummy,
-            kv: crate::gpu::DType::F32,
-            prog: Program::default(),
-        };
+        let mut r = Recorder::new(kernels, uniforms, step, dummy, crate::gpu::DType::F32);
         r.sample(&cfg, logits, ids, &state, vocab, 1, true)?;
         let mut s = Sampler {
             params: SamplingParams::greedy(),

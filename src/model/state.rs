@@ -6,6 +6,28 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
 use wgpu::util::DeviceExt;
 
+/// What a sequence holds: the sizes its state is allocated with (and the memory plan the
+/// loader checks before allocating anything).
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Context length (KV cache capacity), default 4096.
+    pub ctx: usize,
+    /// Prefill chunk, default 512.
+    pub ubatch: usize,
+    /// KV-cache storage (f32 or f16); default: f32 with f32 weights, else f16.
+    pub kv_dtype: Option<DType>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            ctx: 4096,
+            ubatch: 512,
+            kv_dtype: None,
+        }
+    }
+}
+
 /// Most KV-length splits of decode attention.
 pub const MAX_ATTN_SPLITS: u32 = 32;
 /// Rows of logits kept (all-position logits are produced this many tokens at a time).

@@ -1,6 +1,6 @@
 //! Plain f32 CPU forward pass of LFM2-MoE: the oracle for every kernel and for the engine.
 //!
-//! Written for obviousness, straight from spec §4–§11; it shares [`Config`] and the
+//! Written for obviousness, straight from docs §4–§11; it shares [`Config`] and the
 //! checkpoint reader with the GPU path so constants cannot drift, and never touches wgpu.
 
 use crate::dtype::DType;
@@ -115,7 +115,7 @@ pub fn matmul(x: &[f32], w: &HostMatrix, bias: Option<&[f32]>) -> Vec<f32> {
     y
 }
 
-/// RMSNorm of every `n`-sized row of `x` with weight `w` [n] (spec §5).
+/// RMSNorm of every `n`-sized row of `x` with weight `w` [n] (docs §5).
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let n = w.len();
     let mut y = vec![0f32; x.len()];
@@ -137,7 +137,7 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Gated short conv over T tokens (spec §6): z [T, 3H] = B | C | x, taps w [H·K],
+/// Gated short conv over T tokens (docs §6): z [T, 3H] = B | C | x, taps w [H·K],
 /// `state` [(K−1), H] oldest first, updated in place. Returns C ⊙ conv(B ⊙ x) [T, H].
 pub fn short_conv(z: &[f32], w: &[f32], bias: Option<&[f32]>, state: &mut [f32], h: usize) -> Vec<f32> {
     let k = w.len() / h;
@@ -207,7 +207,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], nh: usize, nkv: usize, d: usiz
     o
 }
 
-/// Expert selection for one token (spec §9): sigmoid scores, top-k of score + bias,
+/// Expert selection for one token (docs §9): sigmoid scores, top-k of score + bias,
 /// weights from the unbiased scores, optionally normalised, then scaled.
 /// Returns (expert ids, weights) in descending order of biased score.
 pub fn route(logits: &[f32], bias: Option<&[f32]>, k: usize, norm: bool, scale: f32) -> (Vec<u32>, Vec<f32>) {
@@ -398,7 +398,7 @@ impl Reference {
 /// repetition penalty on the `seen` tokens, temperature, top-k (ties with the k-th kept),
 /// top-p (the smallest most-likely set reaching `top_p`), min-p. Sort-based, written
 /// independently of the GPU's bisection (shaders/sample.wgsl).
-pub fn sampling_probs(logits: &[f32], p: &crate::model::sampling::SamplingParams, seen: &[bool]) -> Vec<f64> {
+pub fn sampling_probs(logits: &[f32], p: &crate::sampling::SamplingParams, seen: &[bool]) -> Vec<f64> {
     let n = logits.len();
     let mut l: Vec<f64> = logits
         .iter()
