@@ -4,21 +4,9 @@
 // blocks of WG keys; it writes its partial (max m, sum l, unnormalised o[d]) to `part`
 // [T, nh, S, d + 2], which attn_merge combines. q is [T, nh·d]; caches are [ctx, nkv, d].
 const WG: u32 = 64u;
-const DPT: u32 = 4u; // output dims per thread: d ≤ WG·DPT
-const NEG: f32 = -1.0e30;
-struct Params {
-    nh: u32,
-    nkv: u32,
-    d: u32,
-    scale: f32,
-}
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k_cache: array<KV_T>;
-@group(0) @binding(4) var<storage, read> v_cache: array<KV_T>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 
-var<workgroup> qs: array<f32, 256>;
+var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> probs: array<f32, WG>;
 
 @compute @workgroup_size(WG)

@@ -5,22 +5,10 @@
 // directly. q is [T, nh·d]; caches are [ctx, nkv, d]. Grid (⌈T / BQ⌉, nh).
 const WG: u32 = 64u;
 const BQ: u32 = 8u;
-const DPT: u32 = 4u; // output dims per thread: d ≤ WG·DPT
-const NEG: f32 = -1.0e30;
-struct Params {
-    nh: u32,
-    nkv: u32,
-    d: u32,
-    scale: f32,
-}
-@group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k_cache: array<KV_T>;
-@group(0) @binding(4) var<storage, read> v_cache: array<KV_T>;
 @group(0) @binding(5) var<storage, read_write> o: array<f32>;
 
-var<workgroup> qs: array<f32, 2048>; // [BQ, d], pre-scaled
-var<workgroup> probs: array<f32, 512>; // [BQ, WG] of the current key block
+var<workgroup> qs: array<f32, BQ * MAX_HEAD_DIM>; // [BQ, d], pre-scaled
+var<workgroup> probs: array<f32, BQ * WG>; // of the current key block
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
@@ -43,7 +31,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
 
     var m: array<f32, BQ>;
     var l: array<f32, BQ>;
-    var acc: array<f32, 32>; // [BQ, DPT]
+    var acc: array<f32, BQ * DPT>;
     for (var i = 0u; i < BQ; i++) {
         m[i] = NEG;
     }

@@ -12,8 +12,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> off: array<u32>;
 @group(0) @binding(4) var<storage, read_write> rows: array<u32>;
 
-var<workgroup> cnt: array<atomic<u32>, 256>;
-var<workgroup> base: array<u32, 256>;
+var<workgroup> cnt: array<atomic<u32>, MAX_EXPERTS>;
+var<workgroup> base: array<u32, MAX_EXPERTS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {

@@ -27,8 +27,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if t >= step.n_tokens {
         return;
     }
-    var taken: array<u32, 8>; // bitmask over up to 256 experts
-    var chosen: array<u32, 8>;
+    var taken: array<u32, MAX_EXPERTS / 32u>; // bitmask over the experts
+    var chosen: array<u32, MAX_TOPK>;
     var sum = 0.0;
     for (var j = 0u; j < p.k; j++) {
         var best = 0xffffffffu;

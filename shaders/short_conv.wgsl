@@ -2,7 +2,6 @@
 //   u_t = B_t ⊙ x_t,  v_t = Σ_j w[c, j] · u_{t−(K−1)+j} (+ bias),  y_t = C_t ⊙ v_t
 // z [T, 3H] holds B | C | x; state [(K−1), H] holds the last K−1 values of u, oldest first,
 // and is continued from and written back. Grid (ceil(H/64)).
-const MAXK: u32 = 8u;
 struct Params {
     h: u32,
     k: u32,       // taps (conv_L_cache)
@@ -24,7 +23,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let h = p.h;
     let km1 = p.k - 1u;
-    var hist: array<f32, MAXK>;
+    var hist: array<f32, MAX_CONV_L_CACHE>;
     for (var j = 0u; j < km1; j++) {
         hist[j] = state[j * h + c];
     }

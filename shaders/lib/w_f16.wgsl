@@ -1,8 +1,4 @@
-// Weights stored as f16, native (SHADER_F16). Interface: see w_f32.wgsl.
-struct W8 {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
-}
+// Weights stored as f16, native (SHADER_F16). Interface: see weights.wgsl.
 alias W_T = vec4<f16>;
 // @per-buffer
 fn load8_BUF(e: u32) -> W8 {

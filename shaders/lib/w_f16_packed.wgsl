@@ -1,8 +1,4 @@
-// Weights stored as f16, two per u32 (no SHADER_F16 needed). Interface: see w_f32.wgsl.
-struct W8 {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
-}
+// Weights stored as f16, two per u32 (no SHADER_F16 needed). Interface: see weights.wgsl.
 alias W_T = vec4<u32>;
 // @per-buffer
 fn load8_BUF(e: u32) -> W8 {

@@ -1,11 +1,7 @@
 // Weights in GGML Q4_0 blocks (32 × 4 bits, value q − 8, one f16 scale), structure-of-arrays
 // in one binding: block b's 16 quant bytes in words 4b..4b+4 (byte j: element j in the low
 // nibble, element j + 16 in the high one), scales as f16 pairs from word p.w_scales on.
-// Interface: see w_f32.wgsl.
-struct W8 {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
-}
+// Interface: see weights.wgsl.
 alias W_T = u32;
 
 // The four nibbles at `shift` (0: low, 4: high) of the bytes of w, as 0…15.

@@ -1,10 +1,6 @@
 // Weights in GGML Q8_0 blocks (32 int8 + one f16 scale), structure-of-arrays in one binding:
 // quants of block b in words 8b..8b+8, scales as f16 pairs from word p.w_scales on.
-// Interface: see w_f32.wgsl.
-struct W8 {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
-}
+// Interface: see weights.wgsl.
 alias W_T = u32;
 
 fn i8x4(w: u32) -> vec4<f32> {

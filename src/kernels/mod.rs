@@ -260,6 +260,16 @@ fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
     s
 }
 
+/// The Rust limits the kernels size their arrays by, as WGSL constants (one source of truth:
+/// `model::config`).
+fn limits_header() -> String {
+    use crate::model::config::{MAX_CONV_L_CACHE, MAX_EXPERTS, MAX_HEAD_DIM, MAX_TOPK};
+    format!(
+        "const MAX_HEAD_DIM: u32 = {MAX_HEAD_DIM}u;\nconst MAX_TOPK: u32 = {MAX_TOPK}u;\n\
+         const MAX_EXPERTS: u32 = {MAX_EXPERTS}u;\nconst MAX_CONV_L_CACHE: u32 = {MAX_CONV_L_CACHE}u;\n"
+    )
+}
+
 /// The full WGSL text of a pipeline.
 pub fn assemble(key: &PipelineKey) -> String {
     let src = key.kernel.source();
@@ -269,8 +279,10 @@ pub fn assemble(key: &PipelineKey) -> String {
     if needs_f16 {
         s.push_str("enable f16;\n");
     }
+    s.push_str(&limits_header());
     s.push_str(include_str!("../../shaders/lib/step.wgsl"));
     if src.uses_weights {
+        s.push_str(include_str!("../../shaders/lib/weights.wgsl"));
         let buffers: &[&str] = match key.kernel {
             Kernel::Embed => &["w"],
             _ => &["w", "w_up"],
@@ -279,6 +291,9 @@ pub fn assemble(key: &PipelineKey) -> String {
     }
     if src.uses_kv {
         s.push_str(&kv_snippet(key.kv, key.caps.f16));
+    }
+    if matches!(key.kernel, Kernel::Attention | Kernel::AttentionPrefill) {
+        s.push_str(include_str!("../../shaders/lib/attention.wgsl"));
     }
     if src.uses_reduce {
         s.push_str(match key.caps.subgroups {
