@@ -84,37 +84,61 @@ pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {
     resolve_model_with(spec, offline, &HubEnv::from_env())
 }
 
-/// [`resolve_model`] with an explicit environment.
-pub fn resolve_model_with(spec: &str, offline: bool, env: &HubEnv) -> Result<PathBuf> {
+/// Where a model spec points: a local directory, or a repo id and the cache it belongs in.
+enum Located {
+    Dir(PathBuf),
+    Repo { cache: PathBuf },
+}
+
+fn not_found(spec: &str, detail: impl Into<String>) -> Error {
+    Error::ModelNotFound {
+        spec: spec.to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn locate(spec: &str, env: &HubEnv) -> Result<Located> {
     let path = Path::new(spec);
     if path.is_dir() {
-        return Ok(path.to_path_buf());
+        return Ok(Located::Dir(path.to_path_buf()));
     }
-    let not_found = |detail: String| Error::ModelNotFound {
-        spec: spec.to_string(),
-        detail,
-    };
     if !is_repo_id(spec) {
         return Err(not_found(
-            "no such directory, and not a Hugging Face repo id (owner/name)".into(),
+            spec,
+            "no such directory, and not a Hugging Face repo id (owner/name)",
         ));
     }
-    let cache = env
-        .cache_dir()
-        .ok_or_else(|| not_found("no Hugging Face cache directory: set HF_HUB_CACHE, HF_HOME or HOME".into()))?;
+    let cache = env.cache_dir().ok_or_else(|| {
+        not_found(
+            spec,
+            "no Hugging Face cache directory: set HF_HUB_CACHE, HF_HOME or HOME",
+        )
+    })?;
+    Ok(Located::Repo { cache })
+}
+
+/// [`resolve_model`] with an explicit environment.
+pub fn resolve_model_with(spec: &str, offline: bool, env: &HubEnv) -> Result<PathBuf> {
+    let cache = match locate(spec, env)? {
+        Located::Dir(d) => return Ok(d),
+        Located::Repo { cache } => cache,
+    };
     if let Some(snapshot) = find_cached(&cache, spec) {
         return Ok(snapshot);
     }
     let repo_dir = cache.join(repo_folder(spec));
     if offline || env.offline {
         let why = if offline { "--offline" } else { "HF_HUB_OFFLINE" };
-        return Err(not_found(format!(
-            "no local directory of that name, and no complete snapshot (config.json + safetensors) \
-             in the Hugging Face cache at {} ({why} forbids downloading). Download it with \
-             `hf download {spec}` (huggingface_hub >= 0.34; older: `huggingface-cli download {spec}`), \
-             which fills the same cache, or run again with network access",
-            repo_dir.display()
-        )));
+        return Err(not_found(
+            spec,
+            format!(
+                "no local directory of that name, and no complete snapshot (config.json + safetensors) \
+                 in the Hugging Face cache at {} ({why} forbids downloading). Download it with \
+                 `hf download {spec}` (huggingface_hub >= 0.34; older: `huggingface-cli download {spec}`), \
+                 which fills the same cache, or run again with network access",
+                repo_dir.display()
+            ),
+        ));
     }
     download(spec, &cache, env)
 }
@@ -127,22 +151,10 @@ pub fn resolve_config(spec: &str, offline: bool) -> Result<PathBuf> {
 
 /// [`resolve_config`] with an explicit environment.
 pub fn resolve_config_with(spec: &str, offline: bool, env: &HubEnv) -> Result<PathBuf> {
-    let path = Path::new(spec);
-    if path.is_dir() {
-        return Ok(path.to_path_buf());
-    }
-    let not_found = |detail: String| Error::ModelNotFound {
-        spec: spec.to_string(),
-        detail,
+    let cache = match locate(spec, env)? {
+        Located::Dir(d) => return Ok(d),
+        Located::Repo { cache } => cache,
     };
-    if !is_repo_id(spec) {
-        return Err(not_found(
-            "no such directory, and not a Hugging Face repo id (owner/name)".into(),
-        ));
-    }
-    let cache = env
-        .cache_dir()
-        .ok_or_else(|| not_found("no Hugging Face cache directory: set HF_HUB_CACHE, HF_HOME or HOME".into()))?;
     let repo_dir = cache.join(repo_folder(spec));
     let main = std::fs::read_to_string(repo_dir.join("refs").join("main")).ok();
     let mut snapshots: Vec<PathBuf> = main
@@ -156,10 +168,13 @@ pub fn resolve_config_with(spec: &str, offline: bool, env: &HubEnv) -> Result<Pa
         return Ok(dir);
     }
     if offline || env.offline {
-        return Err(not_found(format!(
-            "no config.json for it in the Hugging Face cache at {}, and downloading is off",
-            repo_dir.display()
-        )));
+        return Err(not_found(
+            spec,
+            format!(
+                "no config.json for it in the Hugging Face cache at {}, and downloading is off",
+                repo_dir.display()
+            ),
+        ));
     }
     download_files(spec, &cache, env, false)
 }
