@@ -3,12 +3,12 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// Writes `data` with `shape` as a float32 .npy file (atomically: whole or not at all).
-pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+/// The bytes of a float32 .npy file holding `data` with `shape`.
+fn npy_bytes(what: &Path, shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     if shape.iter().product::<usize>() != data.len() {
         return Err(Error::Invalid(format!(
             "{}: {} values do not have the shape {shape:?}",
-            path.display(),
+            what.display(),
             data.len()
         )));
     }
@@ -27,7 +27,72 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(bytemuck::cast_slice(data));
-    crate::files::write_atomic(path, &bytes)
+    Ok(bytes)
+}
+
+/// Writes `data` with `shape` as a float32 .npy file (atomically: whole or not at all).
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    crate::files::write_atomic(path, &npy_bytes(path, shape, data)?)
+}
+
+/// Writes float32 arrays as an `.npz` (numpy's zip of `<name>.npy` files, stored without
+/// compression, atomically): `np.load(path)[name]`.
+pub fn write_npz(path: &Path, arrays: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    let mut zip = Vec::new();
+    let mut central = Vec::new();
+    for (name, shape, data) in arrays {
+        let file = format!("{name}.npy");
+        let body = npy_bytes(path, shape, data)?;
+        let (offset, size) = (zip.len(), body.len());
+        if offset > u32::MAX as usize || size > u32::MAX as usize {
+            return Err(Error::Invalid(format!(
+                "{}: over 4 GiB (no zip64 here)",
+                path.display()
+            )));
+        }
+        let crc = crc32fast::hash(&body);
+        // Local header: version 2.0, no flags, stored, 1980-01-01 00:00.
+        let fixed = |sig: u32, out: &mut Vec<u8>| {
+            out.extend_from_slice(&sig.to_le_bytes());
+        };
+        fixed(0x0403_4b50, &mut zip);
+        for v in [20u16, 0, 0, 0, 0x21] {
+            zip.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [crc, size as u32, size as u32] {
+            zip.extend_from_slice(&v.to_le_bytes());
+        }
+        zip.extend_from_slice(&(file.len() as u16).to_le_bytes());
+        zip.extend_from_slice(&0u16.to_le_bytes());
+        zip.extend_from_slice(file.as_bytes());
+        zip.extend_from_slice(&body);
+        // Central directory entry.
+        fixed(0x0201_4b50, &mut central);
+        for v in [20u16, 20, 0, 0, 0, 0x21] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [crc, size as u32, size as u32] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [file.len() as u16, 0, 0, 0, 0] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [0u32, offset as u32] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend_from_slice(file.as_bytes());
+    }
+    let (cd_offset, cd_size, n) = (zip.len() as u32, central.len() as u32, arrays.len() as u16);
+    zip.extend_from_slice(&central);
+    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for v in [0u16, 0, n, n] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [cd_size, cd_offset] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    crate::files::write_atomic(path, &zip)
 }
 
 /// Reads a little-endian float32 C-order .npy file: (shape, data).

@@ -106,3 +106,91 @@ fn wgpu_bench_json() {
     assert!(j["copy_bandwidth_bytes_s"].as_f64().unwrap() > 0.0);
     assert_eq!(j["estimate"]["weights"], j["weight_bytes"]);
 }
+
+/// `lfm logits --dump` writes the residual stream after every layer; it equals transformers'
+/// `hidden_states` (entry 0: embeddings, j: after layer j − 1, L: after the final norm), so a
+/// wrong layer shows up as the first bad name. The .npz is read back as numpy writes it
+/// (a zip of .npy files, checked by its central directory).
+#[test]
+fn dump_matches_transformers_hidden_states() {
+    for name in ["tiny_b", "tiny_c"] {
+        let r = reference(name);
+        let dir = fixture_dir(name);
+        let cfg = lfm_wgpu::model::config::Config::from_file(&dir.join("config.json")).unwrap();
+        let (t, h, layers) = (r.prompt.len(), cfg.hidden_size, cfg.num_layers());
+        let tokens: Vec<String> = r.prompt.iter().map(|t| t.to_string()).collect();
+        let out = tmp(&format!("{name}-dump.npy"));
+        let npz = tmp(&format!("{name}-dump.npz"));
+        lfm(&[
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--tokens",
+            &tokens.join(","),
+            "--dtype",
+            "f32",
+            "--kv-dtype",
+            "f32",
+            "--out",
+            out.to_str().unwrap(),
+            "--dump",
+            "^model\\.",
+            "--dump-out",
+            npz.to_str().unwrap(),
+        ]);
+        let arrays = read_npz(&npz);
+        let hs = |j: usize| &r.hidden_states[j * t * h..(j + 1) * t * h];
+        let mut names = vec!["model.embed_tokens".to_string()];
+        names.extend((0..layers).map(|i| format!("model.layers.{i}")));
+        names.push("model.embedding_norm".into());
+        assert_eq!(arrays.iter().map(|a| a.0.clone()).collect::<Vec<_>>(), names, "{name}");
+        for (j, (what, shape, data)) in arrays.iter().enumerate() {
+            assert_eq!(shape, &vec![t, h], "{name} {what}");
+            // hidden_states has no entry for the last layer's raw output.
+            let want = match j {
+                _ if j == layers => continue,
+                _ if j == layers + 1 => hs(layers),
+                _ => hs(j),
+            };
+            let tol = 1e-4 * max_abs(want).max(1.0);
+            assert_close(&format!("{name} {what}"), data, want, tol);
+        }
+    }
+}
+
+/// The arrays of an .npz written by `lfm logits --dump`, in order.
+fn read_npz(path: &std::path::Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let zip = std::fs::read(path).unwrap();
+    let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]) as usize;
+    let u32_at = |i: usize| u32::from_le_bytes([zip[i], zip[i + 1], zip[i + 2], zip[i + 3]]) as usize;
+    let end = zip.len() - 22;
+    assert_eq!(u32_at(end), 0x0605_4b50, "end of central directory");
+    let (n, mut at) = (u16_at(end + 10), u32_at(end + 16));
+    let mut out = Vec::new();
+    for _ in 0..n {
+        assert_eq!(u32_at(at), 0x0201_4b50);
+        let (size, name_len, local) = (u32_at(at + 20), u16_at(at + 28), u32_at(at + 42));
+        let name = String::from_utf8(zip[at + 46..at + 46 + name_len].to_vec()).unwrap();
+        let body_at = local + 30 + u16_at(local + 26) + u16_at(local + 28);
+        let body = &zip[body_at..body_at + size];
+        assert_eq!(u32_at(at + 16), crc32(body), "{name} crc");
+        let npy = std::env::temp_dir().join(format!("lfm-npz-{}-{name}", std::process::id()));
+        std::fs::write(&npy, body).unwrap();
+        let (shape, data) = lfm_wgpu::npy::read_f32(&npy).unwrap();
+        out.push((name.trim_end_matches(".npy").to_string(), shape, data));
+        at += 46 + name_len;
+    }
+    out
+}
+
+/// CRC-32 (IEEE), bit by bit: an independent check of the writer's.
+fn crc32(data: &[u8]) -> usize {
+    let mut c = 0xffff_ffffu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
+        }
+    }
+    (!c) as usize
+}

@@ -520,6 +520,17 @@ pub struct Dispatch {
 #[derive(Default)]
 pub struct Program {
     pub dispatches: Vec<Dispatch>,
+    /// Named intermediates that can be read back (`lfm logits --dump`): after the first
+    /// `after` dispatches, `buffer` holds `row_values` values per token.
+    pub taps: Vec<Tap>,
+}
+
+/// An intermediate of a program, named after the HF module that produces it.
+pub struct Tap {
+    pub name: String,
+    pub after: usize,
+    pub buffer: wgpu::Buffer,
+    pub row_values: usize,
 }
 
 /// Most timestamp queries one profiled step uses (two per dispatch).
@@ -597,7 +608,12 @@ impl Program {
 
     /// Records every dispatch into `pass` with grids sized for `shape`.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, shape: StepShape) {
-        for d in &self.dispatches {
+        self.record_range(pass, shape, 0..self.dispatches.len());
+    }
+
+    /// Records dispatches `range` into `pass`.
+    pub fn record_range(&self, pass: &mut wgpu::ComputePass<'_>, shape: StepShape, range: std::ops::Range<usize>) {
+        for d in &self.dispatches[range] {
             let [x, y, z] = d.grid.map(|g| g.eval(shape));
             if x == 0 || y == 0 || z == 0 {
                 continue;

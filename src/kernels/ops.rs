@@ -210,6 +210,16 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
+    /// Names what `buffer` holds at this point of the program (`row_values` per token).
+    pub fn tap(&mut self, name: &str, buffer: &wgpu::Buffer, row_values: usize) {
+        self.prog.taps.push(crate::kernels::Tap {
+            name: name.to_string(),
+            after: self.prog.dispatches.len(),
+            buffer: buffer.clone(),
+            row_values,
+        });
+    }
+
     fn set_weight_bytes(&mut self, bytes: u64) {
         if let Some(d) = self.prog.dispatches.last_mut() {
             d.weight_bytes = bytes;

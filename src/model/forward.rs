@@ -151,8 +151,15 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
         topk: cfg.num_experts_per_tok as u32,
     };
 
+    // Intermediates named for `lfm logits --dump` (the all-logits program only).
+    let taps = mode == Mode::PrefillAllLogits;
+    let hs = cfg.hidden_size;
+
     // model.embed_tokens
     f.r.embed(&s.ids, &w.embed, &s.h)?;
+    if taps {
+        f.r.tap("model.embed_tokens", &s.h, hs);
+    }
     for (i, (layer, ls)) in w.layers.iter().zip(&s.layers).enumerate() {
         let name = |x: &str| format!("model.layers.{i}.{x}");
         // operator_norm, then conv or self_attn, closing with h += out_proj(…)
@@ -236,6 +243,9 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                 )?;
             }
         }
+        if taps {
+            f.r.tap(&format!("model.layers.{i}"), &s.h, hs);
+        }
     }
     // model.embedding_norm (the final norm), lm_head (tied: the embedding), argmax → next id
     let v = cfg.vocab_size as u32;
@@ -256,7 +266,13 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
         }
         _ => {
             let x = f.norm("model.embedding_norm", &w.final_norm)?;
+            if taps {
+                f.r.tap("model.embedding_norm", &s.a, hs);
+            }
             f.proj(x, w.head(), None, &s.logits, v)?;
+            if taps {
+                f.r.tap("lm_head", &s.logits, cfg.vocab_size);
+            }
         }
     }
     f.r.argmax(&s.logits, &s.ids, cfg.vocab_size, mode == Mode::PrefillAllLogits)?;

@@ -64,6 +64,14 @@ enum Cmd {
         tokens: String,
         #[arg(long)]
         out: PathBuf,
+        /// Also write the intermediates whose HF module path matches this regex, each
+        /// [T, width] float32, to an .npz: model.embed_tokens, model.layers.N (the residual
+        /// stream after layer N), model.embedding_norm, lm_head
+        #[arg(long)]
+        dump: Option<String>,
+        /// Where --dump writes (default: --out with the extension .npz)
+        #[arg(long)]
+        dump_out: Option<PathBuf>,
     },
     /// Prefill then decode step by step; print the generated ids
     Generate {
@@ -426,15 +434,42 @@ fn main() -> Result<()> {
     // Ctrl-C removes files being written and exits, except where it stops an answer.
     interrupt::install()?;
     match cli.cmd {
-        Cmd::Logits { load: l, tokens, out } => {
+        Cmd::Logits {
+            load: l,
+            tokens,
+            out,
+            dump,
+            dump_out,
+        } => {
             let tokens = parse_tokens(&tokens)?;
             lfm_wgpu::files::check_output_file(&out)?;
+            let dump = dump
+                .map(|re| regex::Regex::new(&re).with_context(|| format!("--dump {re:?}")))
+                .transpose()?;
+            let dump_out = dump_out.unwrap_or_else(|| out.with_extension("npz"));
+            if dump.is_some() {
+                lfm_wgpu::files::check_output_file(&dump_out)?;
+            }
             let m = open(&l)?;
             m.check_prompt(&l, &tokens, 0)?;
             let (mut s, _) = load(m, &l)?;
-            let logits = s.prefill_all_logits(&tokens)?;
+            let wanted = |name: &str| dump.as_ref().is_some_and(|re| re.is_match(name));
+            let (logits, dumps) = s.prefill_dump(&tokens, &wanted)?;
             let v = s.model.cfg.vocab_size;
             lfm_wgpu::npy::write_f32(&out, &[tokens.len(), v], &logits)?;
+            if dump.is_some() {
+                if dumps.is_empty() {
+                    bail!("--dump matched no intermediate (names: model.embed_tokens, model.layers.N, model.embedding_norm, lm_head)");
+                }
+                let arrays: Vec<(String, Vec<usize>, Vec<f32>)> = dumps
+                    .into_iter()
+                    .map(|(name, values)| {
+                        let width = values.len() / tokens.len();
+                        (name, vec![tokens.len(), width], values)
+                    })
+                    .collect();
+                lfm_wgpu::npy::write_npz(&dump_out, &arrays)?;
+            }
         }
         Cmd::Generate {
             load: l,
