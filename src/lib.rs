@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod gpu;
 pub mod hub;
 pub mod kernels;

@@ -1,0 +1,192 @@
+//! The tokenizer stored in a GGUF file (`tokenizer.ggml.*`), rebuilt as the Hugging Face
+//! `tokenizer.json` it was converted from, so that it gives the same ids and text.
+//!
+//! Only byte-level BPE (`tokenizer.ggml.model` = `gpt2`) with LFM2's pre-tokenizer is rebuilt:
+//! `tokenizer.ggml.pre` = `lfm2` (or one of the llama3 names llama.cpp treats the same way: the
+//! same split regex, merges ignored for whole-word vocabulary hits). From the file:
+//!
+//! * `tokens` (string[n]) → the BPE vocabulary, id = index;
+//! * `token_type` (int[n]) → CONTROL (3) tokens become special added tokens, USER_DEFINED (4)
+//!   non-special added tokens (matched before the BPE, as in transformers);
+//! * `merges` ("a b" strings) → the BPE merges, ranked in order;
+//! * `bos/eos/padding_token_id`, `add_bos_token` / `add_eos_token` → the post-processor
+//!   (`add_bos_token` defaults to true for LFM2, as in llama.cpp).
+
+use super::reader::{GgufFile, Value};
+use crate::error::{Error, Result};
+use serde_json::{json, Map, Value as Json};
+
+/// LFM2's split regex (its `tokenizer.json`; llama.cpp's LLAMA3 pre-tokenizer).
+const LFM2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// `tokenizer.ggml.pre` values that mean LFM2's pre-tokenizer.
+const LFM2_PRE: [&str; 4] = ["lfm2", "llama3", "llama-v3", "llama-bpe"];
+
+const CONTROL: i64 = 3;
+const USER_DEFINED: i64 = 4;
+
+/// The rebuilt tokenizer and its special ids.
+pub struct GgufVocab {
+    pub tokenizer: tokenizers::Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub pad: Option<u32>,
+    /// `tokenizer.ggml.eot_token_id` (end of turn), when present.
+    pub eot: Option<u32>,
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match *v {
+        Value::I8(x) => Some(x.into()),
+        Value::I16(x) => Some(x.into()),
+        Value::I32(x) => Some(x.into()),
+        Value::I64(x) => Some(x),
+        _ => v.as_u64().and_then(|x| i64::try_from(x).ok()),
+    }
+}
+
+/// Builds the tokenizer of `f`.
+pub fn build(f: &GgufFile) -> Result<GgufVocab> {
+    let err = |msg: String| Error::Gguf {
+        path: f.path.clone(),
+        msg,
+    };
+    let model = f.get_str("tokenizer.ggml.model")?;
+    if model != "gpt2" {
+        return Err(err(format!(
+            "tokenizer.ggml.model {model:?} is not supported (only \"gpt2\", byte-level BPE)"
+        )));
+    }
+    let pre = f.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+    if !LFM2_PRE.contains(&pre) {
+        return Err(err(format!(
+            "tokenizer.ggml.pre {pre:?} is not supported (only LFM2's: {})",
+            LFM2_PRE.join(", ")
+        )));
+    }
+    let strings = |key: &str| -> Result<Vec<&str>> {
+        match f.get(key) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| err(format!("{key} holds a non-string"))))
+                .collect(),
+            Some(v) => Err(err(format!(
+                "{key} is a {}, expected an array of strings",
+                v.type_name()
+            ))),
+            None => Err(err(format!("metadata {key} is missing"))),
+        }
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let n = tokens.len();
+    let types: Vec<i64> = match f.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(a)) if a.len() == n => a
+            .iter()
+            .map(|v| int(v).ok_or_else(|| err("tokenizer.ggml.token_type holds a non-integer".into())))
+            .collect::<Result<_>>()?,
+        Some(_) => {
+            return Err(err(format!(
+                "tokenizer.ggml.token_type is not an array of {n} integers"
+            )))
+        }
+        None => vec![1; n],
+    };
+    let id = |key: &str| -> Result<Option<u32>> {
+        match f.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(i) if (i as usize) < n => Ok(Some(i as u32)),
+                _ => Err(err(format!("{key} = {v:?} is not a token id (vocabulary of {n})"))),
+            },
+        }
+    };
+    let (bos, eos, pad) = (
+        id("tokenizer.ggml.bos_token_id")?,
+        id("tokenizer.ggml.eos_token_id")?,
+        id("tokenizer.ggml.padding_token_id")?,
+    );
+    let eot = id("tokenizer.ggml.eot_token_id")?;
+    let flag = |key: &str, default: bool| f.get(key).and_then(Value::as_bool).unwrap_or(default);
+    let add_bos = flag("tokenizer.ggml.add_bos_token", true) && bos.is_some();
+    let add_eos = flag("tokenizer.ggml.add_eos_token", false) && eos.is_some();
+
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (i, (&t, &ty)) in tokens.iter().zip(&types).enumerate() {
+        if !vocab.contains_key(t) {
+            vocab.insert(t.to_string(), json!(i));
+        }
+        if ty == CONTROL || ty == USER_DEFINED {
+            added.push(json!({
+                "id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                "normalized": false, "special": ty == CONTROL,
+            }));
+        }
+    }
+    let merges: Vec<Json> = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| json!([a, b]))
+                .ok_or_else(|| err(format!("merge {m:?} is not two tokens separated by a space")))
+        })
+        .collect::<Result<_>>()?;
+    let special = |i: u32| tokens[i as usize];
+    let doc = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LFM2_SPLIT}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        ]},
+        "post_processor": post_processor(bos.filter(|_| add_bos).map(special), eos.filter(|_| add_eos).map(special), bos, eos),
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": true, "vocab": vocab, "merges": merges,
+        },
+    });
+    let tokenizer: tokenizers::Tokenizer = doc
+        .to_string()
+        .parse()
+        .map_err(|e| err(format!("the tokenizer could not be rebuilt: {e}")))?;
+    Ok(GgufVocab {
+        tokenizer,
+        bos,
+        eos,
+        pad,
+        eot,
+    })
+}
+
+/// Byte-level offsets, then BOS / EOS around each sequence when the file asks for them.
+fn post_processor(bos: Option<&str>, eos: Option<&str>, bos_id: Option<u32>, eos_id: Option<u32>) -> Json {
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
+    if bos.is_none() && eos.is_none() {
+        return byte_level;
+    }
+    let tok = |t: &str, type_id: u32| json!({"SpecialToken": {"id": t, "type_id": type_id}});
+    let seq = |s: &str, type_id: u32| json!({"Sequence": {"id": s, "type_id": type_id}});
+    let wrap = |s: &str, type_id: u32| -> Vec<Json> {
+        bos.map(|b| tok(b, type_id))
+            .into_iter()
+            .chain([seq(s, type_id)])
+            .chain(eos.map(|e| tok(e, type_id)))
+            .collect()
+    };
+    let mut specials = Map::new();
+    for (t, id) in [(bos, bos_id), (eos, eos_id)] {
+        if let (Some(t), Some(id)) = (t, id) {
+            specials.insert(t.to_string(), json!({"id": t, "ids": [id], "tokens": [t]}));
+        }
+    }
+    let pair: Vec<Json> = wrap("A", 0).into_iter().chain(wrap("B", 1)).collect();
+    json!({"type": "Sequence", "processors": [
+        byte_level,
+        {"type": "TemplateProcessing", "single": wrap("A", 0), "pair": pair, "special_tokens": specials},
+    ]})
+}
