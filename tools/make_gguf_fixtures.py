@@ -134,7 +134,6 @@ def add_vocab(w: gguf.GGUFWriter, d: str) -> None:
     """tokenizer.ggml.* from tokenizer.json + tokenizer_config.json, as the converter writes
     them for a byte-level BPE (gpt2) vocabulary with pre-tokenizer "lfm2"."""
     tok = json.load(open(os.path.join(d, "tokenizer.json")))
-    tcfg = json.load(open(os.path.join(d, "tokenizer_config.json")))
     vocab = dict(tok["model"]["vocab"])
     added = {a["id"]: a for a in tok["added_tokens"]}
     for a in added.values():
@@ -156,12 +155,10 @@ def add_vocab(w: gguf.GGUFWriter, d: str) -> None:
     w.add_tokenizer_pre("lfm2")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
-    for key, add in [("bos_token", w.add_bos_token_id), ("eos_token", w.add_eos_token_id), ("pad_token", w.add_pad_token_id)]:
-        add(vocab[tcfg[key]])
-    w.add_add_bos_token(bool(tcfg.get("add_bos_token", False)))
-    w.add_add_eos_token(bool(tcfg.get("add_eos_token", False)))
-    w.add_chat_template(tcfg["chat_template"])
+    # What the converter does next: gguf-py's SpecialVocab reads the merges, the bos/eos/pad
+    # tokens of tokenizer_config.json, add_bos/add_eos (from tokenizer.json's post-processor)
+    # and the chat template, and writes them.
+    gguf.SpecialVocab(d, load_merges=True, n_vocab=n).add_to_gguf(w)
 
 
 def finish(w: gguf.GGUFWriter) -> None:

@@ -1,0 +1,309 @@
+//! Malformed GGUF files, written byte by byte: each gives its typed error, never a panic or a
+//! huge allocation.
+
+use lfm_wgpu::gguf::{GgufFile, GgufModel};
+use lfm_wgpu::model::weights::Source;
+use lfm_wgpu::Error;
+use std::path::PathBuf;
+
+/// A metadata value: GGUF type id and its encoded bytes.
+struct Kv(&'static str, u32, Vec<u8>);
+
+fn s(x: &str) -> Vec<u8> {
+    let mut b = (x.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(x.as_bytes());
+    b
+}
+fn string(k: &'static str, v: &str) -> Kv {
+    Kv(k, 8, s(v))
+}
+fn u32v(k: &'static str, v: u32) -> Kv {
+    Kv(k, 4, v.to_le_bytes().to_vec())
+}
+fn u32_array(k: &'static str, v: &[u32]) -> Kv {
+    let mut b = 4u32.to_le_bytes().to_vec();
+    b.extend((v.len() as u64).to_le_bytes());
+    v.iter().for_each(|x| b.extend(x.to_le_bytes()));
+    Kv(k, 9, b)
+}
+
+struct T {
+    name: &'static str,
+    dims: Vec<u64>,
+    ty: u32,
+    offset: u64,
+}
+
+fn t(name: &'static str, dims: &[u64], offset: u64) -> T {
+    T {
+        name,
+        dims: dims.to_vec(),
+        ty: 0,
+        offset,
+    }
+}
+
+/// A GGUF v3 file: header, metadata, tensor infos, padding to 32, then `data`.
+fn file(kvs: &[Kv], tensors: &[T], data: &[u8]) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((kvs.len() as u64).to_le_bytes());
+    for Kv(k, ty, v) in kvs {
+        b.extend(s(k));
+        b.extend(ty.to_le_bytes());
+        b.extend(v);
+    }
+    for t in tensors {
+        b.extend(s(t.name));
+        b.extend((t.dims.len() as u32).to_le_bytes());
+        t.dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
+        b.extend(t.ty.to_le_bytes());
+        b.extend(t.offset.to_le_bytes());
+    }
+    b.resize(b.len().next_multiple_of(32), 0);
+    b.extend(data);
+    b
+}
+
+/// A minimal valid lfm2moe config: one dense conv layer, H = 8, vocab 4.
+fn model_kvs() -> Vec<Kv> {
+    vec![
+        string("general.architecture", "lfm2moe"),
+        u32v("lfm2moe.block_count", 1),
+        u32v("lfm2moe.embedding_length", 8),
+        u32v("lfm2moe.feed_forward_length", 8),
+        u32v("lfm2moe.expert_feed_forward_length", 8),
+        u32v("lfm2moe.attention.head_count", 1),
+        u32_array("lfm2moe.attention.head_count_kv", &[0]),
+        u32v("lfm2moe.leading_dense_block_count", 1),
+        u32v("lfm2moe.vocab_size", 4),
+    ]
+}
+
+struct Tmp(tempfile::TempDir);
+
+impl Tmp {
+    fn write(&self, bytes: &[u8]) -> PathBuf {
+        let p = self.0.path().join("bad.gguf");
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+fn tmp() -> Tmp {
+    Tmp(tempfile::tempdir().unwrap())
+}
+
+/// Opening `bytes` fails with a GGUF error whose message contains `want`.
+fn fails(bytes: &[u8], want: &str) {
+    let d = tmp();
+    match GgufFile::open(&d.write(bytes)) {
+        Err(Error::Gguf { msg, .. }) => assert!(msg.contains(want), "got {msg:?}, want {want:?}"),
+        Err(e) => panic!("wrong error {e:?} (want {want:?})"),
+        Ok(_) => panic!("accepted a bad file (want {want:?})"),
+    }
+}
+
+fn good() -> Vec<u8> {
+    file(&model_kvs(), &[t("token_embd.weight", &[8, 4], 0)], &[0u8; 128])
+}
+
+#[test]
+fn a_valid_small_file_opens() {
+    let d = tmp();
+    let m = GgufModel::open(&d.write(&good())).unwrap();
+    assert_eq!(m.config.hidden_size, 8);
+    assert_eq!(m.file.tensors().len(), 1);
+}
+
+#[test]
+fn wrong_magic_and_versions() {
+    let mut b = good();
+    b[0] = b'X';
+    fails(&b, "not a GGUF file");
+    for (v, want) in [
+        (1u32, "version 1"),
+        (3u32.swap_bytes(), "big-endian"),
+        (7, "unknown GGUF version 7"),
+    ] {
+        let mut b = good();
+        b[4..8].copy_from_slice(&v.to_le_bytes());
+        fails(&b, want);
+    }
+    let mut b = good();
+    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let d = tmp();
+    assert_eq!(GgufFile::open(&d.write(&b)).unwrap().version, 2);
+}
+
+#[test]
+fn header_cut_anywhere_is_an_error() {
+    // Every prefix of the header (through the tensor infos) fails cleanly; once the infos are
+    // complete, the tensor data is missing instead.
+    let b = good();
+    for len in 0..b.len() {
+        let d = tmp();
+        match GgufFile::open(&d.write(&b[..len])) {
+            Err(Error::Gguf { msg, .. }) => {
+                assert!(
+                    msg.contains("header cut") || msg.contains("past the end") || msg.contains("impossible"),
+                    "{len}: {msg}"
+                )
+            }
+            other => panic!("{len} bytes: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn huge_counts_and_lengths() {
+    let mut b = good();
+    b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    fails(&b, "tensor count");
+    let mut b = good();
+    b[16..24].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    fails(&b, "metadata count");
+    // The first key's length.
+    let mut b = good();
+    b[24..32].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    fails(&b, "string length");
+    // A string value claiming 2^62 bytes, and an array claiming 2^61 elements.
+    let mut v = 1u64 << 62;
+    fails(
+        &file(&[Kv("k", 8, v.to_le_bytes().to_vec())], &[], &[]),
+        "runs past the end",
+    );
+    v = 1 << 61;
+    let mut arr = 4u32.to_le_bytes().to_vec();
+    arr.extend(v.to_le_bytes());
+    fails(&file(&[Kv("k", 9, arr)], &[], &[]), "length of array");
+    // Arrays of arrays nested too deep.
+    let mut nested = Vec::new();
+    for _ in 0..20 {
+        nested.extend(9u32.to_le_bytes());
+        nested.extend(1u64.to_le_bytes());
+    }
+    nested.extend(4u32.to_le_bytes());
+    nested.extend(0u64.to_le_bytes());
+    fails(&file(&[Kv("deep", 9, nested)], &[], &[]), "nested deeper");
+}
+
+#[test]
+fn bad_values_and_types() {
+    fails(
+        &file(&[Kv("k", 13, vec![0; 8])], &[], &[]),
+        "unknown metadata value type 13",
+    );
+    fails(&file(&[Kv("k", 7, vec![2])], &[], &[]), "bool byte 2");
+    fails(&file(&[u32v("k", 1), u32v("k", 2)], &[], &[]), "appears twice");
+    fails(&file(&[u32v("general.alignment", 24)], &[], &[]), "alignment");
+    let unknown = T {
+        ty: 4,
+        ..t("x", &[32], 0)
+    };
+    fails(&file(&[], &[unknown], &[0; 64]), "unknown ggml type id 4");
+    let q8 = T {
+        ty: 8,
+        ..t("x", &[48], 0)
+    };
+    fails(&file(&[], &[q8], &[0; 64]), "block size 32");
+    fails(&file(&[], &[t("x", &[0, 3], 0)], &[]), "invalid dimensions");
+    fails(&file(&[], &[t("x", &[1 << 40, 1 << 40], 0)], &[]), "invalid dimensions");
+    fails(&file(&[], &[t("x", &[1, 1, 1, 1, 1], 0)], &[]), "5 dimensions");
+}
+
+#[test]
+fn bad_tensor_placement() {
+    fails(&file(&[], &[t("x", &[8], 0)], &[0; 16]), "past the end of the file");
+    fails(
+        &file(&[], &[t("x", &[8], 1 << 62)], &[0; 64]),
+        "past the end of the file",
+    );
+    fails(
+        &file(&[], &[t("x", &[8], 16)], &[0; 64]),
+        "not a multiple of the alignment 32",
+    );
+    fails(&file(&[], &[t("a", &[16], 0), t("b", &[8], 32)], &[0; 96]), "overlap");
+    fails(
+        &file(&[], &[t("a", &[8], 0), t("a", &[8], 32)], &[0; 64]),
+        "appears twice",
+    );
+}
+
+fn model_fails(kvs: Vec<Kv>, want: &str) {
+    let d = tmp();
+    let p = d.write(&file(&kvs, &[t("token_embd.weight", &[8, 4], 0)], &[0u8; 128]));
+    match GgufModel::open(&p) {
+        Err(Error::Gguf { msg, .. }) => assert!(msg.contains(want), "got {msg:?}, want {want:?}"),
+        other => panic!("{other:?} (want {want:?})"),
+    }
+}
+
+#[test]
+fn bad_model_metadata() {
+    let mut kvs = model_kvs();
+    kvs[0] = string("general.architecture", "llama");
+    model_fails(kvs, "architecture \"llama\" is not supported");
+    model_fails(
+        model_kvs().into_iter().skip(1).collect(),
+        "general.architecture is missing",
+    );
+    let kvs: Vec<Kv> = model_kvs()
+        .into_iter()
+        .filter(|k| k.0 != "lfm2moe.block_count")
+        .collect();
+    model_fails(kvs, "lfm2moe.block_count is missing");
+    let mut kvs = model_kvs();
+    kvs[2] = string("lfm2moe.embedding_length", "8");
+    model_fails(kvs, "expected an unsigned integer");
+    let mut kvs = model_kvs();
+    kvs[2] = u32v("lfm2moe.embedding_length", 12);
+    model_fails(kvs, "invalid: hidden_size = 12");
+    let mut kvs = model_kvs();
+    kvs[6] = u32_array("lfm2moe.attention.head_count_kv", &[0, 0]);
+    model_fails(kvs, "2 entries for 1 blocks");
+    let mut kvs = model_kvs();
+    kvs.push(u32v("lfm2moe.expert_gating_func", 1));
+    model_fails(kvs, "expert_gating_func 1");
+}
+
+#[test]
+fn missing_tensor_wrong_shape_and_unsupported_type() {
+    let d = tmp();
+    let q3k = T {
+        ty: 11,
+        ..t("output.weight", &[256, 4], 160)
+    };
+    let bytes = file(
+        &model_kvs(),
+        &[t("token_embd.weight", &[8, 5], 0), q3k],
+        &[0u8; 160 + 440],
+    );
+    let m = GgufModel::open(&d.write(&bytes)).unwrap();
+    let mut out = vec![0f32; 32];
+    match m.read_f32("model.embed_tokens.weight", &[4, 8], &mut out) {
+        Err(Error::Shape { name, found, expected }) => {
+            assert!(name.contains("token_embd.weight"), "{name}");
+            assert_eq!((found, expected), (vec![8, 5], vec![8, 4]));
+        }
+        other => panic!("{other:?}"),
+    }
+    match m.read_f32("model.layers.0.ffn_norm.weight", &[8], &mut out[..8]) {
+        Err(Error::MissingTensor { name, .. }) => assert!(name.contains("blk.0.ffn_norm.weight"), "{name}"),
+        other => panic!("{other:?}"),
+    }
+    match m.file.read_f32("output.weight") {
+        Err(Error::Gguf { msg, .. }) => {
+            assert!(
+                msg.contains("output.weight has type Q3_K") && msg.contains("Q6_K"),
+                "{msg}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        m.read_f32("model.nonsense", &[1], &mut out[..1]),
+        Err(Error::Gguf { .. })
+    ));
+}
