@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use lfm_wgpu::chat::Message;
 use lfm_wgpu::dtype::DType;
+use lfm_wgpu::gguf::model::{chat_template, config_from_gguf};
 use lfm_wgpu::gguf::{GgmlType, GgufFile, GgufModel};
 use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::weights::{Checkpoint, Source};
@@ -225,11 +226,10 @@ fn gguf_tokenizer_matches_tokenizer_json() {
 fn gguf_chat_template_renders_like_transformers() {
     let cases = data_cases();
     for (name, f) in cases["fixtures"].as_object().unwrap() {
-        let path = gguf_dir().join(format!("{name}.vocab.gguf"));
-        // A vocab-only file: the model config is read but there are no tensors to load.
-        let g = GgufModel::open(&path).unwrap();
-        let tok = g.tokenizer().unwrap();
-        let template = g.chat_template(&tok).unwrap().expect("the file has a template");
+        let g = GgufFile::open(&gguf_dir().join(format!("{name}.vocab.gguf"))).unwrap();
+        let tok = Tokenizer::from_gguf(&g).unwrap();
+        let template = chat_template(&g, &tok).unwrap().expect("the file has a template");
+        assert!(template.origin().ends_with("(tokenizer.chat_template)"));
         for chat in f["chats"].as_array().unwrap() {
             let messages: Vec<Message> = serde_json::from_value(chat["messages"].clone()).unwrap();
             let tools = chat.get("tools").and_then(Value::as_array).cloned();
@@ -237,25 +237,37 @@ fn gguf_chat_template_renders_like_transformers() {
             let what = format!("{name} {}", chat["name"]);
             let text = template.render(&messages, tools.as_deref(), gen).unwrap();
             assert_eq!(text, chat["rendered"].as_str().unwrap(), "{what}");
-            assert_eq!(tok.encode(&text, false).unwrap(), ids(&chat["ids"]), "{what}");
+            assert_eq!(
+                template.apply(&tok, &messages, tools.as_deref(), gen).unwrap(),
+                ids(&chat["ids"]),
+                "{what}"
+            );
         }
     }
 }
 
 #[test]
 fn vocab_gguf_config_matches_config_json() {
-    // The metadata keys alone (no tensors): everything but what only tensors tell (tied head,
-    // expert bias, conv bias) matches config.json.
+    // The metadata keys alone (a vocab-only file has no tensors): everything but what only
+    // tensors tell (tied head, expert bias, conv bias) matches config.json. As a model the
+    // file is refused: its tensors are missing.
     for name in ["tiny_b", "tiny_c"] {
-        let g = open(&format!("{name}.vocab.gguf"));
+        let path = gguf_dir().join(format!("{name}.vocab.gguf"));
+        let g = GgufFile::open(&path).unwrap();
         let want = Config::from_file(&fixture_dir(name).join("config.json")).unwrap();
         let got = Config {
             tie_word_embeddings: want.tie_word_embeddings,
             use_expert_bias: want.use_expert_bias,
             conv_bias: want.conv_bias,
-            ..g.config.clone()
+            ..config_from_gguf(&g).unwrap()
         };
         assert_eq!(got, want, "{name}");
+        match GgufModel::open(&path) {
+            Err(lfm_wgpu::Error::MissingTensor { name, .. }) => {
+                assert!(name.starts_with("token_embd.weight"), "{name}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! let model = GgufModel::open("LFM2-8B-A1B-Q4_K_M.gguf".as_ref())?;
 //! println!("{} layers", model.config().num_layers());
 //! let tok = model.tokenizer()?;
-//! let template = model.chat_template();
+//! let template = model.chat_template(&tok)?; // None when the file has none
 //! # let _ = (tok, template);
 //! # Ok(())
 //! # }

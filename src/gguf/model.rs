@@ -25,7 +25,7 @@ use super::reader::{GgufFile, TensorInfo, Value};
 use crate::chat::{ChatTemplate, SpecialTokens};
 use crate::error::{Error, Result};
 use crate::model::config::{Config, LayerKind};
-use crate::model::weights::{MatSpec, Source};
+use crate::model::weights::{MatSpec, Source, WeightSink, Weights};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 
@@ -40,14 +40,18 @@ pub struct GgufModel {
 }
 
 impl GgufModel {
-    /// Opens `path`, checks its architecture and builds the config from its metadata.
+    /// Opens `path`, checks its architecture, builds the config from its metadata, and checks
+    /// that every tensor the config calls for is present with its shape and a supported type
+    /// (nothing is read or allocated for that).
     pub fn open(path: &Path) -> Result<Self> {
         Self::from_file(GgufFile::open(path)?)
     }
 
     pub fn from_file(file: GgufFile) -> Result<Self> {
         let config = config_from_gguf(&file)?;
-        Ok(GgufModel { file, config })
+        let model = GgufModel { file, config };
+        Weights::<(), ()>::load(&model, &mut ShapeCheck(&model))?;
+        Ok(model)
     }
 
     /// The tokenizer stored in the file (`tokenizer.ggml.*`).
@@ -55,30 +59,9 @@ impl GgufModel {
         Tokenizer::from_gguf(&self.file)
     }
 
-    /// `tokenizer.chat_template`, if the file has one.
-    pub fn chat_template_source(&self) -> Option<&str> {
-        self.file.get("tokenizer.chat_template").and_then(Value::as_str)
-    }
-
-    /// The file's chat template (`tokenizer.chat_template`, with `tokenizer.chat_template.tool_use`
-    /// when present) compiled with the tokenizer's bos/eos/pad tokens; None when it has none.
+    /// The file's chat template; see [`chat_template`].
     pub fn chat_template(&self, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
-        let Some(source) = self.chat_template_source() else {
-            return Ok(None);
-        };
-        let tool_use = self
-            .file
-            .get("tokenizer.chat_template.tool_use")
-            .and_then(Value::as_str);
-        let name = |id: Option<u32>| id.and_then(|i| tok.token(i));
-        let special = SpecialTokens {
-            bos_token: name(tok.bos_id()),
-            eos_token: name(tok.eos_id()),
-            pad_token: name(tok.pad_id()),
-            unk_token: None,
-        };
-        let origin = format!("{} (tokenizer.chat_template)", self.file.path.display());
-        ChatTemplate::new(source, tool_use, &origin, special).map(Some)
+        chat_template(&self.file, tok)
     }
 
     fn err(&self, msg: String) -> Error {
@@ -111,6 +94,55 @@ impl GgufModel {
             });
         }
         Ok((t, want, expert))
+    }
+}
+
+/// `tokenizer.chat_template` (with `tokenizer.chat_template.tool_use` when present) compiled
+/// with the bos/eos/pad tokens of `tok`; None when the file has no template.
+pub fn chat_template(f: &GgufFile, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    let Some(source) = f.get("tokenizer.chat_template").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let tool_use = f.get("tokenizer.chat_template.tool_use").and_then(Value::as_str);
+    let name = |id: Option<u32>| id.and_then(|i| tok.token(i));
+    let special = SpecialTokens {
+        bos_token: name(tok.bos_id()),
+        eos_token: name(tok.eos_id()),
+        pad_token: name(tok.pad_id()),
+        unk_token: None,
+    };
+    let origin = format!("{} (tokenizer.chat_template)", f.path.display());
+    ChatTemplate::new(source, tool_use, &origin, special).map(Some)
+}
+
+/// A [`WeightSink`] that only checks: each tensor exists with its shape and a supported type.
+struct ShapeCheck<'a>(&'a GgufModel);
+
+impl ShapeCheck<'_> {
+    fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let (t, _, _) = self.0.locate(name, shape)?;
+        match t.ty.is_supported() {
+            true => Ok(()),
+            false => Err(self.0.err(format!(
+                "tensor {} has type {}, which is not supported (supported: {})",
+                t.name,
+                t.ty,
+                super::GgmlType::supported_list()
+            ))),
+        }
+    }
+}
+
+impl WeightSink for ShapeCheck<'_> {
+    type Matrix = ();
+    type Vector = ();
+
+    fn matrix(&mut self, _src: &dyn Source, spec: &MatSpec) -> Result<()> {
+        spec.parts.iter().try_for_each(|p| self.check(&p.name, &p.shape))
+    }
+
+    fn vector(&mut self, _src: &dyn Source, name: &str, shape: &[usize]) -> Result<()> {
+        self.check(name, shape)
     }
 }
 

@@ -291,6 +291,15 @@ impl GgufFile {
         Self::parse(path, map)
     }
 
+    /// Parses a GGUF held in memory (copied into an anonymous mapping); `path` names it in
+    /// messages.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let mut m = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io(path, e))?;
+        m[..bytes.len()].copy_from_slice(bytes);
+        let map = m.make_read_only().map_err(|e| Error::io(path, e))?;
+        Self::parse(path, map)
+    }
+
     fn parse(path: &Path, map: Mmap) -> Result<Self> {
         let mut c = Cursor {
             buf: &map,

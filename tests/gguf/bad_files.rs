@@ -91,22 +91,63 @@ impl Tmp {
     }
 }
 
+/// Parses `bytes` from memory (the loops below parse thousands of variants).
+fn mem(bytes: &[u8]) -> lfm_wgpu::Result<GgufFile> {
+    GgufFile::from_bytes(std::path::Path::new("mem.gguf"), bytes)
+}
+
 fn tmp() -> Tmp {
     Tmp(tempfile::tempdir().unwrap())
 }
 
 /// Opening `bytes` fails with a GGUF error whose message contains `want`.
 fn fails(bytes: &[u8], want: &str) {
-    let d = tmp();
-    match GgufFile::open(&d.write(bytes)) {
+    match mem(bytes) {
         Err(Error::Gguf { msg, .. }) => assert!(msg.contains(want), "got {msg:?}, want {want:?}"),
         Err(e) => panic!("wrong error {e:?} (want {want:?})"),
         Ok(_) => panic!("accepted a bad file (want {want:?})"),
     }
 }
 
+/// Every tensor of the `model_kvs` model (F32), laid out back to back at aligned offsets,
+/// with `edit` applied to the list first.
+fn model_file(kvs: &[Kv], edit: impl FnOnce(&mut Vec<(&'static str, Vec<u64>, u32)>)) -> Vec<u8> {
+    let mut list: Vec<(&'static str, Vec<u64>, u32)> = vec![
+        ("token_embd.weight", vec![8, 4], 0),
+        ("token_embd_norm.weight", vec![8], 0),
+        ("blk.0.attn_norm.weight", vec![8], 0),
+        ("blk.0.ffn_norm.weight", vec![8], 0),
+        ("blk.0.shortconv.in_proj.weight", vec![8, 24], 0),
+        ("blk.0.shortconv.conv.weight", vec![3, 8], 0),
+        ("blk.0.shortconv.out_proj.weight", vec![8, 8], 0),
+        ("blk.0.ffn_gate.weight", vec![8, 8], 0),
+        ("blk.0.ffn_up.weight", vec![8, 8], 0),
+        ("blk.0.ffn_down.weight", vec![8, 8], 0),
+    ];
+    edit(&mut list);
+    let mut tensors = Vec::new();
+    let mut offset = 0u64;
+    for (name, dims, ty) in list {
+        let n: u64 = dims.iter().product();
+        let bytes = match ty {
+            0 => n * 4,
+            11 => n / 256 * 110,
+            _ => unreachable!(),
+        };
+        tensors.push(T { name, dims, ty, offset });
+        offset = (offset + bytes).next_multiple_of(32);
+    }
+    file(kvs, &tensors, &vec![0u8; offset as usize])
+}
+
 fn good() -> Vec<u8> {
-    file(&model_kvs(), &[t("token_embd.weight", &[8, 4], 0)], &[0u8; 128])
+    model_file(&model_kvs(), |_| {})
+}
+
+/// Bytes of tensor data in `good()` (the header is the rest).
+fn good_data_len() -> usize {
+    let f = mem(&good()).unwrap();
+    good().len() - f.data_start as usize
 }
 
 #[test]
@@ -114,7 +155,8 @@ fn a_valid_small_file_opens() {
     let d = tmp();
     let m = GgufModel::open(&d.write(&good())).unwrap();
     assert_eq!(m.config.hidden_size, 8);
-    assert_eq!(m.file.tensors().len(), 1);
+    assert_eq!(m.file.tensors().len(), 10);
+    lfm_wgpu::reference::Reference::load(&m, lfm_wgpu::dtype::DType::F32).unwrap();
 }
 
 #[test]
@@ -143,8 +185,7 @@ fn header_cut_anywhere_is_an_error() {
     // complete, the tensor data is missing instead.
     let b = good();
     for len in 0..b.len() {
-        let d = tmp();
-        match GgufFile::open(&d.write(&b[..len])) {
+        match mem(&b[..len]) {
             Err(Error::Gguf { msg, .. }) => {
                 assert!(
                     msg.contains("header cut") || msg.contains("past the end") || msg.contains("impossible"),
@@ -233,8 +274,7 @@ fn bad_tensor_placement() {
 
 fn model_fails(kvs: Vec<Kv>, want: &str) {
     let d = tmp();
-    let p = d.write(&file(&kvs, &[t("token_embd.weight", &[8, 4], 0)], &[0u8; 128]));
-    match GgufModel::open(&p) {
+    match GgufModel::open(&d.write(&model_file(&kvs, |_| {}))) {
         Err(Error::Gguf { msg, .. }) => assert!(msg.contains(want), "got {msg:?}, want {want:?}"),
         other => panic!("{other:?} (want {want:?})"),
     }
@@ -270,40 +310,91 @@ fn bad_model_metadata() {
 
 #[test]
 fn missing_tensor_wrong_shape_and_unsupported_type() {
+    // All checked when the model is opened, before anything is read or allocated.
     let d = tmp();
-    let q3k = T {
-        ty: 11,
-        ..t("output.weight", &[256, 4], 160)
-    };
-    let bytes = file(
-        &model_kvs(),
-        &[t("token_embd.weight", &[8, 5], 0), q3k],
-        &[0u8; 160 + 440],
-    );
-    let m = GgufModel::open(&d.write(&bytes)).unwrap();
-    let mut out = vec![0f32; 32];
-    match m.read_f32("model.embed_tokens.weight", &[4, 8], &mut out) {
+    let open = |bytes: Vec<u8>| GgufModel::open(&d.write(&bytes));
+    match open(model_file(&model_kvs(), |l| l[0].1 = vec![8, 5])) {
         Err(Error::Shape { name, found, expected }) => {
             assert!(name.contains("token_embd.weight"), "{name}");
             assert_eq!((found, expected), (vec![8, 5], vec![8, 4]));
         }
         other => panic!("{other:?}"),
     }
-    match m.read_f32("model.layers.0.ffn_norm.weight", &[8], &mut out[..8]) {
+    match open(model_file(&model_kvs(), |l| l[5].1 = vec![8, 3])) {
+        Err(Error::Shape { name, .. }) => assert!(name.contains("blk.0.shortconv.conv.weight"), "{name}"),
+        other => panic!("{other:?}"),
+    }
+    match open(model_file(&model_kvs(), |l| {
+        l.remove(3);
+    })) {
         Err(Error::MissingTensor { name, .. }) => assert!(name.contains("blk.0.ffn_norm.weight"), "{name}"),
         other => panic!("{other:?}"),
     }
-    match m.file.read_f32("output.weight") {
+    // A Q3_K embedding: refused at open, naming the tensor, its type and what is supported.
+    let mut kvs = model_kvs();
+    kvs[2] = u32v("lfm2moe.embedding_length", 256);
+    let q3k = model_file(&kvs, |l| {
+        for t in l.iter_mut() {
+            t.1 = t.1.iter().map(|&x| if x == 8 { 256 } else { x }).collect();
+        }
+        l[4].1 = vec![256, 768];
+        l[0].2 = 11;
+    });
+    match open(q3k.clone()) {
         Err(Error::Gguf { msg, .. }) => {
             assert!(
-                msg.contains("output.weight has type Q3_K") && msg.contains("Q6_K"),
+                msg.contains("token_embd.weight has type Q3_K") && msg.contains("Q6_K"),
                 "{msg}"
             )
         }
         other => panic!("{other:?}"),
     }
+    let f = GgufFile::open(&d.write(&q3k)).unwrap();
+    assert!(matches!(f.read_f32("token_embd.weight"), Err(Error::Gguf { .. })));
+    let m = GgufModel::open(&d.write(&good())).unwrap();
+    let mut out = [0f32; 1];
     assert!(matches!(
-        m.read_f32("model.nonsense", &[1], &mut out[..1]),
+        m.read_f32("model.nonsense", &[1], &mut out),
         Err(Error::Gguf { .. })
     ));
+}
+
+/// Opens `bytes` and, when that succeeds, reads everything: an error is fine, a panic is not.
+fn open_and_read_all(bytes: &[u8]) {
+    let Ok(f) = mem(bytes) else { return };
+    for t in f.tensors().to_vec() {
+        let _ = f.read_f32(&t.name);
+    }
+    let _ = lfm_wgpu::tokenizer::Tokenizer::from_gguf(&f);
+    if let Ok(m) = GgufModel::from_file(f) {
+        let _ = lfm_wgpu::reference::Reference::load(&m, lfm_wgpu::dtype::DType::F32);
+    }
+}
+
+#[test]
+fn corrupted_header_bytes_never_panic() {
+    // Every header byte of a small model file set to 0x00, 0xFF, 0x80 and flipped; then every
+    // 7th header byte of two real fixtures (metadata, vocab and tensor infos) set to 0xFF and
+    // 0x00, each variant opened, its tensors, tokenizer and model read.
+    let b = good();
+    let header = b.len() - good_data_len();
+    for i in 0..header {
+        for v in [0x00, 0xFF, 0x80, b[i] ^ 1] {
+            let mut m = b.clone();
+            m[i] = v;
+            open_and_read_all(&m);
+        }
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf");
+    for name in ["tiny_d.f32.gguf", "tiny_c.vocab.gguf"] {
+        let b = std::fs::read(dir.join(name)).unwrap();
+        let header = GgufFile::open(&dir.join(name)).unwrap().data_start as usize;
+        for i in (0..header).step_by(7) {
+            for v in [0x00, 0xFF] {
+                let mut m = b.clone();
+                m[i] = v;
+                open_and_read_all(&m);
+            }
+        }
+    }
 }
