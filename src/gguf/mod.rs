@@ -6,8 +6,9 @@
 //!   and offset is checked against the file size before use.
 //! * [`dequant`]: host dequantization of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
 //!   Q5_K and Q6_K, bit-exact with the `gguf` Python package (0.19).
-//! * [`model`]: `lfm2moe.*` metadata → [`Config`](crate::model::config::Config), and HF tensor
-//!   names → GGUF ones (`model.layers.3.conv.in_proj.weight` → `blk.3.shortconv.in_proj`).
+//! * [`config`]: `lfm2moe.*` metadata → [`Config`](crate::model::config::Config).
+//! * [`model`]: HF tensor names → GGUF ones (`model.layers.3.conv.in_proj.weight` →
+//!   `blk.3.shortconv.in_proj.weight`), shape-checked, as a weight source.
 //! * [`vocab`]: the `tokenizer.ggml.*` arrays → a `tokenizers::Tokenizer`.
 //!
 //! ```no_run
@@ -23,6 +24,7 @@
 //! # }
 //! ```
 
+pub mod config;
 pub mod dequant;
 pub mod model;
 pub mod reader;
