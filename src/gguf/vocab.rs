@@ -44,75 +44,66 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-/// Builds the tokenizer of `f`.
-pub fn build(f: &GgufFile) -> Result<GgufVocab> {
-    let err = |msg: String| Error::Gguf {
+fn err(f: &GgufFile, msg: String) -> Error {
+    Error::Gguf {
         path: f.path.clone(),
         msg,
-    };
+    }
+}
+
+/// Byte-level BPE with LFM2's pre-tokenizer, or an error naming what the file has.
+fn check_kind(f: &GgufFile) -> Result<()> {
     let model = f.get_str("tokenizer.ggml.model")?;
     if model != "gpt2" {
-        return Err(err(format!(
-            "tokenizer.ggml.model {model:?} is not supported (only \"gpt2\", byte-level BPE)"
-        )));
+        let msg = format!("tokenizer.ggml.model {model:?} is not supported (only \"gpt2\", byte-level BPE)");
+        return Err(err(f, msg));
     }
     let pre = f.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
     if !LFM2_PRE.contains(&pre) {
-        return Err(err(format!(
+        let msg = format!(
             "tokenizer.ggml.pre {pre:?} is not supported (only LFM2's: {})",
             LFM2_PRE.join(", ")
-        )));
+        );
+        return Err(err(f, msg));
     }
-    let strings = |key: &str| -> Result<Vec<&str>> {
-        match f.get(key) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().ok_or_else(|| err(format!("{key} holds a non-string"))))
-                .collect(),
-            Some(v) => Err(err(format!(
-                "{key} is a {}, expected an array of strings",
-                v.type_name()
-            ))),
-            None => Err(err(format!("metadata {key} is missing"))),
-        }
-    };
-    let tokens = strings("tokenizer.ggml.tokens")?;
-    let merges = strings("tokenizer.ggml.merges")?;
-    let n = tokens.len();
-    let types: Vec<i64> = match f.get("tokenizer.ggml.token_type") {
+    Ok(())
+}
+
+/// Metadata `key` as an array of strings.
+fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
+    match f.get(key) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| err(f, format!("{key} holds a non-string"))))
+            .collect(),
+        Some(v) => Err(err(
+            f,
+            format!("{key} is a {}, expected an array of strings", v.type_name()),
+        )),
+        None => Err(err(f, format!("metadata {key} is missing"))),
+    }
+}
+
+/// `tokenizer.ggml.token_type` (NORMAL for every token when absent).
+fn token_types(f: &GgufFile, n: usize) -> Result<Vec<i64>> {
+    match f.get("tokenizer.ggml.token_type") {
         Some(Value::Array(a)) if a.len() == n => a
             .iter()
-            .map(|v| int(v).ok_or_else(|| err("tokenizer.ggml.token_type holds a non-integer".into())))
-            .collect::<Result<_>>()?,
-        Some(_) => {
-            return Err(err(format!(
-                "tokenizer.ggml.token_type is not an array of {n} integers"
-            )))
-        }
-        None => vec![1; n],
-    };
-    let id = |key: &str| -> Result<Option<u32>> {
-        match f.get(key) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(i) if (i as usize) < n => Ok(Some(i as u32)),
-                _ => Err(err(format!("{key} = {v:?} is not a token id (vocabulary of {n})"))),
-            },
-        }
-    };
-    let (bos, eos, pad) = (
-        id("tokenizer.ggml.bos_token_id")?,
-        id("tokenizer.ggml.eos_token_id")?,
-        id("tokenizer.ggml.padding_token_id")?,
-    );
-    let eot = id("tokenizer.ggml.eot_token_id")?;
-    let flag = |key: &str, default: bool| f.get(key).and_then(Value::as_bool).unwrap_or(default);
-    let add_bos = flag("tokenizer.ggml.add_bos_token", true) && bos.is_some();
-    let add_eos = flag("tokenizer.ggml.add_eos_token", false) && eos.is_some();
+            .map(|v| int(v).ok_or_else(|| err(f, "tokenizer.ggml.token_type holds a non-integer".into())))
+            .collect(),
+        Some(_) => Err(err(
+            f,
+            format!("tokenizer.ggml.token_type is not an array of {n} integers"),
+        )),
+        None => Ok(vec![1; n]),
+    }
+}
 
+/// The BPE model's vocabulary (first id of each string) and the added tokens.
+fn vocab_json(tokens: &[&str], types: &[i64]) -> (Map<String, Json>, Vec<Json>) {
     let mut vocab = Map::new();
     let mut added = Vec::new();
-    for (i, (&t, &ty)) in tokens.iter().zip(&types).enumerate() {
+    for (i, (&t, &ty)) in tokens.iter().zip(types).enumerate() {
         if !vocab.contains_key(t) {
             vocab.insert(t.to_string(), json!(i));
         }
@@ -123,15 +114,35 @@ pub fn build(f: &GgufFile) -> Result<GgufVocab> {
             }));
         }
     }
-    let merges: Vec<Json> = merges
+    (vocab, added)
+}
+
+/// Builds the tokenizer of `f`.
+pub fn build(f: &GgufFile) -> Result<GgufVocab> {
+    check_kind(f)?;
+    let tokens = strings(f, "tokenizer.ggml.tokens")?;
+    let n = tokens.len();
+    let types = token_types(f, n)?;
+    let merges: Vec<Json> = strings(f, "tokenizer.ggml.merges")?
         .iter()
-        .map(|m| {
-            m.split_once(' ')
-                .map(|(a, b)| json!([a, b]))
-                .ok_or_else(|| err(format!("merge {m:?} is not two tokens separated by a space")))
+        .map(|m| match m.split_once(' ') {
+            Some((a, b)) => Ok(json!([a, b])),
+            None => Err(err(f, format!("merge {m:?} is not two tokens separated by a space"))),
         })
         .collect::<Result<_>>()?;
-    let special = |i: u32| tokens[i as usize];
+    let id = |key: &str| -> Result<Option<u32>> {
+        match f.get(key).map(|v| (v, v.as_u64())) {
+            None => Ok(None),
+            Some((_, Some(i))) if (i as usize) < n => Ok(Some(i as u32)),
+            Some((v, _)) => Err(err(f, format!("{key} = {v:?} is not a token id (vocabulary of {n})"))),
+        }
+    };
+    let (bos, eos) = (id("tokenizer.ggml.bos_token_id")?, id("tokenizer.ggml.eos_token_id")?);
+    let flag = |key: &str, default: bool| f.get(key).and_then(Value::as_bool).unwrap_or(default);
+    let add_bos = bos.filter(|_| flag("tokenizer.ggml.add_bos_token", true));
+    let add_eos = eos.filter(|_| flag("tokenizer.ggml.add_eos_token", false));
+    let name = |i: u32| tokens[i as usize];
+    let (vocab, added) = vocab_json(&tokens, &types);
     let doc = json!({
         "version": "1.0",
         "truncation": null,
@@ -142,7 +153,7 @@ pub fn build(f: &GgufFile) -> Result<GgufVocab> {
             {"type": "Split", "pattern": {"Regex": LFM2_SPLIT}, "behavior": "Isolated", "invert": false},
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
         ]},
-        "post_processor": post_processor(bos.filter(|_| add_bos).map(special), eos.filter(|_| add_eos).map(special), bos, eos),
+        "post_processor": post_processor(add_bos.map(name), add_eos.map(name), bos, eos),
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
@@ -153,13 +164,13 @@ pub fn build(f: &GgufFile) -> Result<GgufVocab> {
     let tokenizer: tokenizers::Tokenizer = doc
         .to_string()
         .parse()
-        .map_err(|e| err(format!("the tokenizer could not be rebuilt: {e}")))?;
+        .map_err(|e| err(f, format!("the tokenizer could not be rebuilt: {e}")))?;
     Ok(GgufVocab {
         tokenizer,
         bos,
         eos,
-        pad,
-        eot,
+        pad: id("tokenizer.ggml.padding_token_id")?,
+        eot: id("tokenizer.ggml.eot_token_id")?,
     })
 }
 

@@ -398,3 +398,47 @@ fn corrupted_header_bytes_never_panic() {
         }
     }
 }
+
+fn str_array(k: &'static str, v: &[&str]) -> Kv {
+    let mut b = 8u32.to_le_bytes().to_vec();
+    b.extend((v.len() as u64).to_le_bytes());
+    v.iter().for_each(|x| b.extend(s(x)));
+    Kv(k, 9, b)
+}
+
+#[test]
+fn bad_tokenizer_metadata() {
+    let tok = |kvs: Vec<Kv>| lfm_wgpu::tokenizer::Tokenizer::from_gguf(&mem(&file(&kvs, &[], &[])).unwrap());
+    let fails = |kvs: Vec<Kv>, want: &str| match tok(kvs) {
+        Err(Error::Gguf { msg, .. }) => assert!(msg.contains(want), "got {msg:?}, want {want:?}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("accepted (want {want:?})"),
+    };
+    let base = || {
+        vec![
+            string("tokenizer.ggml.model", "gpt2"),
+            string("tokenizer.ggml.pre", "lfm2"),
+            str_array("tokenizer.ggml.tokens", &["a", "b", "ab"]),
+            str_array("tokenizer.ggml.merges", &["a b"]),
+        ]
+    };
+    let t = tok(base()).unwrap();
+    assert_eq!(t.encode("abab", false).unwrap(), vec![2, 2]);
+    fails(base().into_iter().skip(1).collect(), "tokenizer.ggml.model is missing");
+    let mut kvs = base();
+    kvs[0] = string("tokenizer.ggml.model", "llama");
+    fails(kvs, "\"llama\" is not supported");
+    let mut kvs = base();
+    kvs[1] = string("tokenizer.ggml.pre", "qwen2");
+    fails(kvs, "tokenizer.ggml.pre \"qwen2\" is not supported");
+    let mut kvs = base();
+    kvs[3] = str_array("tokenizer.ggml.merges", &["ab"]);
+    fails(kvs, "not two tokens");
+    let mut kvs = base();
+    kvs.push(u32v("tokenizer.ggml.bos_token_id", 3));
+    fails(kvs, "is not a token id");
+    let mut kvs = base();
+    kvs.push(u32_array("tokenizer.ggml.token_type", &[1, 1]));
+    fails(kvs, "not an array of 3 integers");
+    fails(base().into_iter().take(2).collect(), "tokenizer.ggml.tokens is missing");
+}
