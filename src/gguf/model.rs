@@ -4,17 +4,17 @@
 //!
 //! | HF (`model.layers.{i}.` …) | GGUF (`blk.{i}.` …) | GGUF ne (innermost first) |
 //! |---|---|---|
-//! | `model.embed_tokens.weight` [V, H] | `token_embd.weight` | {H, V} |
-//! | `model.embedding_norm.weight` [H] (final norm) | `token_embd_norm.weight` | {H} |
-//! | `lm_head.weight` [V, H] (untied only) | `output.weight` | {H, V} |
+//! | `model.embed_tokens.weight` `[V, H]` | `token_embd.weight` | {H, V} |
+//! | `model.embedding_norm.weight` `[H]` (final norm) | `token_embd_norm.weight` | {H} |
+//! | `lm_head.weight` `[V, H]` (untied only) | `output.weight` | {H, V} |
 //! | `operator_norm.weight`, `ffn_norm.weight` | `attn_norm.weight`, `ffn_norm.weight` | {H} |
 //! | `conv.in_proj` / `conv.out_proj` `.weight`/`.bias` | `shortconv.in_proj` / `shortconv.out_proj` | {H, 3H}, {H, H} |
-//! | `conv.conv.weight` [H, 1, K] | `shortconv.conv.weight` | {K, H} |
+//! | `conv.conv.weight` `[H, 1, K]` | `shortconv.conv.weight` | {K, H} |
 //! | `self_attn.{q,k,v,out}_proj.weight` | `attn_{q,k,v,output}.weight` | {H, rows} |
 //! | `self_attn.{q,k}_layernorm.weight` | `attn_{q,k}_norm.weight` | {d} |
 //! | `feed_forward.w1/w3/w2.weight` (dense) | `ffn_gate/ffn_up/ffn_down.weight` | {H, I}, {I, H} |
-//! | `feed_forward.gate.weight` [E, H] | `ffn_gate_inp.weight` | {H, E} |
-//! | `feed_forward.expert_bias` [E] | `exp_probs_b.bias` | {E} |
+//! | `feed_forward.gate.weight` `[E, H]` | `ffn_gate_inp.weight` | {H, E} |
+//! | `feed_forward.expert_bias` `[E]` | `exp_probs_b.bias` | {E} |
 //! | `feed_forward.experts.{e}.w1/w3/w2.weight` | slice e of `ffn_gate_exps/ffn_up_exps/ffn_down_exps.weight` | {H, Im, E}, {Im, H, E} |
 //!
 //! The element order is the same on both sides (GGUF's innermost dimension is HF's last), so a

@@ -2,7 +2,7 @@
 //!
 //! Layout (little-endian): `"GGUF"`, version u32 (2 or 3), tensor count u64, metadata count
 //! u64, the metadata (key string, value type u32, value), the tensor infos (name string,
-//! n_dims u32, ne[n_dims] u64 innermost first, ggml type u32, offset u64), padding to
+//! n_dims u32, `ne[n_dims]` u64 innermost first, ggml type u32, offset u64), padding to
 //! `general.alignment` (default 32), then the tensor data; offsets are relative to its start.
 //! Strings are a u64 length and UTF-8 bytes. Version 1 (u32 counts) and big-endian files are
 //! refused.

@@ -5,8 +5,8 @@
 //! `tokenizer.ggml.pre` = `lfm2` (or one of the llama3 names llama.cpp treats the same way: the
 //! same split regex, merges ignored for whole-word vocabulary hits). From the file:
 //!
-//! * `tokens` (string[n]) → the BPE vocabulary, id = index;
-//! * `token_type` (int[n]) → CONTROL (3) tokens become special added tokens, USER_DEFINED (4)
+//! * `tokens` (`string[n]`) → the BPE vocabulary, id = index;
+//! * `token_type` (`int[n]`) → CONTROL (3) tokens become special added tokens, USER_DEFINED (4)
 //!   non-special added tokens (matched before the BPE, as in transformers);
 //! * `merges` ("a b" strings) → the BPE merges, ranked in order;
 //! * `bos/eos/padding_token_id`, `add_bos_token` / `add_eos_token` → the post-processor
