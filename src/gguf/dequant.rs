@@ -127,19 +127,22 @@ fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 fn k4(b: &[u8], qh: Option<&[u8]>, qs: &[u8], o: &mut [f32]) {
     let (d, dmin) = (h(b, 0), h(b, 2));
     let (sc, mn) = scale_min_k4(&b[4..16]);
-    for s in 0..8 {
+    for (s, o) in o.chunks_exact_mut(32).enumerate() {
         let ds = d * sc[s] as f32;
         let dm = dmin * mn[s] as f32;
+        let shift = 4 * (s % 2);
         let bytes = &qs[32 * (s / 2)..32 * (s / 2) + 32];
-        for l in 0..32 {
-            let mut q = match s % 2 {
-                0 => bytes[l] & 0x0F,
-                _ => bytes[l] >> 4,
-            };
-            if let Some(qh) = qh {
-                q |= ((qh[l] >> s) & 1) << 4;
+        match qh {
+            None => {
+                for (o, &q) in o.iter_mut().zip(bytes) {
+                    *o = ds * ((q >> shift) & 0x0F) as f32 - dm;
+                }
             }
-            o[32 * s + l] = ds * q as f32 - dm;
+            Some(qh) => {
+                for ((o, &q), &hb) in o.iter_mut().zip(bytes).zip(qh) {
+                    *o = ds * (((q >> shift) & 0x0F) | (((hb >> s) & 1) << 4)) as f32 - dm;
+                }
+            }
         }
     }
 }
