@@ -3,7 +3,6 @@
 pub mod chat;
 pub mod dtype;
 pub mod error;
-pub mod gguf;
 pub mod gpu;
 pub mod hub;
 pub mod kernels;
@@ -13,5 +12,8 @@ pub mod progress;
 pub mod quant;
 pub mod reference;
 pub mod tokenizer;
+
+/// llama.cpp's GGUF files: container, dequantization, lfm2moe config and tokenizer.
+pub mod gguf;
 
 pub use error::{Error, Result};

@@ -221,6 +221,13 @@ impl Source for GgufModel {
             }
         };
         self.file.dequantize(t, bytes, out)?;
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            let slice = expert.map(|e| format!(", expert {e}")).unwrap_or_default();
+            return Err(self.err(format!(
+                "tensor {} (HF {name}{slice}): value {} at index {i} is not finite (the file is corrupt)",
+                t.name, out[i]
+            )));
+        }
         if expert.is_none_or(|e| e + 1 == self.config.num_experts) {
             self.file.drop_pages(t);
         }

@@ -442,3 +442,20 @@ fn bad_tokenizer_metadata() {
     fails(kvs, "not an array of 3 integers");
     fails(base().into_iter().take(2).collect(), "tokenizer.ggml.tokens is missing");
 }
+
+#[test]
+fn non_finite_weights_are_refused_when_read() {
+    let mut b = good();
+    let start = mem(&b).unwrap().data_start as usize + 4 * 5;
+    b[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let m = GgufModel::from_file(mem(&b).unwrap()).unwrap();
+    match lfm_wgpu::reference::Reference::load(&m, lfm_wgpu::dtype::DType::F32).map(|_| ()) {
+        Err(Error::Gguf { msg, .. }) => {
+            assert!(
+                msg.contains("token_embd.weight") && msg.contains("index 5 is not finite"),
+                "{msg}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
