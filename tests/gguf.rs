@@ -223,6 +223,62 @@ fn gguf_tokenizer_matches_tokenizer_json() {
 }
 
 #[test]
+fn gguf_tokenizer_equals_tokenizer_json_on_random_text() {
+    // Differential: 2000 random strings over letters, digits, punctuation, whitespace runs,
+    // accents, CJK, emoji and special-token text; ids (with and without BOS) and decodes equal.
+    use rand::{Rng, SeedableRng};
+    let pieces = [
+        "a",
+        "e",
+        "the",
+        "The",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "\r\n",
+        "1",
+        "23",
+        "4567",
+        ".",
+        ",",
+        "'s",
+        "'LL",
+        "!?",
+        "é",
+        "ß",
+        "中文",
+        "🙂",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|startoftext|>",
+        "<|pad",
+        "|>",
+        "-",
+        "__",
+        "x",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for name in ["tiny_b", "tiny_c"] {
+        let g = GgufFile::open(&gguf_dir().join(format!("{name}.vocab.gguf"))).unwrap();
+        let (tok, hf) = (
+            Tokenizer::from_gguf(&g).unwrap(),
+            Tokenizer::from_dir(&fixture_dir(name)).unwrap(),
+        );
+        for _ in 0..1000 {
+            let n = rng.random_range(0..24);
+            let text: String = (0..n).map(|_| pieces[rng.random_range(0..pieces.len())]).collect();
+            for special in [true, false] {
+                let ids = tok.encode(&text, special).unwrap();
+                assert_eq!(ids, hf.encode(&text, special).unwrap(), "{name} {text:?}");
+                assert_eq!(tok.decode(&ids, special), hf.decode(&ids, special), "{name} {text:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn gguf_chat_template_renders_like_transformers() {
     let cases = data_cases();
     for (name, f) in cases["fixtures"].as_object().unwrap() {
