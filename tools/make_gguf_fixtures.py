@@ -17,6 +17,9 @@ Files (architecture ``lfm2moe``, tensors named as llama.cpp's converter names th
 * ``tiny_k.q4_k_m.gguf`` -- a new random model with 256-wide rows (H 256, dense and expert width
   256) whose matrices are random *valid* Q4_K / Q5_K / Q6_K blocks (gguf-py cannot quantize
   K-quants), mixed per tensor the way Q4_K_M mixes them. ``tiny_k/config.json`` is its HF config.
+* ``blocks.gguf`` -- one [8, 256] tensor per supported type (F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+  Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) of random bytes with finite f16 scale/min fields, the first
+  blocks with +0, -0, subnormal and largest-finite scales: every bit pattern of the formats.
 * ``tiny_b.vocab.gguf``, ``tiny_c.vocab.gguf`` -- vocab-only files (metadata, no tensors): the
   lfm2moe keys of the config plus the tokenizer (``tokenizer.ggml.*``) and chat template, written
   as the converter writes them from tokenizer.json / tokenizer_config.json.
@@ -352,6 +355,49 @@ def tiny_k(path: str, cfg_dir: str, rng: np.random.Generator) -> None:
         f.write("\n")
 
 
+SUPPORTED = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+# Byte offsets of the f16 fields (d, and dmin / m) inside a block.
+F16_FIELDS = {QT.Q8_0: [0], QT.Q4_0: [0], QT.Q5_0: [0], QT.Q4_1: [0, 2], QT.Q5_1: [0, 2],
+              QT.Q4_K: [0, 2], QT.Q5_K: [0, 2], QT.Q6_K: [208]}
+# f16 patterns given to the first blocks: +0, -0, the smallest subnormal, the largest finite, its negative.
+F16_SPECIAL = [0x0000, 0x8000, 0x0001, 0x7BFF, 0xFBFF]
+
+
+def finite_f16(bits: np.ndarray) -> np.ndarray:
+    """Random u16 patterns made finite (an all-ones exponent loses its lowest bit)."""
+    bits = bits.astype(np.uint16)
+    inf_nan = (bits & 0x7C00) == 0x7C00
+    return np.where(inf_nan, bits & ~np.uint16(0x0400), bits).astype(np.uint16)
+
+
+def random_blocks(path: str, rng: np.random.Generator) -> None:
+    """One [8, 256] tensor per supported type whose bytes are random (every bit pattern of the
+    quants, scales and mins) with finite f16 fields, the first blocks' fields set to F16_SPECIAL."""
+    w = gguf.GGUFWriter(path, ARCH)
+    rows, cols = 8, 256
+    for qt in SUPPORTED:
+        name = qt.name.lower()
+        if qt == QT.F32:
+            bits = rng.integers(0, 2**32, size=(rows, cols), dtype=np.uint32)
+            bits = np.where((bits & 0x7F800000) == 0x7F800000, bits & ~np.uint32(0x00800000), bits)
+            w.add_tensor(name, bits.astype(np.uint32).view(np.float32))
+        elif qt == QT.F16:
+            w.add_tensor(name, finite_f16(rng.integers(0, 2**16, size=(rows, cols))).view(np.float16))
+        elif qt == QT.BF16:
+            bits = rng.integers(0, 2**16, size=(rows, cols)).astype(np.uint16)
+            bits = np.where((bits & 0x7F80) == 0x7F80, bits & ~np.uint16(0x0080), bits).astype(np.uint16)
+            w.add_tensor(name, bits.view(np.uint8).reshape(rows, cols * 2), raw_dtype=qt)
+        else:
+            bs, ts = gguf.GGML_QUANT_SIZES[qt]
+            b = rng.integers(0, 256, size=(rows * cols // bs, ts), dtype=np.uint8)
+            for o in F16_FIELDS[qt]:
+                f = finite_f16(b[:, o].astype(np.uint16) | (b[:, o + 1].astype(np.uint16) << 8))
+                f[: len(F16_SPECIAL)] = F16_SPECIAL
+                b[:, o], b[:, o + 1] = (f & 0xFF).astype(np.uint8), (f >> 8).astype(np.uint8)
+            w.add_tensor(name, b.reshape(rows, -1), raw_dtype=qt)
+    finish(w)
+
+
 def vocab_fixture(path: str, src: str) -> None:
     cfg = json.load(open(os.path.join(src, "config.json")))
     w = writer(path, cfg, ids=False)
@@ -372,6 +418,7 @@ def main() -> None:
         "tiny_a.bf16.gguf": lambda p: float_fixture(p, src("tiny_a"), lambda i: QT.BF16),
         "tiny_a.mixed.gguf": lambda p: float_fixture(p, src("tiny_a"), lambda i: CYCLE[i % len(CYCLE)]),
         "tiny_k.q4_k_m.gguf": lambda p: tiny_k(p, os.path.join(a.out, "tiny_k"), rng),
+        "blocks.gguf": lambda p: random_blocks(p, rng),
         "tiny_b.vocab.gguf": lambda p: vocab_fixture(p, src("tiny_b")),
         "tiny_c.vocab.gguf": lambda p: vocab_fixture(p, src("tiny_c")),
     }
