@@ -120,15 +120,7 @@ struct ShapeCheck<'a>(&'a GgufModel);
 impl ShapeCheck<'_> {
     fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
         let (t, _, _) = self.0.locate(name, shape)?;
-        match t.ty.is_supported() {
-            true => Ok(()),
-            false => Err(self.0.err(format!(
-                "tensor {} has type {}, which is not supported (supported: {})",
-                t.name,
-                t.ty,
-                super::GgmlType::supported_list()
-            ))),
-        }
+        self.0.file.check_supported(t)
     }
 }
 

@@ -446,16 +446,22 @@ impl GgufFile {
         Ok(out)
     }
 
-    /// Dequantizes `bytes` (all or a block-aligned part of `t`'s data) into `out`.
-    pub(crate) fn dequantize(&self, t: &TensorInfo, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-        if !t.ty.is_supported() {
-            return Err(self.err(format!(
+    /// An error naming `t`, its type and the supported types, unless its type is supported.
+    pub(crate) fn check_supported(&self, t: &TensorInfo) -> Result<()> {
+        match t.ty.is_supported() {
+            true => Ok(()),
+            false => Err(self.err(format!(
                 "tensor {} has type {}, which is not supported (supported: {})",
                 t.name,
                 t.ty,
                 GgmlType::supported_list()
-            )));
+            ))),
         }
+    }
+
+    /// Dequantizes `bytes` (all or a block-aligned part of `t`'s data) into `out`.
+    pub(crate) fn dequantize(&self, t: &TensorInfo, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.check_supported(t)?;
         super::dequant::dequantize(t.ty, bytes, out).map_err(|msg| self.err(format!("tensor {}: {msg}", t.name)))
     }
 
