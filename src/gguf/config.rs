@@ -107,7 +107,7 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
         Some(d) => d,
         None => hidden.checked_div(n_heads).unwrap_or(0),
     };
-    if head_dim * n_heads != hidden && layer_types.contains(&LayerKind::Attention) {
+    if head_dim.checked_mul(n_heads) != Some(hidden) && layer_types.contains(&LayerKind::Attention) {
         return Err(m.err(format!(
             "head size {head_dim} × {n_heads} heads != embedding_length {hidden}"
         )));
@@ -139,6 +139,24 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
             .dim("token_embd.weight", 1)
             .ok_or_else(|| m.err(format!("metadata {ARCH}.vocab_size is missing")))?,
     };
+    // A dimension no tensor of this file can have is a lying header: refused before any
+    // arithmetic on it (no supported type holds more than 2 values per byte).
+    let limit = 8 * f.file_len();
+    let sizes = [
+        ("embedding_length", Some(hidden)),
+        ("feed_forward_length", ffn_width),
+        ("expert_feed_forward_length", Some(expert_width)),
+        ("vocab_size", Some(vocab)),
+        ("attention.head_count", Some(n_heads)),
+        ("attention.head_count_kv", Some(n_kv)),
+        ("expert_count", experts),
+    ];
+    if let Some((key, Some(v))) = sizes.into_iter().find(|(_, v)| v.is_some_and(|v| v as u64 > limit)) {
+        return Err(m.err(format!(
+            "{ARCH}.{key} {v} is impossible for a file of {} bytes",
+            f.file_len()
+        )));
+    }
     let first_conv = layer_types.iter().position(|k| *k == LayerKind::Conv);
     let kinds: Vec<&str> = layer_types
         .iter()

@@ -402,6 +402,11 @@ impl GgufFile {
         Ok(())
     }
 
+    /// Size of the file in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
     /// Metadata `key`, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.meta_index.get(key).map(|&i| &self.meta[i].1)

@@ -306,6 +306,26 @@ fn bad_model_metadata() {
     let mut kvs = model_kvs();
     kvs.push(u32v("lfm2moe.expert_gating_func", 1));
     model_fails(kvs, "expert_gating_func 1");
+    let mut kvs = model_kvs();
+    kvs[2] = Kv("lfm2moe.embedding_length", 10, (1u64 << 62).to_le_bytes().to_vec());
+    model_fails(kvs, "embedding_length 4611686018427387904 is impossible");
+    let mut kvs = model_kvs();
+    kvs[4] = Kv(
+        "lfm2moe.expert_feed_forward_length",
+        10,
+        u64::MAX.to_le_bytes().to_vec(),
+    );
+    model_fails(kvs, "expert_feed_forward_length");
+    // A conv-free model whose head count × head size overflows.
+    let mut kvs = model_kvs();
+    kvs[6] = u32_array("lfm2moe.attention.head_count_kv", &[1]);
+    kvs[5] = u32v("lfm2moe.attention.head_count", 1 << 20);
+    kvs.push(Kv(
+        "lfm2moe.attention.key_length",
+        10,
+        (1u64 << 60).to_le_bytes().to_vec(),
+    ));
+    model_fails(kvs, "heads != embedding_length");
 }
 
 #[test]
