@@ -479,3 +479,51 @@ fn non_finite_weights_are_refused_when_read() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn every_metadata_value_type_parses() {
+    use lfm_wgpu::gguf::Value as V;
+    let mut nested = 9u32.to_le_bytes().to_vec(); // array of arrays
+    nested.extend(2u64.to_le_bytes());
+    for items in [&[1u32, 2][..], &[3]] {
+        nested.extend(4u32.to_le_bytes());
+        nested.extend((items.len() as u64).to_le_bytes());
+        items.iter().for_each(|x| nested.extend(x.to_le_bytes()));
+    }
+    let kvs = vec![
+        Kv("u8", 0, vec![200]),
+        Kv("i8", 1, vec![0xFE]),
+        Kv("u16", 2, 60000u16.to_le_bytes().to_vec()),
+        Kv("i16", 3, (-3i16).to_le_bytes().to_vec()),
+        u32v("u32", 4_000_000_000),
+        Kv("i32", 5, (-5i32).to_le_bytes().to_vec()),
+        Kv("f32", 6, 1.5f32.to_le_bytes().to_vec()),
+        Kv("bool", 7, vec![1]),
+        string("str", "héllo"),
+        Kv("nested", 9, nested),
+        Kv("u64", 10, u64::MAX.to_le_bytes().to_vec()),
+        Kv("i64", 11, (-7i64).to_le_bytes().to_vec()),
+        Kv("f64", 12, 0.1f64.to_le_bytes().to_vec()),
+        str_array("strs", &["a", ""]),
+    ];
+    let f = mem(&file(&kvs, &[], &[])).unwrap();
+    let get = |k: &str| f.get(k).cloned().unwrap();
+    assert_eq!(get("u8"), V::U8(200));
+    assert_eq!(get("i8"), V::I8(-2));
+    assert_eq!(get("u16"), V::U16(60000));
+    assert_eq!(get("i16"), V::I16(-3));
+    assert_eq!(get("u32"), V::U32(4_000_000_000));
+    assert_eq!(get("i32"), V::I32(-5));
+    assert_eq!(get("f32"), V::F32(1.5));
+    assert_eq!(get("bool"), V::Bool(true));
+    assert_eq!(get("str"), V::Str("héllo".into()));
+    let arr = |v: &[u32]| V::Array(v.iter().map(|&x| V::U32(x)).collect());
+    assert_eq!(get("nested"), V::Array(vec![arr(&[1, 2]), arr(&[3])]));
+    assert_eq!(get("u64"), V::U64(u64::MAX));
+    assert_eq!(get("i64"), V::I64(-7));
+    assert_eq!(get("f64"), V::F64(0.1));
+    assert_eq!(get("strs"), V::Array(vec![V::Str("a".into()), V::Str(String::new())]));
+    assert_eq!(get("i8").as_u64(), None);
+    assert_eq!(get("i32").as_f64(), Some(-5.0));
+    assert_eq!(f.metadata().count(), kvs.len());
+}
