@@ -17,6 +17,9 @@ pub enum Error {
     ModelType { path: PathBuf, found: String },
     #[error("{path}: not a valid safetensors file: {msg}")]
     Safetensors { path: PathBuf, msg: String },
+    /// A GGUF file is malformed, or holds something the engine cannot use.
+    #[error("{path}: GGUF: {msg}")]
+    Gguf { path: PathBuf, msg: String },
     #[error("tensor {name} is missing from the checkpoint ({dir})")]
     MissingTensor { name: String, dir: PathBuf },
     #[error("tensor {name}: shape {found:?}, expected {expected:?}")]

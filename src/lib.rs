@@ -18,4 +18,7 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod units;
 
+/// llama.cpp's GGUF files: container, dequantization, lfm2moe config and tokenizer.
+pub mod gguf;
+
 pub use error::{Error, Result};

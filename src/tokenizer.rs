@@ -299,3 +299,26 @@ impl StreamDecoder<'_> {
         &self.ids
     }
 }
+
+impl Tokenizer {
+    /// The tokenizer held in a GGUF file's `tokenizer.ggml.*` metadata (see
+    /// [`crate::gguf::vocab`]). Stop ids: the file's eos, its eot, and `<|im_end|>` (a GGUF
+    /// carries no generation_config.json, so extra eos ids listed there are not known).
+    pub fn from_gguf(file: &crate::gguf::GgufFile) -> Result<Self> {
+        let v = crate::gguf::vocab::build(file)?;
+        let mut eos_ids = Vec::new();
+        for id in v.eos.into_iter().chain(v.eot).chain(v.tokenizer.token_to_id(IM_END)) {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+        Ok(Tokenizer {
+            inner: v.tokenizer,
+            path: file.path.clone(),
+            bos: v.bos,
+            eos: v.eos,
+            pad: v.pad,
+            eos_ids,
+        })
+    }
+}

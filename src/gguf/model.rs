@@ -1,0 +1,234 @@
+//! An `lfm2moe` GGUF file as a weight [`Source`]: its config from the `lfm2moe.*` metadata, and
+//! the HF tensor names [`Weights::load`](crate::model::weights::Weights::load) asks for mapped
+//! onto llama.cpp's (`docs/gguf.md` in the shared docs):
+//!
+//! | HF (`model.layers.{i}.` …) | GGUF (`blk.{i}.` …) | GGUF ne (innermost first) |
+//! |---|---|---|
+//! | `model.embed_tokens.weight` `[V, H]` | `token_embd.weight` | {H, V} |
+//! | `model.embedding_norm.weight` `[H]` (final norm) | `token_embd_norm.weight` | {H} |
+//! | `lm_head.weight` `[V, H]` (untied only) | `output.weight` | {H, V} |
+//! | `operator_norm.weight`, `ffn_norm.weight` | `attn_norm.weight`, `ffn_norm.weight` | {H} |
+//! | `conv.in_proj` / `conv.out_proj` `.weight`/`.bias` | `shortconv.in_proj` / `shortconv.out_proj` | {H, 3H}, {H, H} |
+//! | `conv.conv.weight` `[H, 1, K]` | `shortconv.conv.weight` | {K, H} |
+//! | `self_attn.{q,k,v,out}_proj.weight` | `attn_{q,k,v,output}.weight` | {H, rows} |
+//! | `self_attn.{q,k}_layernorm.weight` | `attn_{q,k}_norm.weight` | {d} |
+//! | `feed_forward.w1/w3/w2.weight` (dense) | `ffn_gate/ffn_up/ffn_down.weight` | {H, I}, {I, H} |
+//! | `feed_forward.gate.weight` `[E, H]` | `ffn_gate_inp.weight` | {H, E} |
+//! | `feed_forward.expert_bias` `[E]` | `exp_probs_b.bias` | {E} |
+//! | `feed_forward.experts.{e}.w1/w3/w2.weight` | slice e of `ffn_gate_exps/ffn_up_exps/ffn_down_exps.weight` | {H, Im, E}, {Im, H, E} |
+//!
+//! The element order is the same on both sides (GGUF's innermost dimension is HF's last), so a
+//! tensor is dequantized straight into the engine's row-major buffer; an expert's read touches
+//! only its own slice of the stacked tensor.
+
+use super::reader::{GgufFile, TensorInfo, Value};
+use crate::chat::{ChatTemplate, SpecialTokens};
+use crate::error::{Error, Result};
+use crate::model::config::Config;
+use crate::model::weights::{MatSpec, Source, WeightSink, Weights};
+use crate::tokenizer::Tokenizer;
+use std::path::Path;
+
+pub use super::config::{config_from_gguf, ARCH};
+
+/// An opened `lfm2moe` GGUF file with its config.
+#[derive(Debug)]
+pub struct GgufModel {
+    pub file: GgufFile,
+    pub config: Config,
+}
+
+impl GgufModel {
+    /// Opens `path`, checks its architecture, builds the config from its metadata, and checks
+    /// that every tensor the config calls for is present with its shape and a supported type
+    /// (nothing is read or allocated for that).
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::from_file(GgufFile::open(path)?)
+    }
+
+    pub fn from_file(file: GgufFile) -> Result<Self> {
+        let config = config_from_gguf(&file)?;
+        let model = GgufModel { file, config };
+        Weights::<(), ()>::load(&model, &mut ShapeCheck(&model))?;
+        Ok(model)
+    }
+
+    /// The tokenizer stored in the file (`tokenizer.ggml.*`).
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        Tokenizer::from_gguf(&self.file)
+    }
+
+    /// The file's chat template; see [`chat_template`].
+    pub fn chat_template(&self, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+        chat_template(&self.file, tok)
+    }
+
+    fn err(&self, msg: String) -> Error {
+        Error::Gguf {
+            path: self.file.path.clone(),
+            msg,
+        }
+    }
+
+    /// The GGUF tensor behind HF tensor `name` and the ne it must have for HF `shape`, with the
+    /// expert index when `name` is one expert of a stacked tensor.
+    fn locate(&self, name: &str, shape: &[usize]) -> Result<(&TensorInfo, Vec<usize>, Option<usize>)> {
+        let (gguf, expert) = gguf_name(name).ok_or_else(|| self.err(format!("no GGUF tensor is known for {name}")))?;
+        let t = self.file.tensor(&gguf).ok_or_else(|| Error::MissingTensor {
+            name: format!("{gguf} (HF {name})"),
+            dir: self.file.path.clone(),
+        })?;
+        let mut want: Vec<usize> = shape.iter().rev().copied().collect();
+        if name.ends_with("conv.conv.weight") {
+            want.retain(|&d| d != 1);
+        }
+        if expert.is_some() {
+            want.push(self.config.num_experts);
+        }
+        if t.shape() != want {
+            return Err(Error::Shape {
+                name: format!("{gguf} (HF {name}, GGUF ne innermost first)"),
+                found: t.shape(),
+                expected: want,
+            });
+        }
+        Ok((t, want, expert))
+    }
+}
+
+/// `tokenizer.chat_template` (with `tokenizer.chat_template.tool_use` when present) compiled
+/// with the bos/eos/pad tokens of `tok`; None when the file has no template.
+pub fn chat_template(f: &GgufFile, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    let Some(source) = f.get("tokenizer.chat_template").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let tool_use = f.get("tokenizer.chat_template.tool_use").and_then(Value::as_str);
+    let name = |id: Option<u32>| id.and_then(|i| tok.token(i));
+    let special = SpecialTokens {
+        bos_token: name(tok.bos_id()),
+        eos_token: name(tok.eos_id()),
+        pad_token: name(tok.pad_id()),
+        unk_token: None,
+    };
+    let origin = format!("{} (tokenizer.chat_template)", f.path.display());
+    ChatTemplate::new(source, tool_use, &origin, special).map(Some)
+}
+
+/// A [`WeightSink`] that only checks: each tensor exists with its shape and a supported type.
+struct ShapeCheck<'a>(&'a GgufModel);
+
+impl ShapeCheck<'_> {
+    fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let (t, _, _) = self.0.locate(name, shape)?;
+        self.0.file.check_supported(t)
+    }
+}
+
+impl WeightSink for ShapeCheck<'_> {
+    type Matrix = ();
+    type Vector = ();
+
+    fn matrix(&mut self, _src: &dyn Source, spec: &MatSpec) -> Result<()> {
+        spec.parts.iter().try_for_each(|p| self.check(&p.name, &p.shape))
+    }
+
+    fn vector(&mut self, _src: &dyn Source, name: &str, shape: &[usize]) -> Result<()> {
+        self.check(name, shape)
+    }
+}
+
+/// HF name → (GGUF name, expert index).
+pub fn gguf_name(hf: &str) -> Option<(String, Option<usize>)> {
+    let top = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.embedding_norm.weight" => Some("token_embd_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some((t.to_string(), None));
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (i, rest) = rest.split_once('.')?;
+    let i: usize = i.parse().ok()?;
+    if let Some(x) = rest.strip_prefix("feed_forward.experts.") {
+        let (e, w) = x.split_once('.')?;
+        let e: usize = e.parse().ok()?;
+        let stacked = match w {
+            "w1.weight" => "ffn_gate_exps",
+            "w3.weight" => "ffn_up_exps",
+            "w2.weight" => "ffn_down_exps",
+            _ => return None,
+        };
+        return Some((format!("blk.{i}.{stacked}.weight"), Some(e)));
+    }
+    let (module, suffix) = rest.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" && module != "feed_forward" {
+        return None;
+    }
+    let g = match (module, suffix) {
+        ("feed_forward", "expert_bias") => return Some((format!("blk.{i}.exp_probs_b.bias"), None)),
+        ("operator_norm", _) => "attn_norm",
+        ("ffn_norm", _) => "ffn_norm",
+        ("conv.in_proj", _) => "shortconv.in_proj",
+        ("conv.out_proj", _) => "shortconv.out_proj",
+        ("conv.conv", _) => "shortconv.conv",
+        ("self_attn.q_proj", _) => "attn_q",
+        ("self_attn.k_proj", _) => "attn_k",
+        ("self_attn.v_proj", _) => "attn_v",
+        ("self_attn.out_proj", _) => "attn_output",
+        ("self_attn.q_layernorm", _) => "attn_q_norm",
+        ("self_attn.k_layernorm", _) => "attn_k_norm",
+        ("feed_forward.w1", _) => "ffn_gate",
+        ("feed_forward.w3", _) => "ffn_up",
+        ("feed_forward.w2", _) => "ffn_down",
+        ("feed_forward.gate", _) => "ffn_gate_inp",
+        _ => return None,
+    };
+    Some((format!("blk.{i}.{g}.{suffix}"), None))
+}
+
+impl Source for GgufModel {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let (t, want, expert) = self.locate(name, shape)?;
+        let n: usize = shape.iter().product();
+        if out.len() != n {
+            return Err(Error::Invalid(format!(
+                "read_f32({name}): buffer of {} values for shape {shape:?}",
+                out.len()
+            )));
+        }
+        let bytes = self.file.tensor_bytes(t);
+        let bytes = match expert {
+            None => bytes,
+            Some(e) => {
+                let per = bytes.len() / want[want.len() - 1];
+                bytes
+                    .get(e * per..(e + 1) * per)
+                    .ok_or_else(|| self.err(format!("{name}: expert {e} is outside {} ({want:?})", t.name)))?
+            }
+        };
+        self.file.dequantize(t, bytes, out)?;
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            let slice = expert.map(|e| format!(", expert {e}")).unwrap_or_default();
+            return Err(self.err(format!(
+                "tensor {} (HF {name}{slice}): value {} at index {i} is not finite (the file is corrupt)",
+                t.name, out[i]
+            )));
+        }
+        if expert.is_none_or(|e| e + 1 == self.config.num_experts) {
+            self.file.drop_pages(t);
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.file.path.display().to_string()
+    }
+
+    fn release(&self, _spec: &MatSpec) {}
+}
