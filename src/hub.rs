@@ -84,7 +84,8 @@ pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {
     resolve_model_with(spec, offline, &HubEnv::from_env())
 }
 
-/// Where a model spec points: a local directory, or a repo id and the cache it belongs in.
+/// Where a model spec points: a local directory or file, or a repo id and the cache it
+/// belongs in.
 enum Located {
     Dir(PathBuf),
     Repo { cache: PathBuf },
@@ -99,7 +100,8 @@ fn not_found(spec: &str, detail: impl Into<String>) -> Error {
 
 fn locate(spec: &str, env: &HubEnv) -> Result<Located> {
     let path = Path::new(spec);
-    if path.is_dir() {
+    // A directory, or a file (a .gguf).
+    if path.exists() {
         return Ok(Located::Dir(path.to_path_buf()));
     }
     if !is_repo_id(spec) {

@@ -194,3 +194,53 @@ fn crc32(data: &[u8]) -> usize {
     }
     (!c) as usize
 }
+
+/// GGUF through the CLI: a `.gguf` path gives the logits of the safetensors checkpoint it was
+/// converted from (F32: exactly), a directory with one `.gguf` works, several are listed,
+/// and `lfm info` reads the GGUF's metadata.
+#[test]
+fn gguf_files_on_the_command_line() {
+    let r = reference("tiny_d");
+    let tokens: Vec<String> = r.prompt.iter().map(|t| t.to_string()).collect();
+    let tokens = tokens.join(",");
+    let gguf = fixture_dir("gguf").join("tiny_d.f32.gguf");
+    let from = |model: &str, tag: &str| {
+        let out = tmp(&format!("gguf-{tag}.npy"));
+        lfm(&[
+            "logits",
+            "--model",
+            model,
+            "--tokens",
+            &tokens,
+            "--dtype",
+            "f32",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        lfm_wgpu::npy::read_f32(&out).unwrap().1
+    };
+    let st = from(fixture_dir("tiny_d").to_str().unwrap(), "st");
+    assert_eq!(from(gguf.to_str().unwrap(), "file"), st, "GGUF F32 = safetensors");
+    let dir = tmp("gguf-dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&gguf, dir.join("model.gguf")).unwrap();
+    assert_eq!(from(dir.to_str().unwrap(), "dir"), st);
+    std::fs::copy(&gguf, dir.join("other.gguf")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lfm"))
+        .args([
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--tokens",
+            "1",
+            "--out",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("model.gguf, other.gguf"), "{err}");
+    let info = lfm(&["info", "--model", gguf.to_str().unwrap()]);
+    assert!(info.contains("lfm2_moe, 3 layers") && info.contains("| q4_0"), "{info}");
+}

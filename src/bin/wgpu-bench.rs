@@ -15,11 +15,12 @@ use clap::Parser;
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::kernels::{probe, Kernels};
 use lfm_wgpu::model::config::Config;
+use lfm_wgpu::model::files::ModelFiles;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::memory::{peak_host_memory, MemoryEstimate};
 use lfm_wgpu::model::session::{DispatchTime, Session, SessionOptions};
 use lfm_wgpu::model::synthetic::Synthetic;
-use lfm_wgpu::model::weights::{Checkpoint, Source};
+use lfm_wgpu::model::weights::Source;
 use lfm_wgpu::units::gib;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,7 +48,7 @@ macro_rules! put {
     about = "Prefill / decode speed of LFM2-MoE on a wgpu adapter"
 )]
 struct Args {
-    /// Checkpoint directory; default: the LFM2-8B-A1B shape with synthetic weights
+    /// Checkpoint directory or GGUF file; default: the LFM2-8B-A1B shape with synthetic weights
     #[arg(long)]
     model: Option<std::path::PathBuf>,
     /// Weight format: q4_0 (default), q8_0, f16, f32
@@ -223,10 +224,10 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let (model, name, est, file_bytes) = match &a.model {
         Some(dir) => {
-            let ckpt = Checkpoint::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-            let d = ckpt.prequantized.unwrap_or(dtype);
-            let (m, est) = GpuModel::load_checked(gpu.clone(), &ckpt, d, &sopts)?;
-            (m, dir.display().to_string(), est, Some(ckpt.file_bytes()))
+            let files = ModelFiles::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+            let d = files.prequantized().unwrap_or(dtype);
+            let (m, est) = GpuModel::load_checked(gpu.clone(), files.source(), d, &sopts)?;
+            (m, dir.display().to_string(), est, Some(files.file_bytes()))
         }
         None => {
             let src = Synthetic::new(Config::lfm2_8b_a1b(layers.unwrap_or(24))?, dtype, SYNTHETIC_SEED);
@@ -468,9 +469,14 @@ fn read_file_time(dir: &std::path::Path) -> Result<f64> {
     use std::io::Read;
     let t = Instant::now();
     let mut buf = vec![0u8; 8 << 20];
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "safetensors") {
+    let files: Vec<std::path::PathBuf> = match ModelFiles::gguf_path(dir)? {
+        Some(g) => vec![g],
+        None => std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?,
+    };
+    for p in files {
+        if p.extension().is_some_and(|x| x == "safetensors" || x == "gguf") {
             let mut f = std::fs::File::open(&p)?;
             while f.read(&mut buf)? > 0 {}
         }

@@ -2,6 +2,7 @@
 //! session that steps it.
 
 pub mod config;
+pub mod files;
 pub mod forward;
 pub mod gpu_weights;
 pub mod memory;

@@ -20,7 +20,8 @@ use clap::{Args, Parser, Subcommand};
 use lfm_wgpu::chat::{ChatTemplate, Message};
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::interrupt;
-use lfm_wgpu::model::config::{Config, LayerKind};
+use lfm_wgpu::model::config::LayerKind;
+use lfm_wgpu::model::files::ModelFiles;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::memory::{default_kv_dtype, most_precise_fitting, MemoryEstimate};
 use lfm_wgpu::model::session::{Session, SessionOptions};
@@ -29,7 +30,7 @@ use lfm_wgpu::sampling::SamplingParams;
 use lfm_wgpu::tokenizer::Tokenizer;
 use lfm_wgpu::units::gib;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use text::Out;
 
@@ -318,14 +319,14 @@ fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 /// loaded: everything else can be checked before the long load.
 struct Opened {
     dir: PathBuf,
-    ckpt: Checkpoint,
+    files: ModelFiles,
     kv_dtype: Option<DType>,
     dtype: Option<DType>,
 }
 
 impl Opened {
     fn vocab(&self) -> usize {
-        self.ckpt.config.vocab_size
+        self.files.config().vocab_size
     }
 
     /// Checks that `n` prompt tokens fit the context (and are in the vocabulary when ids).
@@ -336,7 +337,7 @@ impl Opened {
         }
         let needed = ids.len().saturating_add(extra);
         if needed > args.ctx as usize {
-            let max = 32768.max(self.ckpt.config.max_position_embeddings);
+            let max = 32768.max(self.files.config().max_position_embeddings);
             return Err(lfm_wgpu::Error::ContextExceeded {
                 needed,
                 ctx: args.ctx as usize,
@@ -360,15 +361,15 @@ fn open(args: &LoadArgs) -> Result<Opened> {
     }
     let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
     let dir = lfm_wgpu::hub::resolve_model(&args.model, args.offline)?;
-    let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening model {}", dir.display()))?;
-    let max_ctx = 32768.max(ckpt.config.max_position_embeddings);
+    let files = ModelFiles::open(&dir).with_context(|| format!("opening model {}", dir.display()))?;
+    let max_ctx = 32768.max(files.config().max_position_embeddings);
     if args.ctx as usize > max_ctx {
         bail!(
             "--ctx {} exceeds this model's maximum context of {max_ctx} tokens",
             args.ctx
         );
     }
-    if let (Some(stored), Some(d)) = (ckpt.prequantized, dtype) {
+    if let (Some(stored), Some(d)) = (files.prequantized(), dtype) {
         if d != stored {
             bail!(
                 "{} holds {stored} weights written by `lfm quantize`; load it with --dtype {stored} (or omit --dtype), \
@@ -379,7 +380,7 @@ fn open(args: &LoadArgs) -> Result<Opened> {
     }
     Ok(Opened {
         dir,
-        ckpt,
+        files,
         kv_dtype,
         dtype,
     })
@@ -389,17 +390,17 @@ fn open(args: &LoadArgs) -> Result<Opened> {
 fn load(m: Opened, args: &LoadArgs) -> Result<(Session, f64)> {
     let Opened {
         dir,
-        ckpt,
+        files,
         kv_dtype,
         dtype,
     } = m;
     let (ctx, ubatch) = (args.ctx as usize, args.ubatch as usize);
     let gpu = Gpu::new(&args.gpu.options()?)?;
-    let dtype = match (ckpt.prequantized, dtype) {
+    let dtype = match (files.prequantized(), dtype) {
         (Some(stored), _) => stored,
         (None, Some(d)) => d,
         // Without --dtype: the most precise of f16, q8_0, q4_0 that fits the adapter.
-        (None, None) => match most_precise_fitting(&gpu, &ckpt.config, kv_dtype, ctx, ubatch)? {
+        (None, None) => match most_precise_fitting(&gpu, files.config(), kv_dtype, ctx, ubatch)? {
             Some(d) if d != DType::F16 => {
                 eprintln!("[f16 weights do not fit the adapter: loading as {d}]");
                 d
@@ -409,8 +410,8 @@ fn load(m: Opened, args: &LoadArgs) -> Result<(Session, f64)> {
     };
     let t = std::time::Instant::now();
     let opts = SessionOptions { ctx, ubatch, kv_dtype };
-    let (model, est) =
-        GpuModel::load_checked(gpu, &ckpt, dtype, &opts).with_context(|| format!("loading {}", dir.display()))?;
+    let (model, est) = GpuModel::load_checked(gpu, files.source(), dtype, &opts)
+        .with_context(|| format!("loading {}", dir.display()))?;
     let load_s = t.elapsed().as_secs_f64();
     log::info!(
         "loaded {:.1} MB of weights in {load_s:.2} s; GPU memory {} (weights {}, KV {}, scratch {})",
@@ -424,8 +425,10 @@ fn load(m: Opened, args: &LoadArgs) -> Result<(Session, f64)> {
 }
 
 /// The tokenizer and chat template of a model directory.
-fn text_of(dir: &Path) -> Result<(Tokenizer, ChatTemplate)> {
-    Ok((Tokenizer::from_dir(dir)?, ChatTemplate::from_dir(dir)?))
+fn text_of(files: &ModelFiles) -> Result<(Tokenizer, ChatTemplate)> {
+    let tok = files.tokenizer()?;
+    let template = files.chat_template(&tok)?;
+    Ok((tok, template))
 }
 
 fn main() -> Result<()> {
@@ -544,7 +547,7 @@ fn main() -> Result<()> {
             let params = gen.sampling();
             params.validate()?;
             let m = open(&l)?;
-            let (tok, template) = text_of(&m.dir)?;
+            let (tok, template) = text_of(&m.files)?;
             // The template must render before the long load.
             let probe: Vec<Message> = system
                 .iter()
@@ -574,7 +577,7 @@ fn run(l: &LoadArgs, prompt: Option<String>, system: Option<String>, raw: bool, 
         }
     };
     let m = open(l)?;
-    let (tok, template) = text_of(&m.dir)?;
+    let (tok, template) = text_of(&m.files)?;
     let ids = match raw {
         true => tok.encode(&prompt, true)?,
         false => {
@@ -643,7 +646,7 @@ fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
     let Some(spec) = model else { return Ok(()) };
     // Only config.json is read (downloaded alone when the model is not cached).
     let dir = lfm_wgpu::hub::resolve_config(&spec, offline)?;
-    let c = Config::from_file(&dir.join("config.json"))?;
+    let c = ModelFiles::config_only(&dir)?;
     let attn = c.layer_types.iter().filter(|k| **k == LayerKind::Attention).count();
     let (params, active) = c.parameter_counts();
     say!(
