@@ -121,6 +121,9 @@ fn locate(spec: &str, env: &HubEnv) -> Result<Located> {
 
 /// [`resolve_model`] with an explicit environment.
 pub fn resolve_model_with(spec: &str, offline: bool, env: &HubEnv) -> Result<PathBuf> {
+    if let Some((repo, tag)) = quant_spec(spec) {
+        return resolve_gguf(spec, repo, tag, offline, env);
+    }
     let cache = match locate(spec, env)? {
         Located::Dir(d) => return Ok(d),
         Located::Repo { cache } => cache,
@@ -151,8 +154,12 @@ pub fn resolve_config(spec: &str, offline: bool) -> Result<PathBuf> {
     resolve_config_with(spec, offline, &HubEnv::from_env())
 }
 
-/// [`resolve_config`] with an explicit environment.
+/// [`resolve_config`] with an explicit environment. A GGUF (`owner/name:TAG`) keeps its
+/// config inside the file, so that file is what is found or downloaded.
 pub fn resolve_config_with(spec: &str, offline: bool, env: &HubEnv) -> Result<PathBuf> {
+    if let Some((repo, tag)) = quant_spec(spec) {
+        return resolve_gguf(spec, repo, tag, offline, env);
+    }
     let cache = match locate(spec, env)? {
         Located::Dir(d) => return Ok(d),
         Located::Repo { cache } => cache,
@@ -179,6 +186,116 @@ pub fn resolve_config_with(spec: &str, offline: bool, env: &HubEnv) -> Result<Pa
         ));
     }
     download_files(spec, &cache, env, false)
+}
+
+/// `owner/name:TAG` (a GGUF repo and a quant tag such as `Q4_K_M`), when `spec` is one and
+/// is not a local path.
+fn quant_spec(spec: &str) -> Option<(&str, &str)> {
+    let (repo, tag) = spec.rsplit_once(':')?;
+    let ok = is_repo_id(repo) && !tag.is_empty() && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (ok && !Path::new(spec).exists()).then_some((repo, tag))
+}
+
+/// The `.gguf` files among `files` whose name ends in the quant `tag`, case-insensitively,
+/// after a `-`, `.` or `_` (`LFM2-8B-A1B-Q4_K_M.gguf` for `q4_k_m`), as llama.cpp's
+/// `-hf repo:quant` picks them; projector files (`mmproj`) are never picked.
+pub fn gguf_matches<'a>(files: &'a [String], tag: &str) -> Vec<&'a str> {
+    let tag = tag.to_ascii_lowercase();
+    files
+        .iter()
+        .map(String::as_str)
+        .filter(|f| {
+            let lower = f.to_ascii_lowercase();
+            let Some(stem) = lower.strip_suffix(".gguf") else {
+                return false;
+            };
+            let name = stem.rsplit('/').next().unwrap_or(stem);
+            !name.contains("mmproj")
+                && name
+                    .strip_suffix(tag.as_str())
+                    .is_some_and(|head| head.ends_with(['-', '.', '_']))
+        })
+        .collect()
+}
+
+/// The quant tags the `.gguf` files of a repo offer (for error messages).
+fn gguf_tags(files: &[String]) -> String {
+    let tags: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f.strip_suffix(".gguf"))
+        .filter_map(|f| f.rsplit(['-', '.']).next())
+        .collect();
+    match tags.is_empty() {
+        true => "it has no .gguf files".into(),
+        false => format!("it offers {}", tags.join(", ")),
+    }
+}
+
+/// A GGUF file of `repo` for quant `tag`: from the HF cache (any snapshot), else downloaded
+/// into it (resumable, with a progress bar) unless offline.
+fn resolve_gguf(spec: &str, repo: &str, tag: &str, offline: bool, env: &HubEnv) -> Result<PathBuf> {
+    let cache = env.cache_dir().ok_or_else(|| {
+        not_found(
+            spec,
+            "no Hugging Face cache directory: set HF_HUB_CACHE, HF_HOME or HOME",
+        )
+    })?;
+    let repo_dir = cache.join(repo_folder(repo));
+    let mut cached = Vec::new();
+    if let Ok(snaps) = std::fs::read_dir(repo_dir.join("snapshots")) {
+        for snap in snaps.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let names: Vec<String> = std::fs::read_dir(&snap)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            cached.extend(gguf_matches(&names, tag).into_iter().map(|n| snap.join(n)));
+        }
+    }
+    cached.sort();
+    if let Some(p) = cached.pop() {
+        return Ok(p);
+    }
+    if offline || env.offline {
+        return Err(not_found(
+            spec,
+            format!(
+                "no .gguf for quant {tag} in the Hugging Face cache at {}, and downloading is off; \
+                 download it with `hf download {repo} --include \"*{tag}*.gguf\"`",
+                repo_dir.display()
+            ),
+        ));
+    }
+    let (api, files) = open_repo(repo, &cache, env)?;
+    let fail = |file: &str, msg: String| Error::Download {
+        repo: repo.to_string(),
+        file: file.to_string(),
+        msg,
+    };
+    let matches = gguf_matches(&files, tag);
+    let file = match matches.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(fail(
+                &format!("*{tag}.gguf"),
+                format!("no file for quant {tag}; {}", gguf_tags(&files)),
+            ))
+        }
+        many => {
+            return Err(fail(
+                &format!("*{tag}.gguf"),
+                format!(
+                    "several files match quant {tag} ({}); split GGUFs are not supported",
+                    many.join(", ")
+                ),
+            ))
+        }
+    };
+    // A name from the repo: checked before it becomes a path.
+    crate::files::check_relative_name(Path::new(spec), file)?;
+    api.get(file).map_err(|e| fail(file, e.to_string()))
 }
 
 /// Whether `spec` looks like `owner/name` (letters, digits, `-`, `_`, `.`; no `..`).
@@ -272,7 +389,8 @@ pub fn download(repo_id: &str, cache: &Path, env: &HubEnv) -> Result<PathBuf> {
 }
 
 /// With `weights` false, only `config.json` (what `lfm info` needs).
-fn download_files(repo_id: &str, cache: &Path, env: &HubEnv, weights: bool) -> Result<PathBuf> {
+/// The hub client for `repo_id` (cache, endpoint, token, retries) and the repo's file list.
+fn open_repo(repo_id: &str, cache: &Path, env: &HubEnv) -> Result<(hf_hub::api::sync::ApiRepo, Vec<String>)> {
     use hf_hub::api::sync::ApiBuilder;
     let fail = |file: &str, e: &dyn std::fmt::Display| Error::Download {
         repo: repo_id.to_string(),
@@ -296,7 +414,17 @@ fn download_files(repo_id: &str, cache: &Path, env: &HubEnv, weights: bool) -> R
     let api = builder.build().map_err(|e| fail("(connection)", &e))?;
     let repo = api.model(repo_id.to_string());
     let info = repo.info().map_err(|e| fail("(file list)", &e))?;
-    let listed: BTreeSet<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+    Ok((repo, info.siblings.into_iter().map(|s| s.rfilename).collect()))
+}
+
+fn download_files(repo_id: &str, cache: &Path, env: &HubEnv, weights: bool) -> Result<PathBuf> {
+    let fail = |file: &str, e: &dyn std::fmt::Display| Error::Download {
+        repo: repo_id.to_string(),
+        file: file.to_string(),
+        msg: e.to_string(),
+    };
+    let (repo, files) = open_repo(repo_id, cache, env)?;
+    let listed: BTreeSet<&str> = files.iter().map(String::as_str).collect();
     if !listed.contains("config.json") {
         return Err(fail("config.json", &"the repo has no config.json"));
     }

@@ -350,3 +350,41 @@ fn gguf_source_loads_into_the_gpu_model() {
 
 #[path = "gguf/bad_files.rs"]
 mod bad_files;
+
+/// `owner/name:TAG` picks the repo's `.gguf` for that quant, case-insensitively, downloads it
+/// into the HF cache (from a mock hub on loopback), then finds it there offline; an unknown
+/// tag lists what the repo offers.
+#[test]
+fn repo_and_quant_tag_resolve_to_one_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = std::fs::read(fixture_dir("gguf").join("tiny_d.f32.gguf")).unwrap();
+    let files = vec![
+        ("README.md".to_string(), b"hi".to_vec()),
+        ("Tiny-F32.gguf".to_string(), data.clone()),
+        ("Tiny-Q4_K_M.gguf".to_string(), b"not this one".to_vec()),
+        ("mmproj-Tiny-F32.gguf".to_string(), b"nor this".to_vec()),
+    ];
+    let (endpoint, _) = common::mock_hub::serve("someone/Tiny-GGUF", files);
+    let env = lfm_wgpu::hub::HubEnv {
+        hf_hub_cache: Some(tmp.path().to_path_buf()),
+        endpoint: Some(endpoint),
+        ..Default::default()
+    };
+    let got = lfm_wgpu::hub::resolve_model_with("someone/Tiny-GGUF:f32", false, &env).unwrap();
+    assert!(got.ends_with("Tiny-F32.gguf"), "{}", got.display());
+    assert_eq!(std::fs::read(&got).unwrap(), data);
+    let offline = lfm_wgpu::hub::HubEnv {
+        offline: true,
+        ..env.clone()
+    };
+    let again = lfm_wgpu::hub::resolve_model_with("someone/Tiny-GGUF:F32", true, &offline).unwrap();
+    assert_eq!(again, got);
+    let e = lfm_wgpu::hub::resolve_model_with("someone/Tiny-GGUF:Q8_0", false, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no file for quant Q8_0") && e.contains("Q4_K_M"), "{e}");
+    let e = lfm_wgpu::hub::resolve_model_with("someone/Tiny-GGUF:Q8_0", true, &offline)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hf download"), "{e}");
+}

@@ -383,7 +383,6 @@ fn shard_names_cannot_leave_the_model_directory() {
 /// no panic, and nothing is written outside the cache.
 #[test]
 fn a_hostile_hub_repo_cannot_write_outside_the_cache() {
-    use std::io::{BufRead, BufReader, Read};
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let config = std::fs::read(fixture_dir("tiny_a").join("config.json")).unwrap();
@@ -394,75 +393,10 @@ fn a_hostile_hub_repo_cannot_write_outside_the_cache() {
         ("model.safetensors.index.json".into(), index.into_bytes()),
         (evil.into(), b"#!/bin/sh\necho pwned\n".to_vec()),
     ];
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let log = requests.clone();
-    listener.set_nonblocking(false).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut range = None;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                    range = Some(v.trim().to_string());
-                }
-            }
-            log.lock().unwrap().push(path.clone());
-            let sha = "0123456789abcdef0123456789abcdef01234567";
-            let (status, headers, body): (&str, String, Vec<u8>) = if path.starts_with("/api/models/evil/repo") {
-                let siblings: Vec<_> = files.iter().map(|(n, _)| serde_json::json!({"rfilename": n})).collect();
-                let j = serde_json::json!({"siblings": siblings, "sha": sha}).to_string();
-                ("200 OK", "Content-Type: application/json\r\n".into(), j.into_bytes())
-            } else if let Some(name) = path.strip_prefix("/evil/repo/resolve/main/") {
-                match files.iter().find(|(n, _)| n == name) {
-                    Some((_, data)) => {
-                        let start: usize = range
-                            .as_deref()
-                            .and_then(|r| r.split('-').next())
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        let end = match range.as_deref() {
-                            Some("0-0") => 1,
-                            _ => data.len(),
-                        };
-                        let h = format!(
-                            "ETag: \"e{}\"\r\nX-Repo-Commit: {sha}\r\nContent-Range: bytes {start}-{}/{}\r\n",
-                            name.len(),
-                            end.max(1) - 1,
-                            data.len()
-                        );
-                        ("206 Partial Content", h, data[start.min(end)..end].to_vec())
-                    }
-                    None => ("404 Not Found", String::new(), Vec::new()),
-                }
-            } else {
-                ("404 Not Found", String::new(), Vec::new())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-            let _ = stream.flush();
-            let mut rest = Vec::new();
-            let _ = reader.read_to_end(&mut rest);
-        }
-    });
+    let (endpoint, requests) = mock_hub::serve("evil/repo", files);
     let env = lfm_wgpu::hub::HubEnv {
         hf_hub_cache: Some(cache.clone()),
-        endpoint: Some(format!("http://{addr}")),
+        endpoint: Some(endpoint),
         ..Default::default()
     };
     let err = lfm_wgpu::hub::resolve_model_with("evil/repo", false, &env)

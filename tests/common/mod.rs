@@ -1,6 +1,8 @@
 //! Shared test helpers: fixtures written by tools/make_fixtures.py, GPU setup, comparisons.
 #![allow(dead_code)]
 
+pub mod mock_hub;
+
 use lfm_wgpu::gpu::{Gpu, GpuOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
