@@ -360,9 +360,25 @@ impl DiskDtype {
     }
 }
 
+/// The bytes of one shard: a read-only file mapping, or bytes held in memory.
+enum ShardBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ShardBytes::Mapped(m) => m,
+            ShardBytes::Owned(v) => v,
+        }
+    }
+}
+
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    map: ShardBytes,
     header_len: usize,
     meta: safetensors::tensor::Metadata,
 }
@@ -418,31 +434,32 @@ impl Checkpoint {
         let index_path = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
-                path: index_path.clone(),
-                msg: format!("invalid index: {e}"),
-            })?;
-            let map = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::Safetensors {
-                    path: index_path.clone(),
-                    msg: "index has no `weight_map` object".into(),
-                })?;
-            let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
-            files.sort();
-            files.dedup();
-            files
+            shard_names(&text, &index_path)?.iter().map(|f| dir.join(f)).collect()
         } else {
             vec![dir.join("model.safetensors")]
         };
         let mut shards = Vec::new();
-        let mut index = HashMap::new();
         for path in files {
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: the file is only read; a concurrent writer would be the user's error,
-            // and every offset is validated against the mapping's length below.
+            // and every offset is validated against the mapping's length.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            shards.push((path, ShardBytes::Mapped(map)));
+        }
+        Self::assemble(dir, config, shards)
+    }
+
+    /// A checkpoint held in memory: `shards` are (name used in messages, safetensors bytes).
+    /// Everything but the file access is what [`Checkpoint::open`] does (fuzzing, tests).
+    pub fn from_bytes(dir: &Path, config: Config, shards: Vec<(PathBuf, Vec<u8>)>) -> Result<Self> {
+        let shards = shards.into_iter().map(|(p, b)| (p, ShardBytes::Owned(b))).collect();
+        Self::assemble(dir, config, shards)
+    }
+
+    fn assemble(dir: &Path, config: Config, files: Vec<(PathBuf, ShardBytes)>) -> Result<Self> {
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        for (path, map) in files {
             let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
                 path: path.clone(),
                 msg: format!("{e:?} (file truncated or corrupt?)"),
@@ -548,12 +565,12 @@ impl Checkpoint {
         let end = (8 + shard.header_len + info.data_offsets.1) / PAGE * PAGE;
         if end > start {
             #[cfg(unix)]
-            // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read
-            // from the file on the next access, so no data can be lost or changed.
-            unsafe {
-                let _ = shard
-                    .map
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+            if let ShardBytes::Mapped(map) = &shard.map {
+                // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read
+                // from the file on the next access, so no data can be lost or changed.
+                unsafe {
+                    let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+                }
             }
         }
     }
@@ -562,6 +579,24 @@ impl Checkpoint {
     pub fn file_bytes(&self) -> u64 {
         self.shards.iter().map(|s| s.map.len() as u64).sum()
     }
+}
+
+/// The shard file names listed in the `weight_map` of `model.safetensors.index.json` (text
+/// `index_json`, read from `index_path`), sorted and without repeats.
+pub fn shard_names(index_json: &str, index_path: &Path) -> Result<Vec<String>> {
+    let bad = |msg: String| Error::Safetensors {
+        path: index_path.to_path_buf(),
+        msg,
+    };
+    let v: serde_json::Value = serde_json::from_str(index_json).map_err(|e| bad(format!("invalid index: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("index has no `weight_map` object".into()))?;
+    let mut files: Vec<String> = map.values().filter_map(|f| f.as_str()).map(str::to_string).collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
 
 /// The storage format of a matrix when the model is loaded as `requested` — the default
