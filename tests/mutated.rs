@@ -680,7 +680,7 @@ fn mutated_checkpoints_give_an_error_or_finite_logits() {
                         let why = tail
                             .lines()
                             .find(|l| l.contains("memory allocation") || l.contains("panicked"))
-                            .or_else(|| tail.lines().filter(|l| !l.trim().is_empty()).last())
+                            .or_else(|| tail.lines().rfind(|l| !l.trim().is_empty()))
                             .unwrap_or("")
                             .to_string();
                         outcomes[next] = Some(format!("abort: the process died ({status}): {why}"));
