@@ -728,3 +728,46 @@ fn mutated_checkpoints_give_an_error_or_finite_logits() {
         bad.join("\n")
     );
 }
+
+/// The sharded path of `Checkpoint::open` (index → shard names → files) and
+/// `Checkpoint::from_bytes` read the same weights as the single file.
+#[test]
+fn sharded_and_in_memory_checkpoints_read_like_the_file() {
+    use lfm_wgpu::reference::Reference;
+    let src = fixture_dir("tiny_d");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = St::parse(&bytes);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    // Two shards: the tensors alternately, each with its own data.
+    let mut map = serde_json::Map::new();
+    for shard in 0..2 {
+        let name = format!("model-0000{}-of-00002.safetensors", shard + 1);
+        let mut part = St {
+            header: serde_json::Map::new(),
+            data: Vec::new(),
+        };
+        for t in st.names().into_iter().skip(shard).step_by(2) {
+            let (_, a, b) = st.info(&t);
+            let mut info = st.header[&t].clone();
+            info["data_offsets"] = json!([part.data.len(), part.data.len() + b - a]);
+            part.data.extend(&st.data[a..b]);
+            part.header.insert(t.clone(), info);
+            map.insert(t, json!(name));
+        }
+        std::fs::write(dir.path().join(&name), part.bytes()).unwrap();
+    }
+    let index = json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let file = Checkpoint::open(&src).unwrap();
+    let sharded = Checkpoint::open(dir.path()).unwrap();
+    let memory = Checkpoint::from_bytes(&src, file.config.clone(), vec![("model.safetensors".into(), bytes)]).unwrap();
+    let logits = |c: &Checkpoint| {
+        let r = Reference::load(c, DType::F32).unwrap();
+        r.forward(&mut r.new_state(), &PROMPT, None)
+    };
+    let want = logits(&file);
+    assert_eq!(logits(&sharded), want);
+    assert_eq!(logits(&memory), want);
+}
