@@ -109,6 +109,11 @@ pub struct ChatTemplate {
     special: SpecialTokens,
 }
 
+/// Most template instructions one render may run: templates come with the model, and a
+/// runaway loop must end in an error, not a hang (a 2000-message conversation through the
+/// LFM2 template stays well within it, see the tests).
+pub const TEMPLATE_FUEL: u64 = 10_000_000;
+
 const DEFAULT: &str = "default";
 const TOOL_USE: &str = "tool_use";
 
@@ -184,6 +189,7 @@ impl ChatTemplate {
                 .build()
                 .expect("default delimiters are valid"),
         );
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
@@ -276,6 +282,11 @@ impl ChatTemplate {
 /// A minijinja error with its line and cause, on one line.
 fn describe(e: &minijinja::Error) -> String {
     let mut msg = e.to_string();
+    if e.kind() == ErrorKind::OutOfFuel {
+        msg.push_str(&format!(
+            " (the render ran more than {TEMPLATE_FUEL} template instructions)"
+        ));
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
@@ -567,6 +578,21 @@ mod tests {
             "2024-02-29 13:05:09 Thu Thursday Feb February 060 24 %"
         );
         assert_eq!(strftime("%d %b %Y", 0), "01 Jan 1970");
+    }
+
+    #[test]
+    fn runaway_template_runs_out_of_fuel() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            None,
+            "test",
+            SpecialTokens::default(),
+        )
+        .unwrap();
+        let e = t.render(&[], None, false).unwrap_err().to_string();
+        assert!(e.contains("fuel"), "{e}");
+        let long: Vec<Message> = (0..2000).map(|i| Message::user(format!("message {i}"))).collect();
+        ChatTemplate::builtin().render(&long, None, true).unwrap();
     }
 
     #[test]

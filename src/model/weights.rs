@@ -360,9 +360,25 @@ impl DiskDtype {
     }
 }
 
+/// The bytes of one shard: a read-only file mapping, or bytes held in memory.
+enum ShardBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ShardBytes::Mapped(m) => m,
+            ShardBytes::Owned(v) => v,
+        }
+    }
+}
+
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    map: ShardBytes,
     header_len: usize,
     meta: safetensors::tensor::Metadata,
 }
@@ -417,40 +433,68 @@ impl Checkpoint {
         let config = Config::from_file(&dir.join("config.json"))?;
         let index_path = dir.join("model.safetensors.index.json");
         // The index's weight_map (tensor → shard file) is authoritative when present.
-        let (files, assigned) = match index_path.exists() {
+        let (names, assigned) = match index_path.exists() {
             true => {
                 let map = read_weight_map(&index_path)?;
-                let mut files: Vec<String> = map.values().cloned().collect();
-                files.sort();
-                files.dedup();
-                (files, Some(map))
+                let mut names: Vec<String> = map.values().cloned().collect();
+                names.sort();
+                names.dedup();
+                (names, Some(map))
             }
             false => (vec!["model.safetensors".to_string()], None),
         };
-        let mut shards = Vec::new();
-        let mut index = HashMap::new();
         let source = match assigned {
             Some(_) => index_path.clone(),
             None => dir.join("model.safetensors"),
         };
-        for file_name in &files {
-            let path = crate::files::model_file(dir, &source, file_name)?;
+        let mut shards = Vec::new();
+        for name in names {
+            let path = crate::files::model_file(dir, &source, &name)?;
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: the file is only read; a concurrent writer would be the user's error,
-            // and every offset is validated against the mapping's length below.
+            // and every offset is validated against the mapping's length.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            shards.push((name, path, ShardBytes::Mapped(map)));
+        }
+        Self::assemble(dir, config, &index_path, assigned.as_ref(), shards)
+    }
+
+    /// A checkpoint held in memory: `shards` are (name used in messages, safetensors bytes).
+    /// Everything but the file access is what [`Checkpoint::open`] does for a checkpoint
+    /// without an index (fuzzing, tests).
+    pub fn from_bytes(dir: &Path, config: Config, shards: Vec<(PathBuf, Vec<u8>)>) -> Result<Self> {
+        let shards = shards
+            .into_iter()
+            .map(|(p, b)| (p.display().to_string(), p, ShardBytes::Owned(b)))
+            .collect();
+        Self::assemble(dir, config, &dir.join("model.safetensors.index.json"), None, shards)
+    }
+
+    /// Reads the headers of `files` (shard name, path, bytes), checking each tensor against
+    /// the index's weight map when there is one (`index_path` names it in errors).
+    fn assemble(
+        dir: &Path,
+        config: Config,
+        index_path: &Path,
+        assigned: Option<&std::collections::BTreeMap<String, String>>,
+        files: Vec<(String, PathBuf, ShardBytes)>,
+    ) -> Result<Self> {
+        let mut shards: Vec<Shard> = Vec::new();
+        let mut index = HashMap::new();
+        let bad = |msg: String| Error::Safetensors {
+            path: index_path.to_path_buf(),
+            msg,
+        };
+        let names: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
+        for (file_name, path, map) in files {
             let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
                 path: path.clone(),
                 msg: format!("{e:?} (file truncated or corrupt?)"),
             })?;
             for name in meta.tensors().keys() {
-                let bad = |msg: String| Error::Safetensors {
-                    path: index_path.clone(),
-                    msg,
-                };
-                if let Some(map) = &assigned {
+                if let Some(map) = assigned {
                     match map.get(name) {
-                        Some(f) if f == file_name => {}
+                        Some(f) if *f == file_name => {}
                         Some(f) => {
                             return Err(bad(format!(
                                 "tensor {name} is in shard {file_name} but the weight_map assigns it to {f}"
@@ -466,7 +510,7 @@ impl Checkpoint {
                 if let Some(&other) = index.get(name) {
                     return Err(bad(format!(
                         "tensor {name} is in two shards: {} and {file_name}",
-                        files[other]
+                        names[other]
                     )));
                 }
                 index.insert(name.clone(), shards.len());
@@ -478,12 +522,11 @@ impl Checkpoint {
                 meta,
             });
         }
-        if let Some(map) = &assigned {
+        if let Some(map) = assigned {
             if let Some((name, f)) = map.iter().find(|(name, _)| !index.contains_key(*name)) {
-                return Err(Error::Safetensors {
-                    path: index_path.clone(),
-                    msg: format!("the weight_map puts tensor {name} in shard {f}, which does not hold it"),
-                });
+                return Err(bad(format!(
+                    "the weight_map puts tensor {name} in shard {f}, which does not hold it"
+                )));
             }
         }
         let prequantized = prequantized_dtype(&shards)?;
@@ -573,12 +616,12 @@ impl Checkpoint {
         let end = (8 + shard.header_len + info.data_offsets.1) / PAGE * PAGE;
         if end > start {
             #[cfg(unix)]
-            // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read
-            // from the file on the next access, so no data can be lost or changed.
-            unsafe {
-                let _ = shard
-                    .map
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+            if let ShardBytes::Mapped(map) = &shard.map {
+                // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read
+                // from the file on the next access, so no data can be lost or changed.
+                unsafe {
+                    let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+                }
             }
         }
     }
@@ -592,12 +635,17 @@ impl Checkpoint {
 /// The `weight_map` of a `model.safetensors.index.json`: tensor name → shard file name, every
 /// shard name checked to be a plain relative name inside the model directory.
 pub fn read_weight_map(index_path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
+    parse_weight_map(&text, index_path)
+}
+
+/// [`read_weight_map`] on the index's text (`index_path` names it in errors).
+pub fn parse_weight_map(index_json: &str, index_path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
     let bad = |msg: String| Error::Safetensors {
         path: index_path.to_path_buf(),
         msg,
     };
-    let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("invalid index: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(index_json).map_err(|e| bad(format!("invalid index: {e}")))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -614,6 +662,14 @@ pub fn read_weight_map(index_path: &Path) -> Result<std::collections::BTreeMap<S
         return Err(bad("the weight_map is empty".into()));
     }
     Ok(out)
+}
+
+/// The shard file names of an index (text `index_json`), checked, sorted, without repeats.
+pub fn shard_names(index_json: &str, index_path: &Path) -> Result<Vec<String>> {
+    let mut files: Vec<String> = parse_weight_map(index_json, index_path)?.into_values().collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
 
 /// The storage format of a matrix when the model is loaded as `requested` — the default
