@@ -10,7 +10,9 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(file) = GgufFile::from_bytes(Path::new("fuzz.gguf"), data) else { return };
+    let Ok(file) = GgufFile::from_bytes(Path::new("fuzz.gguf"), data) else {
+        return;
+    };
     let Ok(model) = GgufModel::from_file(file) else { return };
     let _ = model.tokenizer();
     let _: lfm_wgpu::Result<Weights<HostMatrix, Vec<f32>>> = Weights::load(&model, &mut HostSink { dtype: DType::F32 });
