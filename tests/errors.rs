@@ -23,26 +23,11 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 /// Rewrites model.safetensors in `dir` through `edit` on (name, dtype, shape, bytes) entries.
-fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut entries: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
-        .collect();
+fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<Entry>)) {
+    let path = dir.join("model.safetensors");
+    let mut entries = read_entries(&path);
     edit(&mut entries);
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = entries
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let out = safetensors::serialize(views, None).unwrap();
-    std::fs::write(dir.join("model.safetensors"), out).unwrap();
+    write_entries(&path, &entries);
 }
 
 fn open_err(dir: &Path) -> Error {

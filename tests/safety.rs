@@ -59,30 +59,6 @@ fn copy_fixture(name: &str, tmp: &Path) -> PathBuf {
     dir
 }
 
-type Entry = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
-
-fn read_entries(path: &Path) -> Vec<Entry> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
-        .collect()
-}
-
-fn write_entries(path: &Path, entries: &[Entry]) {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = entries
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
-}
-
 /// Sets value `index` of tensor `name` in `dir/model.safetensors` to `v` (in its dtype).
 fn set_value(dir: &Path, name: &str, index: usize, v: f32) {
     let path = dir.join("model.safetensors");
@@ -119,42 +95,29 @@ fn quantize_refuses_its_source_and_non_empty_outputs() {
     let src = copy_fixture("tiny_a", tmp.path());
     let s = src.to_str().unwrap();
     let before = std::fs::read(src.join("model.safetensors")).unwrap();
+    let refused = |out: &Path| {
+        fails(&[
+            "quantize",
+            "--model",
+            s,
+            "--out",
+            out.to_str().unwrap(),
+            "--dtype",
+            "q4_0",
+        ])
+    };
     // Into the source itself (this truncated the mapped source: SIGBUS, a 0-byte file).
-    let err = fails(&["quantize", "--model", s, "--out", s, "--dtype", "q4_0"]);
+    let err = refused(&src);
     assert!(err.contains("is the source model directory"), "{err}");
     // The same directory by another path, through a symlink, and nested either way.
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&src, &link).unwrap();
-    let err = fails(&[
-        "quantize",
-        "--model",
-        s,
-        "--out",
-        link.to_str().unwrap(),
-        "--dtype",
-        "q4_0",
-    ]);
+    let err = refused(&link);
     assert!(err.contains("is the source model directory"), "{err}");
     let inside = src.join("q4");
-    let err = fails(&[
-        "quantize",
-        "--model",
-        s,
-        "--out",
-        inside.to_str().unwrap(),
-        "--dtype",
-        "q4_0",
-    ]);
+    let err = refused(&inside);
     assert!(err.contains("inside the source"), "{err}");
-    let err = fails(&[
-        "quantize",
-        "--model",
-        s,
-        "--out",
-        tmp.path().to_str().unwrap(),
-        "--dtype",
-        "q4_0",
-    ]);
+    let err = refused(tmp.path());
     assert!(err.contains("contains the source"), "{err}");
     assert_eq!(
         std::fs::read(src.join("model.safetensors")).unwrap(),

@@ -4,7 +4,7 @@
 pub mod mock_hub;
 
 use lfm_wgpu::gpu::{Gpu, GpuOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const FIXTURES: [&str; 4] = ["tiny_a", "tiny_b", "tiny_c", "tiny_d"];
@@ -118,4 +118,29 @@ pub fn session(
         },
     )
     .unwrap()
+}
+
+/// One tensor of a safetensors file: (name, dtype, shape, bytes).
+pub type Entry = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+pub fn read_entries(path: &Path) -> Vec<Entry> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect()
+}
+
+pub fn write_entries(path: &Path, entries: &[Entry]) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = entries
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
