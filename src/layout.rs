@@ -42,10 +42,42 @@ pub fn plan_chunks(
         .collect())
 }
 
+/// Cuts a matrix whose consecutive row ranges (`segments`: rows, format) may be stored in
+/// different formats into chunks of one format each: (first row, rows, format). Runs of one
+/// format are cut as [`plan_chunks`] does; each run must hold whole groups.
+pub fn plan_segments(
+    label: &str,
+    segments: &[(usize, DType)],
+    cols: usize,
+    group_rows: usize,
+    max_bytes: u64,
+) -> Result<Vec<(usize, usize, DType)>> {
+    let mut runs: Vec<(usize, usize, DType)> = Vec::new();
+    let mut row0 = 0;
+    for &(rows, dtype) in segments {
+        match runs.last_mut() {
+            Some(r) if r.2 == dtype => r.1 += rows,
+            _ => runs.push((row0, rows, dtype)),
+        }
+        row0 += rows;
+    }
+    let mut out = Vec::new();
+    for (r0, rows, dtype) in runs {
+        if !rows.is_multiple_of(group_rows) {
+            return Err(Error::Invalid(format!(
+                "{label}: rows {r0}..{} are {dtype}, not whole groups of {group_rows} rows",
+                r0 + rows
+            )));
+        }
+        for (c0, n) in plan_chunks(label, rows, cols, group_rows, dtype, max_bytes)? {
+            out.push((r0 + c0, n, dtype));
+        }
+    }
+    Ok(out)
+}
+
 /// Bytes per row of a stored matrix: (values or quant bytes, scale bytes).
 pub fn stored_row_bytes(dtype: DType, cols: usize) -> (usize, usize) {
-    match dtype.quant() {
-        Some(q) => (cols / 32 * q.quant_bytes_per_block(), cols / 32 * 2),
-        None => (dtype.row_bytes(cols) as usize, 0),
-    }
+    let (values, quant, scale) = dtype.block();
+    (cols / values * quant, cols / values * scale)
 }

@@ -2,12 +2,6 @@
 // quants of block b in words 8b..8b+8, scales as f16 pairs from word p.w_scales on.
 // Interface: see weights.wgsl.
 alias W_T = u32;
-
-fn i8x4(w: u32) -> vec4<f32> {
-    let s = bitcast<i32>(w);
-    return vec4<f32>(f32(extractBits(s, 0u, 8u)), f32(extractBits(s, 8u, 8u)),
-                     f32(extractBits(s, 16u, 8u)), f32(extractBits(s, 24u, 8u)));
-}
 // @per-buffer
 fn load8_BUF(e: u32) -> W8 {
     let b = e / 32u;

@@ -4,7 +4,31 @@
 //   load8_BUF(e) -> W8   the 8 weights starting at element e (e % 8 == 0) of binding BUF
 //   dot8_BUF(e, xa, xb, xsum) -> f32   those 8 weights dotted with 8 activations (xsum: their
 //                        sum, which lets quantized formats apply the scale and offset once)
+// Block formats keep their quant words first and their scale words from p.w_scales on, in the
+// layout of src/blocks.rs.
 struct W8 {
     lo: vec4<f32>,
     hi: vec4<f32>,
+}
+
+// The four bytes of v as 0…255.
+fn bytes4(v: u32) -> vec4<f32> {
+    return vec4<f32>(f32(v & 0xffu), f32((v >> 8u) & 0xffu), f32((v >> 16u) & 0xffu), f32(v >> 24u));
+}
+
+// The four nibbles at `shift` (0: low, 4: high) of the bytes of w, as 0…15.
+fn q4x4(w: u32, shift: u32) -> vec4<f32> {
+    return bytes4((w >> shift) & 0x0f0f0f0fu);
+}
+
+// The four bytes of w as int8.
+fn i8x4(w: u32) -> vec4<f32> {
+    let s = bitcast<i32>(w);
+    return vec4<f32>(f32(extractBits(s, 0u, 8u)), f32(extractBits(s, 8u, 8u)),
+                     f32(extractBits(s, 16u, 8u)), f32(extractBits(s, 24u, 8u)));
+}
+
+// Bits 0..4 of h moved to bit 0 of bytes 0..4 (the fifth bits of 4 values, one per byte).
+fn spread4(h: u32) -> u32 {
+    return (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
 }

@@ -222,19 +222,25 @@ fn main() -> Result<()> {
     };
     progress("loading the model");
     let t = Instant::now();
-    let (model, name, est, file_bytes) = match &a.model {
+    // `at4k`: what a chat session with the default context would hold.
+    let (model, name, est, at4k, file_bytes) = match &a.model {
         Some(dir) => {
-            let files = ModelFiles::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-            let d = files.prequantized().unwrap_or(dtype);
+            let mut files = ModelFiles::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+            if a.dtype.is_some() {
+                files.convert_to(dtype)?;
+            }
+            let d = files.stored_dtype().unwrap_or(dtype);
             let (m, est) = GpuModel::load_checked(gpu.clone(), files.source(), d, &sopts)?;
-            (m, dir.display().to_string(), est, Some(files.file_bytes()))
+            let at4k = MemoryEstimate::for_gpu_source(&gpu, files.source(), d, est.kv_dtype, 4096, 512)?;
+            (m, dir.display().to_string(), est, at4k, Some(files.file_bytes()))
         }
         None => {
             let src = Synthetic::new(Config::lfm2_8b_a1b(layers.unwrap_or(24))?, dtype, SYNTHETIC_SEED);
             progress(&format!("generating synthetic {dtype} weights"));
             let name = format!("LFM2-8B-A1B shape, {} layers, synthetic", src.config().num_layers());
             let (m, est) = GpuModel::load_checked(gpu.clone(), &src, dtype, &sopts)?;
-            (m, name, est, None)
+            let at4k = MemoryEstimate::for_gpu_source(&gpu, &src, dtype, est.kv_dtype, 4096, 512)?;
+            (m, name, est, at4k, None)
         }
     };
     gpu.wait()?;
@@ -247,8 +253,6 @@ fn main() -> Result<()> {
     }
     let mut s = Session::new(model.clone(), &sopts)?;
     let gpu_bytes = model.weight_bytes + s.state.bytes();
-    // What a chat session with the default context would hold.
-    let at4k = MemoryEstimate::for_gpu(&gpu, &cfg, model.dtype, est.kv_dtype, 4096, 512)?;
     // The time to read the checkpoint once (page cache as the load left it), to set the
     // load time against.
     let file_read_s = match &a.model {

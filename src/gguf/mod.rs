@@ -133,6 +133,25 @@ impl GgmlType {
         Self::SUPPORTED.contains(&self)
     }
 
+    /// The engine format that reads this type's blocks as they are (every supported type).
+    pub fn dtype(self) -> Option<crate::dtype::DType> {
+        use crate::dtype::DType;
+        Some(match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::BF16 => DType::BF16,
+            Self::Q8_0 => DType::Q8_0,
+            Self::Q4_0 => DType::Q4_0,
+            Self::Q4_1 => DType::Q4_1,
+            Self::Q5_0 => DType::Q5_0,
+            Self::Q5_1 => DType::Q5_1,
+            Self::Q4_K => DType::Q4_K,
+            Self::Q5_K => DType::Q5_K,
+            Self::Q6_K => DType::Q6_K,
+            _ => return None,
+        })
+    }
+
     /// "F32, F16, …": the supported types, for messages.
     pub fn supported_list() -> String {
         Self::SUPPORTED.map(|t| t.name()).join(", ")

@@ -23,9 +23,10 @@
 
 use super::reader::{GgufFile, TensorInfo, Value};
 use crate::chat::{ChatTemplate, SpecialTokens};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::config::Config;
-use crate::model::weights::{MatSpec, Source, WeightSink, Weights};
+use crate::model::weights::{MatSpec, Part, Source, WeightSink, Weights};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 
@@ -36,6 +37,9 @@ pub use super::config::{config_from_gguf, ARCH};
 pub struct GgufModel {
     pub file: GgufFile,
     pub config: Config,
+    /// Matrices go to the GPU in their own block formats (the default). False: they are
+    /// dequantized and converted to the format the loader asks for (`--dtype`).
+    pub native: bool,
 }
 
 impl GgufModel {
@@ -48,7 +52,11 @@ impl GgufModel {
 
     pub fn from_file(file: GgufFile) -> Result<Self> {
         let config = config_from_gguf(&file)?;
-        let model = GgufModel { file, config };
+        let model = GgufModel {
+            file,
+            config,
+            native: true,
+        };
         Weights::<(), ()>::load(&model, &mut ShapeCheck(&model))?;
         Ok(model)
     }
@@ -61,6 +69,49 @@ impl GgufModel {
     /// The file's chat template; see [`chat_template`].
     pub fn chat_template(&self, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
         chat_template(&self.file, tok)
+    }
+
+    /// The format holding most of the matrices' bytes (Q4_K in a Q4_K_M file): what the
+    /// model is called when loaded as it is.
+    pub fn main_dtype(&self) -> DType {
+        let mut bytes: Vec<(DType, u64)> = Vec::new();
+        for t in self.file.tensors().iter().filter(|t| t.dims.len() >= 2) {
+            let Some(d) = t.ty.dtype() else { continue };
+            match bytes.iter_mut().find(|(x, _)| *x == d) {
+                Some(e) => e.1 += t.n_bytes,
+                None => bytes.push((d, t.n_bytes)),
+            }
+        }
+        bytes.into_iter().max_by_key(|e| e.1).map_or(DType::F32, |e| e.0)
+    }
+
+    /// The bytes of HF tensor `name` (one expert's slice of a stacked one), with its info.
+    fn part_bytes(&self, name: &str, shape: &[usize]) -> Result<(&TensorInfo, &[u8], Option<usize>)> {
+        let (t, want, expert) = self.locate(name, shape)?;
+        let bytes = self.file.tensor_bytes(t);
+        let bytes = match expert {
+            None => bytes,
+            Some(e) => {
+                let per = bytes.len() / want[want.len() - 1];
+                bytes
+                    .get(e * per..(e + 1) * per)
+                    .ok_or_else(|| self.err(format!("{name}: expert {e} is outside {} ({want:?})", t.name)))?
+            }
+        };
+        Ok((t, bytes, expert))
+    }
+
+    /// The GGUF type of HF tensor `name`'s gated partner (gate ↔ up), if it has one.
+    fn partner_type(&self, name: &str) -> Option<super::GgmlType> {
+        let (g, _) = gguf_name(name)?;
+        let other = match () {
+            _ if g.ends_with(".ffn_gate.weight") => g.replace(".ffn_gate.", ".ffn_up."),
+            _ if g.ends_with(".ffn_up.weight") => g.replace(".ffn_up.", ".ffn_gate."),
+            _ if g.ends_with(".ffn_gate_exps.weight") => g.replace(".ffn_gate_exps.", ".ffn_up_exps."),
+            _ if g.ends_with(".ffn_up_exps.weight") => g.replace(".ffn_up_exps.", ".ffn_gate_exps."),
+            _ => return None,
+        };
+        self.file.tensor(&other).map(|t| t.ty)
     }
 
     fn err(&self, msg: String) -> Error {
@@ -194,7 +245,7 @@ impl Source for GgufModel {
     }
 
     fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
-        let (t, want, expert) = self.locate(name, shape)?;
+        let (t, bytes, expert) = self.part_bytes(name, shape)?;
         let n: usize = shape.iter().product();
         if out.len() != n {
             return Err(Error::Invalid(format!(
@@ -202,16 +253,6 @@ impl Source for GgufModel {
                 out.len()
             )));
         }
-        let bytes = self.file.tensor_bytes(t);
-        let bytes = match expert {
-            None => bytes,
-            Some(e) => {
-                let per = bytes.len() / want[want.len() - 1];
-                bytes
-                    .get(e * per..(e + 1) * per)
-                    .ok_or_else(|| self.err(format!("{name}: expert {e} is outside {} ({want:?})", t.name)))?
-            }
-        };
         self.file.dequantize(t, bytes, out)?;
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
             let slice = expert.map(|e| format!(", expert {e}")).unwrap_or_default();
@@ -221,6 +262,63 @@ impl Source for GgufModel {
             )));
         }
         if expert.is_none_or(|e| e + 1 == self.config.num_experts) {
+            self.file.drop_pages(t);
+        }
+        Ok(())
+    }
+
+    fn native(&self, spec: &MatSpec) -> Result<Option<Vec<DType>>> {
+        if !self.native {
+            return Ok(None);
+        }
+        let mut formats = Vec::with_capacity(spec.parts.len());
+        for part in &spec.parts {
+            let (t, _, _) = self.locate(&part.name, &part.shape)?;
+            self.file.check_supported(t)?;
+            let Some(d) = t.ty.dtype().filter(|d| d.fits_cols(spec.cols)) else {
+                return Ok(None);
+            };
+            // A gated pair is read by one kernel: both must be in one format.
+            if self.partner_type(&part.name).is_some_and(|p| p != t.ty) {
+                log::warn!(
+                    "{}: its gate and up projections differ in type; converting both to {}",
+                    t.name,
+                    d.conversion_target()
+                );
+                return Ok(None);
+            }
+            formats.push(d);
+        }
+        Ok(Some(formats))
+    }
+
+    fn read_native(&self, part: &Part, dtype: DType, row0: usize, quants: &mut [u8], scales: &mut [u8]) -> Result<()> {
+        let (t, bytes, expert) = self.part_bytes(&part.name, &part.shape)?;
+        if t.ty.dtype() != Some(dtype) {
+            return Err(self.err(format!("{} is {}, not {dtype}", t.name, t.ty)));
+        }
+        let cols = part.shape[part.shape.len() - 1];
+        let (rq, _) = crate::layout::stored_row_bytes(dtype, cols);
+        let src_row = cols / t.ty.block_size() as usize * t.ty.type_size() as usize;
+        let rows = quants.len() / rq.max(1);
+        let src = bytes.get(row0 * src_row..(row0 + rows) * src_row).ok_or_else(|| {
+            self.err(format!(
+                "{}: rows {row0}..{} are outside the tensor",
+                t.name,
+                row0 + rows
+            ))
+        })?;
+        crate::blocks::repack_ggml(dtype, src, quants, scales).map_err(|m| self.err(format!("{}: {m}", t.name)))?;
+        if let Some(i) = crate::blocks::first_non_finite(dtype, quants, scales) {
+            let slice = expert.map(|e| format!(", expert {e}")).unwrap_or_default();
+            return Err(self.err(format!(
+                "tensor {} (HF {}{slice}): value {} is not finite (the file is corrupt)",
+                t.name,
+                part.name,
+                row0 * cols + i
+            )));
+        }
+        if row0 + rows == part.shape[0] && expert.is_none_or(|e| e + 1 == self.config.num_experts) {
             self.file.drop_pages(t);
         }
         Ok(())

@@ -4,14 +4,16 @@
 //! `Gpu::max_binding` bytes, each its own buffer, never splitting a group of `group_rows`
 //! rows (one expert). Kernels are dispatched once per chunk with the chunk's first row.
 //!
-//! Quantized chunks are structure-of-arrays in one buffer: the quant bytes of every block
-//! (row-major, blocks of 32 along a row), then one f16 scale per block from word
-//! `scale_word` on — so kernels load aligned words, and one binding holds both.
+//! Block-format chunks are structure-of-arrays in one buffer: the quant bytes of every block
+//! (row-major, blocks along a row), then the scale bytes of every block from word
+//! `scale_word` on — so kernels load aligned words, and one binding holds both
+//! ([`crate::blocks`]). Each chunk has one format; a matrix fused from parts stored in
+//! different formats (a GGUF q|k|v with a Q6_K v) has a chunk per format.
 
 use super::context::Gpu;
 pub use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::layout::{plan_chunks, stored_row_bytes, StoredMatrix};
+use crate::layout::{plan_chunks, plan_segments, stored_row_bytes, StoredMatrix};
 use half::f16;
 
 /// Rows [row0, row0 + rows) of a matrix, in one buffer.
@@ -20,8 +22,9 @@ pub struct MatChunk {
     pub buffer: wgpu::Buffer,
     pub row0: u32,
     pub rows: u32,
-    /// Quantized formats: word offset of the scales in `buffer`.
+    /// Block formats: word offset of the scales in `buffer`.
     pub scale_word: u32,
+    pub dtype: DType,
 }
 
 #[derive(Debug)]
@@ -30,6 +33,7 @@ pub struct GpuMatrix {
     pub rows: usize,
     pub cols: usize,
     pub group_rows: usize,
+    /// The format of the first chunk (the only one unless the matrix mixes formats).
     pub dtype: DType,
     pub chunks: Vec<MatChunk>,
 }
@@ -40,20 +44,37 @@ impl GpuMatrix {
     pub fn create(
         gpu: &Gpu,
         label: &str,
-        (rows, cols, group_rows): (usize, usize, usize),
+        shape: (usize, usize, usize),
         dtype: DType,
         fill: impl FnOnce(&mut MatWriter) -> Result<()>,
     ) -> Result<Self> {
-        if !dtype.fits_cols(cols) {
+        Self::create_mixed(gpu, label, shape, &[(shape.0, dtype)], fill)
+    }
+
+    /// As [`Self::create`] for consecutive row ranges (`segments`: rows, format) stored in
+    /// different formats; `fill` writes every row, as values or as engine-layout blocks.
+    pub fn create_mixed(
+        gpu: &Gpu,
+        label: &str,
+        (rows, cols, group_rows): (usize, usize, usize),
+        segments: &[(usize, DType)],
+        fill: impl FnOnce(&mut MatWriter) -> Result<()>,
+    ) -> Result<Self> {
+        if let Some((_, d)) = segments.iter().find(|(_, d)| !d.fits_cols(cols)) {
             return Err(Error::Invalid(format!(
-                "{label}: {cols} columns cannot be stored as {dtype}"
+                "{label}: {cols} columns cannot be stored as {d}"
             )));
         }
-        let plan = plan_chunks(label, rows, cols, group_rows, dtype, gpu.max_binding)?;
+        if segments.iter().map(|s| s.0).sum::<usize>() != rows {
+            return Err(Error::Invalid(format!(
+                "{label}: segments do not add up to {rows} rows"
+            )));
+        }
+        let plan = plan_segments(label, segments, cols, group_rows, gpu.max_binding)?;
         let chunks: Vec<MatChunk> = plan
             .iter()
             .enumerate()
-            .map(|(i, &(row0, n))| {
+            .map(|(i, &(row0, n, dtype))| {
                 let (size, scale_word) = dtype.layout(n, cols);
                 MatChunk {
                     buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -65,6 +86,7 @@ impl GpuMatrix {
                     row0: row0 as u32,
                     rows: n as u32,
                     scale_word,
+                    dtype,
                 }
             })
             .collect();
@@ -78,16 +100,17 @@ impl GpuMatrix {
             }
             let mut w = MatWriter {
                 views,
-                chunk_rows: plan.iter().map(|&(_, n)| n).collect(),
-                scale_bytes: chunks.iter().map(|c| c.scale_word as usize * 4).collect(),
+                chunks: chunks
+                    .iter()
+                    .map(|c| (c.rows as usize, c.scale_word as usize * 4, c.dtype))
+                    .collect(),
                 cols,
-                dtype,
                 chunk: 0,
                 row: 0,
                 pending: Vec::new(),
             };
             fill(&mut w)?;
-            let written: usize = w.chunk_rows[..w.chunk].iter().sum::<usize>() + w.row;
+            let written: usize = w.chunks[..w.chunk].iter().map(|c| c.0).sum::<usize>() + w.row;
             if written != rows || !w.pending.is_empty() {
                 return Err(Error::Invalid(format!(
                     "{label}: {written} rows (+{} values) written, {rows} expected",
@@ -103,7 +126,7 @@ impl GpuMatrix {
             rows,
             cols,
             group_rows,
-            dtype,
+            dtype: segments[0].1,
             chunks,
         })
     }
@@ -156,6 +179,7 @@ impl GpuMatrix {
                 row0: row0 as u32,
                 rows: n as u32,
                 scale_word,
+                dtype,
             });
         }
         Ok(GpuMatrix {
@@ -185,15 +209,13 @@ impl GpuMatrix {
     }
 }
 
-/// Sequential writer into the mapped chunks of a matrix being created; converts or
-/// quantizes whole rows as they complete.
+/// Sequential writer into the mapped chunks of a matrix being created: converts or quantizes
+/// whole rows of values as they complete, or takes rows already in the engine's block layout.
 pub struct MatWriter {
     views: Vec<wgpu::BufferViewMut>,
-    chunk_rows: Vec<usize>,
-    /// Byte offset of the scales in each chunk (quantized formats).
-    scale_bytes: Vec<usize>,
+    /// Per chunk: (rows, byte offset of the scales, format).
+    chunks: Vec<(usize, usize, DType)>,
     cols: usize,
-    dtype: DType,
     chunk: usize,
     /// Rows written into the current chunk.
     row: usize,
@@ -222,42 +244,88 @@ impl MatWriter {
         Ok(())
     }
 
+    /// Appends `rows` rows in the engine layout: `fill(dtype, n, quants, scales)` is called
+    /// for runs of `n` rows within one chunk, with that chunk's format, to fill those rows'
+    /// quant bytes (or values) and scale bytes.
+    pub fn push_blocks(
+        &mut self,
+        mut rows: usize,
+        mut fill: impl FnMut(DType, usize, &mut [u8], &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        if !self.pending.is_empty() {
+            return Err(Error::Invalid("block rows pushed after part of a row of values".into()));
+        }
+        let (mut quants, mut scales) = (Vec::new(), Vec::new());
+        while rows > 0 {
+            let (n, at) = self.next_rows(rows)?;
+            let (_, scale_at, dtype) = self.chunks[self.chunk];
+            let (rq, rs) = stored_row_bytes(dtype, self.cols);
+            quants.resize(n * rq, 0);
+            scales.resize(n * rs, 0);
+            fill(dtype, n, &mut quants, &mut scales)?;
+            let view = &mut self.views[self.chunk];
+            view.slice(at * rq..(at + n) * rq).copy_from_slice(&quants);
+            if rs > 0 {
+                view.slice(scale_at + at * rs..scale_at + (at + n) * rs)
+                    .copy_from_slice(&scales);
+            }
+            self.advance(n);
+            rows -= n;
+        }
+        Ok(())
+    }
+
+    /// How many of `want` rows the current chunk takes, and its first free row.
+    fn next_rows(&self, want: usize) -> Result<(usize, usize)> {
+        match self.chunks.get(self.chunk) {
+            Some(&(rows, _, _)) => Ok(((rows - self.row).min(want), self.row)),
+            None => Err(Error::Invalid("more weight rows than the matrix holds".into())),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.row += n;
+        if self.row == self.chunks[self.chunk].0 {
+            self.chunk += 1;
+            self.row = 0;
+        }
+    }
+
     fn write_rows(&mut self, mut data: &[f32]) -> Result<()> {
         let cols = self.cols;
         while !data.is_empty() {
-            if self.chunk >= self.views.len() {
-                return Err(Error::Invalid("more weight values than the matrix holds".into()));
-            }
-            let n = (self.chunk_rows[self.chunk] - self.row).min(data.len() / cols);
+            let (n, at) = self.next_rows(data.len() / cols)?;
             let rows = &data[..n * cols];
+            let (_, scale_at, dtype) = self.chunks[self.chunk];
             let view = &mut self.views[self.chunk];
-            match self.dtype.quant() {
-                None => {
-                    let es = self.dtype.row_bytes(1) as usize;
-                    let bytes: Vec<u8> = match self.dtype {
+            match (dtype, dtype.quant()) {
+                (DType::F32 | DType::F16, _) => {
+                    let es = dtype.row_bytes(1) as usize;
+                    let bytes: Vec<u8> = match dtype {
                         DType::F32 => bytemuck::cast_slice(rows).to_vec(),
                         _ => rows.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
                     };
-                    let at = self.row * cols * es;
+                    let at = at * cols * es;
                     view.slice(at..at + bytes.len()).copy_from_slice(&bytes);
                 }
-                Some(q) => {
+                (_, Some(q)) => {
                     let (mut quants, mut scales) = (Vec::new(), Vec::new());
                     crate::quant::quantize_row(q, rows, &mut quants, &mut scales)?;
-                    let blocks_before = self.row * cols / 32;
-                    let at = blocks_before * q.quant_bytes_per_block();
-                    view.slice(at..at + quants.len()).copy_from_slice(&quants);
-                    let at = self.scale_bytes[self.chunk] + blocks_before * 2;
+                    let blocks_before = at * cols / 32;
+                    let qa = blocks_before * q.quant_bytes_per_block();
+                    view.slice(qa..qa + quants.len()).copy_from_slice(&quants);
+                    let sa = scale_at + blocks_before * 2;
                     let sb: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-                    view.slice(at..at + sb.len()).copy_from_slice(&sb);
+                    view.slice(sa..sa + sb.len()).copy_from_slice(&sb);
+                }
+                (d, None) => {
+                    return Err(Error::Invalid(format!(
+                        "{d} weights cannot be converted from f32 (they are read from GGUF as they are)"
+                    )))
                 }
             }
-            self.row += n;
+            self.advance(n);
             data = &data[n * cols..];
-            if self.row == self.chunk_rows[self.chunk] {
-                self.chunk += 1;
-                self.row = 0;
-            }
         }
         Ok(())
     }

@@ -241,19 +241,32 @@ fn kv_snippet(dtype: DType, native_f16: bool) -> String {
     text.replace("PAIR", "KV")
 }
 
-/// The weight-format snippet: its shared part once, its loader once per weight binding.
+/// The weight-format snippet: its switches, its shared part once, its loader once per weight
+/// binding. Formats that differ only in their scales share a file (Q4_0/Q4_1, Q5_0/Q5_1,
+/// Q4_K/Q5_K), told apart by a constant.
 fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
-    let text = match (dtype, native_f16) {
-        (DType::F32, _) => include_str!("../../shaders/lib/w_f32.wgsl"),
-        (DType::F16, true) => include_str!("../../shaders/lib/w_f16.wgsl"),
-        (DType::F16, false) => include_str!("../../shaders/lib/w_f16_packed.wgsl"),
-        (DType::Q8_0, _) => include_str!("../../shaders/lib/w_q8_0.wgsl"),
-        (DType::Q4_0, _) => include_str!("../../shaders/lib/w_q4_0.wgsl"),
+    let (text, switch) = match (dtype, native_f16) {
+        (DType::F32, _) => (include_str!("../../shaders/lib/w_f32.wgsl"), ""),
+        (DType::F16, true) => (include_str!("../../shaders/lib/w_f16.wgsl"), ""),
+        (DType::F16, false) => (include_str!("../../shaders/lib/w_f16_packed.wgsl"), ""),
+        (DType::BF16, _) => (include_str!("../../shaders/lib/w_bf16.wgsl"), ""),
+        (DType::Q8_0, _) => (include_str!("../../shaders/lib/w_q8_0.wgsl"), ""),
+        (DType::Q4_0, _) => (include_str!("../../shaders/lib/w_q4.wgsl"), "WITH_MIN: bool = false"),
+        (DType::Q4_1, _) => (include_str!("../../shaders/lib/w_q4.wgsl"), "WITH_MIN: bool = true"),
+        (DType::Q5_0, _) => (include_str!("../../shaders/lib/w_q5.wgsl"), "WITH_MIN: bool = false"),
+        (DType::Q5_1, _) => (include_str!("../../shaders/lib/w_q5.wgsl"), "WITH_MIN: bool = true"),
+        (DType::Q4_K, _) => (include_str!("../../shaders/lib/w_qk.wgsl"), "FIFTH_BIT: bool = false"),
+        (DType::Q5_K, _) => (include_str!("../../shaders/lib/w_qk.wgsl"), "FIFTH_BIT: bool = true"),
+        (DType::Q6_K, _) => (include_str!("../../shaders/lib/w_q6_k.wgsl"), ""),
     };
     let (shared, per_buffer) = text
         .split_once("// @per-buffer")
         .expect("snippet has a per-buffer part");
-    let mut s = shared.to_string();
+    let mut s = match switch {
+        "" => String::new(),
+        c => format!("const {c};\n"),
+    };
+    s.push_str(shared);
     for b in buffers {
         s.push_str(&per_buffer.replace("BUF", b));
     }

@@ -238,13 +238,13 @@ impl<'a> Recorder<'a> {
             self.push(
                 format!("{}.gather[{i}]", table.label),
                 Kernel::Embed,
-                table.dtype,
+                c.dtype,
                 &p,
                 &[ids, &c.buffer, out],
                 [Dim::Tokens, Dim::Fixed(1), Dim::Fixed(1)],
             )?;
             // One row per token, spread over the chunks.
-            self.set_weight_bytes(table.dtype.row_bytes(table.cols) * c.rows as u64 / table.rows as u64);
+            self.set_weight_bytes(c.dtype.row_bytes(table.cols) * c.rows as u64 / table.rows as u64);
         }
         Ok(())
     }
@@ -303,7 +303,19 @@ impl<'a> Recorder<'a> {
             )));
         }
         if let Some(up) = op.w_up {
-            assert!(up.rows == w.rows && up.cols == w.cols && up.dtype == w.dtype && up.chunks.len() == w.chunks.len());
+            let same = |(a, b): (&crate::gpu::MatChunk, &crate::gpu::MatChunk)| {
+                (a.row0, a.rows, a.dtype) == (b.row0, b.rows, b.dtype)
+            };
+            if up.rows != w.rows
+                || up.cols != w.cols
+                || up.chunks.len() != w.chunks.len()
+                || !w.chunks.iter().zip(&up.chunks).all(same)
+            {
+                return Err(Error::Invalid(format!(
+                    "{} and {}: a gated pair needs the same shape, chunks and formats",
+                    w.label, up.label
+                )));
+            }
         }
         let variant = Linear {
             glu: op.w_up.is_some(),
@@ -370,7 +382,7 @@ impl<'a> Recorder<'a> {
             self.push(
                 format!("{}[{i}]", w.label),
                 kernel,
-                w.dtype,
+                c.dtype,
                 &p,
                 &[op.x, &c.buffer, up, op.y, op.bias.unwrap_or(self.dummy), ra, rb, rw],
                 grid,

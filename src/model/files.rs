@@ -76,12 +76,33 @@ impl ModelFiles {
         }
     }
 
-    /// The format a checkpoint written by `lfm quantize` holds (it loads as that).
-    pub fn prequantized(&self) -> Option<DType> {
+    /// The format the weights load as when no `--dtype` is given, if the files decide it: what
+    /// a checkpoint written by `lfm quantize` holds, or a GGUF's main type (its matrices keep
+    /// their own types, see [`GgufModel::main_dtype`]).
+    pub fn stored_dtype(&self) -> Option<DType> {
         match self {
             ModelFiles::Checkpoint(c) => c.prequantized,
-            ModelFiles::Gguf(_) => None,
+            ModelFiles::Gguf(g) => g.native.then(|| g.main_dtype()),
         }
+    }
+
+    /// Asks for the weights converted to `dtype` (`--dtype`): a GGUF's tensors are then
+    /// dequantized and converted; a checkpoint written by `lfm quantize` refuses any format
+    /// but its own.
+    pub fn convert_to(&mut self, dtype: DType) -> Result<()> {
+        match self {
+            ModelFiles::Gguf(g) => g.native = false,
+            ModelFiles::Checkpoint(c) => {
+                if let Some(stored) = c.prequantized.filter(|&s| s != dtype) {
+                    return Err(Error::Invalid(format!(
+                        "{} holds {stored} weights written by `lfm quantize`; load it with --dtype {stored} (or omit \
+                         --dtype), or quantize the original checkpoint to {dtype}",
+                        c.dir.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn tokenizer(&self) -> Result<Tokenizer> {

@@ -46,6 +46,11 @@ impl WeightSink for GpuSink<'_> {
 
     fn matrix(&mut self, src: &dyn Source, spec: &MatSpec) -> Result<GpuMatrix> {
         let shape = (spec.rows, spec.cols, spec.group_rows);
+        if let Some(formats) = src.native(spec)? {
+            let m = upload_native(self.gpu, src, spec, &formats)?;
+            self.uploaded(m.bytes())?;
+            return Ok(m);
+        }
         let m = match src.stored(spec)? {
             // Already in the GPU layout (`lfm quantize` output): copy, no conversion.
             Some(stored) => {
@@ -83,6 +88,26 @@ impl WeightSink for GpuSink<'_> {
     }
 }
 
+/// Uploads a matrix whose parts the source hands over in the engine's block layout, one chunk
+/// per run of parts in one format.
+fn upload_native(gpu: &Gpu, src: &dyn Source, spec: &MatSpec, formats: &[DType]) -> Result<GpuMatrix> {
+    let shape = (spec.rows, spec.cols, spec.group_rows);
+    let segments: Vec<(usize, DType)> = spec.parts.iter().zip(formats).map(|(p, &d)| (p.shape[0], d)).collect();
+    let m = GpuMatrix::create_mixed(gpu, &spec.label, shape, &segments, |w| {
+        for part in &spec.parts {
+            let mut row0 = 0;
+            w.push_blocks(part.shape[0], |dtype, n, quants, scales| {
+                src.read_native(part, dtype, row0, quants, scales)?;
+                row0 += n;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    src.release(spec);
+    Ok(m)
+}
+
 /// A loaded model: config and GPU weights.
 pub struct GpuModel {
     pub gpu: Arc<Gpu>,
@@ -110,7 +135,7 @@ impl GpuModel {
     ) -> Result<(Self, MemoryEstimate)> {
         let cfg = src.config();
         let kv = opts.kv_dtype.unwrap_or(default_kv_dtype(dtype));
-        let est = MemoryEstimate::for_gpu(&gpu, cfg, dtype, kv, opts.ctx, opts.ubatch)?;
+        let est = MemoryEstimate::for_gpu_source(&gpu, src, dtype, kv, opts.ctx, opts.ubatch)?;
         est.check(&gpu, cfg, opts.ubatch)?;
         let bar = crate::progress::bytes_bar("loading", est.weights);
         let m = Self::load_with_progress(gpu, src, dtype, &mut |b| bar.set_position(b))?;

@@ -12,7 +12,7 @@ use super::weights::{storage_format, MatSpec, Source, WeightSink, Weights};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::layout::plan_chunks;
+use crate::layout::plan_segments;
 use crate::units::gib;
 
 /// Resident GPU memory of one model and one sequence.
@@ -48,9 +48,12 @@ impl WeightSink for SizeSink {
     type Matrix = ();
     type Vector = ();
 
-    fn matrix(&mut self, _: &dyn Source, spec: &MatSpec) -> Result<()> {
-        let f = storage_format(spec, self.dtype);
-        for (_, rows) in plan_chunks(&spec.label, spec.rows, spec.cols, spec.group_rows, f, self.max_binding)? {
+    fn matrix(&mut self, src: &dyn Source, spec: &MatSpec) -> Result<()> {
+        let segments: Vec<(usize, DType)> = match src.native(spec)? {
+            Some(formats) => spec.parts.iter().zip(formats).map(|(p, d)| (p.shape[0], d)).collect(),
+            None => vec![(spec.rows, storage_format(spec, self.dtype))],
+        };
+        for (_, rows, f) in plan_segments(&spec.label, &segments, spec.cols, spec.group_rows, self.max_binding)? {
             self.bytes += f.layout(rows, spec.cols).0;
         }
         Ok(())
@@ -76,12 +79,27 @@ impl MemoryEstimate {
     ) -> Result<Self> {
         // The synthetic source only supplies the config here: the sink reads nothing.
         let src = Synthetic::new(cfg.clone(), dtype, 0);
+        Self::of_source(&src, dtype, kv_dtype, ctx, ubatch, max_binding, max_state_binding)
+    }
+
+    /// As [`Self::new`] for the weights of `src` (matrices it hands over as they are keep
+    /// their formats; the others are converted to `dtype`).
+    pub fn of_source(
+        src: &dyn Source,
+        dtype: DType,
+        kv_dtype: DType,
+        ctx: usize,
+        ubatch: usize,
+        max_binding: u64,
+        max_state_binding: u64,
+    ) -> Result<Self> {
+        let cfg = src.config();
         let mut sink = SizeSink {
             dtype,
             max_binding,
             bytes: 0,
         };
-        Weights::load(&src, &mut sink)?;
+        Weights::load(src, &mut sink)?;
         let st = StateSizes::new(cfg, ctx, ubatch, kv_dtype, max_state_binding)?;
         Ok(MemoryEstimate {
             dtype,
@@ -95,11 +113,24 @@ impl MemoryEstimate {
 
     /// As [`Self::new`] with the limits `gpu` granted.
     pub fn for_gpu(gpu: &Gpu, cfg: &Config, dtype: DType, kv_dtype: DType, ctx: usize, ubatch: usize) -> Result<Self> {
+        let src = Synthetic::new(cfg.clone(), dtype, 0);
+        Self::for_gpu_source(gpu, &src, dtype, kv_dtype, ctx, ubatch)
+    }
+
+    /// As [`Self::of_source`] with the limits `gpu` granted.
+    pub fn for_gpu_source(
+        gpu: &Gpu,
+        src: &dyn Source,
+        dtype: DType,
+        kv_dtype: DType,
+        ctx: usize,
+        ubatch: usize,
+    ) -> Result<Self> {
         let state_max = gpu
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size);
-        Self::new(cfg, dtype, kv_dtype, ctx, ubatch, gpu.max_binding, state_max)
+        Self::of_source(src, dtype, kv_dtype, ctx, ubatch, gpu.max_binding, state_max)
     }
 
     pub fn total(&self) -> u64 {

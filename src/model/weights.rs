@@ -60,6 +60,27 @@ pub trait Source {
     fn stored(&self, _spec: &MatSpec) -> Result<Option<StoredMatrix<'_>>> {
         Ok(None)
     }
+    /// The formats the parts of `spec` are stored in (one per part) when the GPU reads them
+    /// as they are (GGUF blocks, see [`crate::blocks`]). None: convert through `read_f32`.
+    fn native(&self, _spec: &MatSpec) -> Result<Option<Vec<DType>>> {
+        Ok(None)
+    }
+    /// Rows `row0..` of `part`, stored as `dtype` (what [`Self::native`] said), in the engine
+    /// layout: their quant bytes (or values) into `quants`, their scale bytes into `scales`
+    /// (the lengths give the number of rows).
+    fn read_native(
+        &self,
+        part: &Part,
+        dtype: DType,
+        _row0: usize,
+        _quants: &mut [u8],
+        _scales: &mut [u8],
+    ) -> Result<()> {
+        Err(Error::Invalid(format!(
+            "{}: {dtype} blocks cannot be read as they are",
+            part.name
+        )))
+    }
     /// What to call it in messages (a path).
     fn describe(&self) -> String;
     /// The stored matrix `spec` has been consumed: its pages need not stay resident.
@@ -85,6 +106,26 @@ pub struct Weights<M, V> {
     /// [vocab, H] when untied; the head is `embed` otherwise.
     pub lm_head: Option<M>,
     pub layers: Vec<Layer<M, V>>,
+}
+
+impl<M, V> Weights<M, V> {
+    /// Every matrix, in load order.
+    pub fn matrices(&self) -> impl Iterator<Item = &M> {
+        let layers = self.layers.iter().flat_map(|l| {
+            let op: Vec<&M> = match &l.op {
+                Op::Conv { in_proj, out_proj, .. } => vec![in_proj, out_proj],
+                Op::Attention { qkv, out_proj, .. } => vec![qkv, out_proj],
+            };
+            let ffn: Vec<&M> = match &l.ffn {
+                Ffn::Dense { gate, up, down } => vec![gate, up, down],
+                Ffn::Moe {
+                    router, gate, up, down, ..
+                } => vec![router, gate, up, down],
+            };
+            op.into_iter().chain(ffn)
+        });
+        std::iter::once(&self.embed).chain(layers).chain(self.lm_head.as_ref())
+    }
 }
 
 #[derive(Debug)]
@@ -680,6 +721,7 @@ pub fn shard_names(index_json: &str, index_path: &Path) -> Result<Vec<String>> {
 /// - the router stays f16: it is tiny and expert choice is sensitive to it;
 /// - a matrix whose rows are not whole 32-weight blocks falls back to f16.
 pub fn storage_format(spec: &MatSpec, requested: DType) -> DType {
+    let requested = requested.conversion_target();
     let want = match (requested, spec.role) {
         (DType::F32 | DType::F16, _) => return requested,
         (_, Role::Router) => DType::F16,
@@ -788,31 +830,33 @@ impl Source for Checkpoint {
 
 /// Checks that a matrix stored in the engine layout holds no NaN or infinity: its f16 / f32
 /// values, or the f16 scales of its blocks (quants are integers). The error names the matrix
-/// (`label`, or `label.scales`) and the index of the first bad value.
+/// (`label`, or `label.scales` with the block's index) and the index of the first bad value.
 fn check_stored_finite(label: &str, dtype: DType, data: &[u8], scales: &[u8]) -> Result<()> {
-    let f16_bad = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00;
-    let (name, bytes, width) = match dtype {
-        DType::F32 => (label.to_string(), data, 4),
-        DType::F16 => (label.to_string(), data, 2),
-        DType::Q8_0 | DType::Q4_0 => (format!("{label}.scales"), scales, 2),
+    let Some(at) = crate::blocks::first_non_finite(dtype, data, scales) else {
+        return Ok(());
     };
-    let bad = |b: &[u8]| match width {
-        4 => !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite(),
-        _ => f16_bad(b),
-    };
-    match bytes.chunks_exact(width).position(bad) {
-        None => Ok(()),
-        Some(index) => {
-            let b = &bytes[index * width..];
-            let value = match width {
-                4 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                _ => f16::from_le_bytes([b[0], b[1]]).to_f32(),
-            };
-            Err(Error::NonFinite {
-                tensor: name,
-                index,
-                value,
-            })
+    let (tensor, index, value) = match dtype {
+        DType::F32 => (
+            label.to_string(),
+            at,
+            f32::from_le_bytes(data[at * 4..at * 4 + 4].try_into().expect("4 bytes")),
+        ),
+        DType::F16 => (
+            label.to_string(),
+            at,
+            f16::from_le_bytes([data[at * 2], data[at * 2 + 1]]).to_f32(),
+        ),
+        _ => {
+            let (bv, _, sb) = dtype.block();
+            let block = at / bv;
+            let s = &scales[block * sb..(block + 1) * sb];
+            let value = crate::blocks::f16_fields(dtype)
+                .iter()
+                .map(|&f| f16::from_le_bytes([s[f], s[f + 1]]).to_f32())
+                .find(|v| !v.is_finite())
+                .unwrap_or(f32::NAN);
+            (format!("{label}.scales"), block, value)
         }
-    }
+    };
+    Err(Error::NonFinite { tensor, index, value })
 }

@@ -361,7 +361,7 @@ fn open(args: &LoadArgs) -> Result<Opened> {
     }
     let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
     let dir = lfm_wgpu::hub::resolve_model(&args.model, args.offline)?;
-    let files = ModelFiles::open(&dir).with_context(|| format!("opening model {}", dir.display()))?;
+    let mut files = ModelFiles::open(&dir).with_context(|| format!("opening model {}", dir.display()))?;
     let max_ctx = 32768.max(files.config().max_position_embeddings);
     if args.ctx as usize > max_ctx {
         bail!(
@@ -369,14 +369,8 @@ fn open(args: &LoadArgs) -> Result<Opened> {
             args.ctx
         );
     }
-    if let (Some(stored), Some(d)) = (files.prequantized(), dtype) {
-        if d != stored {
-            bail!(
-                "{} holds {stored} weights written by `lfm quantize`; load it with --dtype {stored} (or omit --dtype), \
-                 or quantize the original checkpoint to {d}",
-                dir.display()
-            );
-        }
+    if let Some(d) = dtype {
+        files.convert_to(d)?;
     }
     Ok(Opened {
         dir,
@@ -396,7 +390,7 @@ fn load(m: Opened, args: &LoadArgs) -> Result<(Session, f64)> {
     } = m;
     let (ctx, ubatch) = (args.ctx as usize, args.ubatch as usize);
     let gpu = Gpu::new(&args.gpu.options()?)?;
-    let dtype = match (files.prequantized(), dtype) {
+    let dtype = match (files.stored_dtype(), dtype) {
         (Some(stored), _) => stored,
         (None, Some(d)) => d,
         // Without --dtype: the most precise of f16, q8_0, q4_0 that fits the adapter.

@@ -1,0 +1,33 @@
+// Weights in GGML Q4_0 blocks (32 × 4 bits, value d·(q − 8)) or, with WITH_MIN, Q4_1 blocks
+// (value d·q + m), structure-of-arrays in one binding: block b's 16 quant bytes in words
+// 4b..4b+4 (byte j: element j in the low nibble, element j + 16 in the high one), then from
+// word p.w_scales on the f16 scales d in pairs (Q4_0), or one (d, m) f16 pair per block (Q4_1).
+// WITH_MIN is set by the assembler. Interface: see weights.wgsl.
+alias W_T = u32;
+// @per-buffer
+// (d, m) of block b with value = d·q + m (Q4_0: m = −8d, exact since d is an f16).
+fn dm_BUF(b: u32) -> vec2<f32> {
+    if WITH_MIN {
+        return unpack2x16float(BUF[p.w_scales + b]);
+    }
+    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
+    return vec2<f32>(d, -8.0 * d);
+}
+
+fn load8_BUF(e: u32) -> W8 {
+    let b = e / 32u;
+    let o = e % 32u;
+    let dm = dm_BUF(b);
+    let i = b * 4u + (o % 16u) / 4u;
+    let shift = (o / 16u) * 4u;
+    return W8(q4x4(BUF[i], shift) * dm.x + dm.y, q4x4(BUF[i + 1u], shift) * dm.x + dm.y);
+}
+// Σ (d·q + m)·x = d·Σ q·x + m·Σ x: the scale and the offset applied once per 8 weights.
+fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
+    let b = e / 32u;
+    let o = e % 32u;
+    let dm = dm_BUF(b);
+    let i = b * 4u + (o % 16u) / 4u;
+    let shift = (o / 16u) * 4u;
+    return dm.x * (dot(q4x4(BUF[i], shift), xa) + dot(q4x4(BUF[i + 1u], shift), xb)) + dm.y * xsum;
+}

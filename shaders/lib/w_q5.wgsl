@@ -1,0 +1,41 @@
+// Weights in GGML Q5_0 blocks (32 × 5 bits, value d·(q − 16)) or, with WITH_MIN, Q5_1 blocks
+// (value d·q + m), structure-of-arrays in one binding: block b's nibbles in words 5b..5b+4 as
+// in Q4_0, its fifth bits in word 5b+4 (bit j: element j); from word p.w_scales on the f16
+// scales d in pairs (Q5_0), or one (d, m) f16 pair per block (Q5_1). WITH_MIN is set by the
+// assembler. Interface: see weights.wgsl.
+alias W_T = u32;
+
+// The 5-bit values of 4 elements: nibbles at `shift` of w, fifth bits from bits 0..4 of h.
+fn q5x4(w: u32, shift: u32, h: u32) -> vec4<f32> {
+    return bytes4(((w >> shift) & 0x0f0f0f0fu) | (spread4(h) << 4u));
+}
+// @per-buffer
+fn dm_BUF(b: u32) -> vec2<f32> {
+    if WITH_MIN {
+        return unpack2x16float(BUF[p.w_scales + b]);
+    }
+    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
+    return vec2<f32>(d, -16.0 * d);
+}
+
+// The 8 values q from element e on.
+fn q8_BUF(e: u32) -> W8 {
+    let b = e / 32u;
+    let o = e % 32u;
+    let i = b * 5u + (o % 16u) / 4u;
+    let shift = (o / 16u) * 4u;
+    let h = BUF[b * 5u + 4u] >> o;
+    return W8(q5x4(BUF[i], shift, h), q5x4(BUF[i + 1u], shift, h >> 4u));
+}
+
+fn load8_BUF(e: u32) -> W8 {
+    let dm = dm_BUF(e / 32u);
+    let q = q8_BUF(e);
+    return W8(q.lo * dm.x + dm.y, q.hi * dm.x + dm.y);
+}
+
+fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
+    let dm = dm_BUF(e / 32u);
+    let q = q8_BUF(e);
+    return dm.x * (dot(q.lo, xa) + dot(q.hi, xb)) + dm.y * xsum;
+}

@@ -1,0 +1,42 @@
+// Weights in GGML Q6_K blocks: 256 6-bit values, value (d·sc)·(q − 32) with an int8 sc per 16
+// values. Structure-of-arrays in one binding (src/blocks.rs): block b's 128 low-nibble bytes
+// then 64 high-bit bytes in words 48b..48b+48, as GGML orders them (element 128h + 32g + l:
+// nibble of byte 64h + 32(g % 2) + l, high when g ≥ 2; bits 2g of byte 128 + 32h + l); from
+// word p.w_scales + 5b: 16 int8 scales, then d as an f16. Interface: see weights.wgsl.
+alias W_T = u32;
+// @per-buffer
+// d·sc of the 16 values that hold element e.
+fn scale_BUF(e: u32) -> f32 {
+    let b = e / 256u;
+    let j = (e % 256u) / 16u;
+    let sw = p.w_scales + b * 5u;
+    let sc = extractBits(bitcast<i32>(BUF[sw + j / 4u]), (j % 4u) * 8u, 8u);
+    return unpack2x16float(BUF[sw + 4u]).x * f32(sc);
+}
+
+// The 8 values q (0…63) from element e on.
+fn q8_BUF(e: u32) -> W8 {
+    let b = e / 256u;
+    let o = e % 256u;
+    let half = o / 128u;
+    let g = (o % 128u) / 32u;
+    let l = o % 32u;
+    let i = b * 48u + half * 16u + (g % 2u) * 8u + l / 4u;
+    let h = b * 48u + 32u + half * 8u + l / 4u;
+    let shift = (g / 2u) * 4u;
+    let lo = ((BUF[i] >> shift) & 0x0f0f0f0fu) | (((BUF[h] >> (2u * g)) & 0x03030303u) << 4u);
+    let hi = ((BUF[i + 1u] >> shift) & 0x0f0f0f0fu) | (((BUF[h + 1u] >> (2u * g)) & 0x03030303u) << 4u);
+    return W8(bytes4(lo), bytes4(hi));
+}
+
+fn load8_BUF(e: u32) -> W8 {
+    let ds = scale_BUF(e);
+    let q = q8_BUF(e);
+    return W8((q.lo - 32.0) * ds, (q.hi - 32.0) * ds);
+}
+
+fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
+    let ds = scale_BUF(e);
+    let q = q8_BUF(e);
+    return ds * (dot(q.lo, xa) + dot(q.hi, xb) - 32.0 * xsum);
+}

@@ -1,0 +1,48 @@
+// Weights in GGML Q4_K blocks or, with FIFTH_BIT, Q5_K blocks: 256 values in 8 sub-blocks of
+// 32, value (d·sc)·q − dmin·m with 6-bit sc, m per sub-block. Structure-of-arrays in one
+// binding (src/blocks.rs): block b's 128 nibble bytes in words QW·b.. (byte 32c + l: element
+// 64c + l low, 64c + 32 + l high), with FIFTH_BIT then 32 high-bit bytes (bit s of byte l:
+// element 32s + l); from word p.w_scales + 5b: (d, dmin) f16, 8 sc bytes, 8 m bytes.
+// FIFTH_BIT is set by the assembler. Interface: see weights.wgsl.
+alias W_T = u32;
+const QW: u32 = select(32u, 40u, FIFTH_BIT);
+// @per-buffer
+// (d·sc, dmin·m) of the sub-block of element e.
+fn scale_BUF(e: u32) -> vec2<f32> {
+    let b = e / 256u;
+    let s = (e % 256u) / 32u;
+    let sw = p.w_scales + b * 5u;
+    let dm = unpack2x16float(BUF[sw]);
+    let sc = extractBits(BUF[sw + 1u + s / 4u], (s % 4u) * 8u, 8u);
+    let m = extractBits(BUF[sw + 3u + s / 4u], (s % 4u) * 8u, 8u);
+    return vec2<f32>(dm.x * f32(sc), dm.y * f32(m));
+}
+
+// The 8 values q from element e on.
+fn q8_BUF(e: u32) -> W8 {
+    let b = e / 256u;
+    let s = (e % 256u) / 32u;
+    let l = e % 32u;
+    let i = b * QW + (s / 2u) * 8u + l / 4u;
+    let shift = (s % 2u) * 4u;
+    var lo = (BUF[i] >> shift) & 0x0f0f0f0fu;
+    var hi = (BUF[i + 1u] >> shift) & 0x0f0f0f0fu;
+    if FIFTH_BIT {
+        let h = b * QW + 32u + l / 4u;
+        lo |= ((BUF[h] >> s) & 0x01010101u) << 4u;
+        hi |= ((BUF[h + 1u] >> s) & 0x01010101u) << 4u;
+    }
+    return W8(bytes4(lo), bytes4(hi));
+}
+
+fn load8_BUF(e: u32) -> W8 {
+    let sm = scale_BUF(e);
+    let q = q8_BUF(e);
+    return W8(q.lo * sm.x - sm.y, q.hi * sm.x - sm.y);
+}
+
+fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
+    let sm = scale_BUF(e);
+    let q = q8_BUF(e);
+    return sm.x * (dot(q.lo, xa) + dot(q.hi, xb)) - sm.y * xsum;
+}
