@@ -241,11 +241,21 @@ pub fn decode(dtype: DType, quants: &[u8], scales: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Random valid blocks in the engine layout (synthetic weights, kernel tests): uniform quant
-/// bits, and scales such that the values have a standard deviation of about `sigma`. `next`
-/// gives uniform random u32s.
+/// Random valid data in the engine layout (synthetic weights, kernel tests) for `blocks`
+/// blocks (values, for plain formats): uniform quant bits, and scales such that the values
+/// have a standard deviation of about `sigma`. `next` gives uniform random u32s.
 pub fn random(dtype: DType, blocks: usize, sigma: f32, next: &mut dyn FnMut() -> u32) -> (Vec<u8>, Vec<u8>) {
     let (_, qb, sb) = dtype.block();
+    if !dtype.is_block() {
+        let a = 3f32.sqrt() * sigma;
+        let mut v = || (next() as f32 / u32::MAX as f32 * 2.0 - 1.0) * a;
+        let quants: Vec<u8> = match dtype {
+            DType::F32 => (0..blocks).flat_map(|_| v().to_le_bytes()).collect(),
+            DType::F16 => (0..blocks).flat_map(|_| f16::from_f32(v()).to_le_bytes()).collect(),
+            _ => (0..blocks).flat_map(|_| half::bf16::from_f32(v()).to_le_bytes()).collect(),
+        };
+        return (quants, Vec::new());
+    }
     let mut quants = vec![0u8; blocks * qb];
     for w in quants.chunks_mut(4) {
         let r = next().to_le_bytes();
@@ -254,7 +264,7 @@ pub fn random(dtype: DType, blocks: usize, sigma: f32, next: &mut dyn FnMut() ->
     let mut unit = || next() as f32 / u32::MAX as f32;
     let f16b = |x: f32| f16::from_f32(x).to_le_bytes();
     let mut scales = vec![0u8; blocks * sb];
-    for s in scales.chunks_exact_mut(sb.max(1)) {
+    for s in scales.chunks_exact_mut(sb) {
         let jitter = 1.0 + 0.25 * unit();
         match dtype {
             // Uniform quants have std 73.6 (8-bit), 4.6 (4-bit), 9.2 (5-bit) steps.
@@ -292,7 +302,7 @@ pub fn random(dtype: DType, blocks: usize, sigma: f32, next: &mut dyn FnMut() ->
                 s[16..18].copy_from_slice(&f16b(d));
                 s[18..].fill(0);
             }
-            _ => {}
+            _ => unreachable!("plain formats returned above"),
         }
     }
     (quants, scales)

@@ -52,7 +52,7 @@ fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
 }
 
 #[test]
-fn dequantization_is_bit_exact_with_gguf_py() {
+fn dequantization_is_bit_exact_with_gguf_py_also_after_repacking() {
     let o = oracle();
     let mut seen = std::collections::BTreeSet::new();
     for (file, tensors) in o["files"].as_object().unwrap() {
@@ -77,6 +77,16 @@ fn dequantization_is_bit_exact_with_gguf_py() {
                 "{file} {name} ({}): hash",
                 t.ty
             );
+            // The engine's layout (what the GPU reads): repacked blocks decode to the same bits.
+            let dtype = t.ty.dtype().unwrap();
+            let (bv, qb, sb) = dtype.block();
+            let blocks = got.len() / bv;
+            let (mut q, mut s) = (vec![0u8; blocks * qb], vec![0u8; blocks * sb]);
+            lfm_wgpu::blocks::repack_ggml(dtype, f.tensor_bytes(t), &mut q, &mut s).unwrap();
+            let mut decoded = vec![0f32; got.len()];
+            lfm_wgpu::blocks::decode(dtype, &q, &s, &mut decoded);
+            assert_bits(&format!("{file} {name} ({}): repacked", t.ty), &decoded, &got);
+            assert_eq!(lfm_wgpu::blocks::first_non_finite(dtype, &q, &s), None, "{file} {name}");
             seen.insert(t.ty.name());
         }
     }

@@ -196,8 +196,35 @@ impl Dev {
 /// `k` rounded up to a row length `dtype` holds (8 for float formats, 32-blocks for
 /// quantized ones), so every format runs every case at the nearest awkward size.
 fn fit(dtype: DType, k: usize) -> usize {
-    let step = if dtype.quant().is_some() { 32 } else { 8 };
-    k.next_multiple_of(step)
+    k.next_multiple_of(dtype.block().0.max(8))
+}
+
+/// A random [rows, cols] matrix stored as `dtype` on the GPU, and its values as the GPU reads
+/// them. Formats the host converts to: uniform values in ±`a`, converted; the others (GGUF's):
+/// random valid blocks of about that spread, decoded by `blocks::decode`.
+fn weights(dev: &Dev, rng: &mut StdRng, label: &str, dtype: DType, dims: (usize, usize, usize), a: f32) -> (GpuMatrix, Vec<f32>) {
+    let (rows, cols, _) = dims;
+    if dtype.convertible() {
+        let w = rand_vec(rng, rows * cols, -a, a);
+        let m = GpuMatrix::from_f32(&dev.gpu, label, dims, dtype, &w).unwrap();
+        return (m, stored(dtype, &w));
+    }
+    let blocks = rows * cols / dtype.block().0;
+    let (q, s) = lfm_wgpu::blocks::random(dtype, blocks, a / 3f32.sqrt(), &mut || rng.random());
+    let mut host = vec![0f32; rows * cols];
+    lfm_wgpu::blocks::decode(dtype, &q, &s, &mut host);
+    let (rq, rs) = lfm_wgpu::layout::stored_row_bytes(dtype, cols);
+    let m = GpuMatrix::create_mixed(&dev.gpu, label, dims, &[(rows, dtype)], |w| {
+        let mut row = 0;
+        w.push_blocks(rows, |_, n, qo, so| {
+            qo.copy_from_slice(&q[row * rq..(row + n) * rq]);
+            so.copy_from_slice(&s[row * rs..(row + n) * rs]);
+            row += n;
+            Ok(())
+        })
+    })
+    .unwrap();
+    (m, host)
 }
 
 fn rand_vec(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -273,14 +300,11 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
     assert!(dtype.fits_cols(k), "{c:?}: {dtype} cannot hold rows of {k} (use fit())");
     let (ldx, ldy) = (k + c.padx, n + c.pady);
     let x = rand_vec(rng, m * ldx, -1.0, 1.0);
-    let w = rand_vec(rng, n * k, -1.0, 1.0);
-    let wu = rand_vec(rng, n * k, -1.0, 1.0);
+    let (gw, w) = weights(dev, rng, "w", dtype, (n, k, 1), 1.0);
+    let up = c.glu.then(|| weights(dev, rng, "w_up", dtype, (n, k, 1), 1.0));
     let b = rand_vec(rng, n, -1.0, 1.0);
     let y0 = rand_vec(rng, m * ldy, -1.0, 1.0);
-    let gw = GpuMatrix::from_f32(&dev.gpu, "w", (n, k, 1), dtype, &w).unwrap();
-    let gu = c
-        .glu
-        .then(|| GpuMatrix::from_f32(&dev.gpu, "w_up", (n, k, 1), dtype, &wu).unwrap());
+    let gu = up.as_ref().map(|u| &u.0);
     let g = rand_vec(rng, k, 0.5, 1.5);
     let eps = 1e-5;
     let (xb, yb, bb, gb) = (dev.f32s(&x), dev.f32s(&y0), dev.f32s(&b), dev.f32s(&g));
@@ -289,7 +313,7 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
             x: &xb,
             ldx: ldx as u32,
             w: &gw,
-            w_up: gu.as_ref(),
+            w_up: gu,
             y: &yb,
             ldy: ldy as u32,
             bias: c.bias.then_some(&bb),
@@ -314,8 +338,8 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
         xs = xs.chunks(k).flat_map(|row| cpu::rmsnorm(row, &g, eps)).collect();
     }
     let plain_bias = (c.bias && !c.glu).then_some(&b[..]);
-    let g = cpu::matmul(&xs, &host(n, k, &stored(dtype, &w)), plain_bias);
-    let u = c.glu.then(|| cpu::matmul(&xs, &host(n, k, &stored(dtype, &wu)), None));
+    let g = cpu::matmul(&xs, &host(n, k, &w), plain_bias);
+    let u = up.as_ref().map(|(_, wu)| cpu::matmul(&xs, &host(n, k, wu), None));
     let mut want = y0.clone();
     for i in 0..rows {
         for j in 0..n {
@@ -452,6 +476,73 @@ fn matvec_rows() {
     }
 }
 
+/// The formats read from GGUF as they are (BF16, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), on random
+/// valid blocks: the linear variants the engine uses at both shapes, GATHER over experts, the
+/// embedding gather, and matrices split across bindings. Fewer sizes than the suites above run
+/// for the formats the host converts to: the kernels are shared, only the snippet differs.
+#[test]
+fn gguf_formats() {
+    let mut rng = StdRng::seed_from_u64(61);
+    let formats: Vec<DType> = DType::ALL.into_iter().filter(|d| !d.convertible()).collect();
+    let variants = [
+        LinCase::default(),
+        LinCase {
+            bias: true,
+            acc: true,
+            padx: 4,
+            pady: 3,
+            ..Default::default()
+        },
+        LinCase {
+            glu: true,
+            ..Default::default()
+        },
+    ];
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts.clone());
+        let split = Dev::new(
+            &format!("{cname} split 8K"),
+            GpuOptions {
+                max_binding_bytes: Some(8192),
+                ..opts
+            },
+        );
+        for &dtype in &formats {
+            for shape in [Shape::Prefill, Shape::Decode] {
+                for (m, k, n) in [(1, 40, 37), (33, 300, 3), (70, 256, 100)] {
+                    let k = fit(dtype, k);
+                    for v in variants {
+                        check_linear(&dev, &mut rng, shape, dtype, LinCase { m, k, n, ..v });
+                    }
+                    if shape == Shape::Decode {
+                        let v = LinCase {
+                            norm: true,
+                            glu: true,
+                            ..Default::default()
+                        };
+                        check_linear(&dev, &mut rng, shape, dtype, LinCase { m, k, n, ..v });
+                    }
+                }
+                for c in moe_pair(5, 3, 6, fit(dtype, 64), fit(dtype, 40)) {
+                    check_moe(&dev, &mut rng, shape, dtype, c);
+                }
+                let c = LinCase {
+                    m: 5,
+                    k: fit(dtype, 512),
+                    n: 100,
+                    glu: true,
+                    ..Default::default()
+                };
+                assert!(check_linear(&split, &mut rng, shape, dtype, c) > 1, "{dtype}: not split");
+                let [gate, _] = moe_pair(5, 2, 8, fit(dtype, 256), 16);
+                assert!(check_moe(&split, &mut rng, shape, dtype, gate) > 1, "{dtype}: experts not split");
+            }
+            check_embed(&dev, &mut rng, dtype, 65, fit(dtype, 192), 33);
+            assert!(check_embed(&split, &mut rng, dtype, 300, fit(dtype, 64), 70) > 1);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // linear GATHER over routed experts
 
@@ -514,15 +605,12 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
     let pairs = c.t * c.topk;
     let x_rows = pairs / c.xdiv;
     let x = rand_vec(rng, x_rows * c.k, -1.0, 1.0);
-    let w = rand_vec(rng, c.experts * c.n * c.k, -1.0, 1.0);
-    let wu = rand_vec(rng, c.experts * c.n * c.k, -1.0, 1.0);
+    let dims = (c.experts * c.n, c.k, c.n);
+    let (gw, ws) = weights(dev, rng, "experts.gate", dtype, dims, 1.0);
+    let up = c.glu.then(|| weights(dev, rng, "experts.up", dtype, dims, 1.0));
+    let gu = up.as_ref().map(|u| &u.0);
     let y0 = rand_vec(rng, pairs * c.n, -1.0, 1.0);
     let hr = host_routing(rng, c.t, c.topk, c.experts);
-    let dims = (c.experts * c.n, c.k, c.n);
-    let gw = GpuMatrix::from_f32(&dev.gpu, "experts.gate", dims, dtype, &w).unwrap();
-    let gu = c
-        .glu
-        .then(|| GpuMatrix::from_f32(&dev.gpu, "experts.up", dims, dtype, &wu).unwrap());
     let (xb, yb) = (dev.f32s(&x), dev.f32s(&y0));
     let (ib, wb, ob, rb) = (
         dev.u32s(&hr.ids),
@@ -544,7 +632,7 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
                 x: &xb,
                 ldx: c.k as u32,
                 w: &gw,
-                w_up: gu.as_ref(),
+                w_up: gu,
                 y: &yb,
                 ldy: c.n as u32,
                 bias: None,
@@ -557,14 +645,13 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
     });
     let got = dev.read_f32(&yb, pairs * c.n);
 
-    let (ws, wus) = (stored(dtype, &w), stored(dtype, &wu));
     let expert = |m: &[f32], e: usize| host(c.n, c.k, &m[e * c.n * c.k..(e + 1) * c.n * c.k]);
     let mut want = vec![0f32; pairs * c.n];
     for p in 0..pairs {
         let e = hr.ids[p] as usize;
         let xr = &x[(p / c.xdiv) * c.k..][..c.k];
         let g = cpu::matmul(xr, &expert(&ws, e), None);
-        let u = c.glu.then(|| cpu::matmul(xr, &expert(&wus, e), None));
+        let u = up.as_ref().map(|(_, wus)| cpu::matmul(xr, &expert(wus, e), None));
         for j in 0..c.n {
             let mut v = g[j];
             if let Some(u) = &u {
@@ -708,11 +795,10 @@ fn split_bindings() {
 /// Gathers `t` rows (including the first, the last and random ones) of a [vocab, h] table.
 fn check_embed(dev: &Dev, rng: &mut StdRng, dtype: DType, vocab: usize, h: usize, t: usize) -> usize {
     assert!(dtype.fits_cols(h), "{dtype} cannot hold rows of {h} (use fit())");
-    let table = rand_vec(rng, vocab * h, -2.0, 2.0);
+    let (gt, table) = weights(dev, rng, "embed", dtype, (vocab, h, 1), 2.0);
     let mut ids: Vec<u32> = (0..t).map(|_| rng.random_range(0..vocab as u32)).collect();
     ids[0] = 0;
     ids[t - 1] = vocab as u32 - 1;
-    let gt = GpuMatrix::from_f32(&dev.gpu, "embed", (vocab, h, 1), dtype, &table).unwrap();
     // The first and last row of every chunk.
     let edges = gt.chunks.iter().flat_map(|c| [c.row0, c.row0 + c.rows - 1]);
     for (i, e) in (1..t - 1).zip(edges) {
@@ -721,7 +807,7 @@ fn check_embed(dev: &Dev, rng: &mut StdRng, dtype: DType, vocab: usize, h: usize
     let (ib, ob) = (dev.u32s(&ids), dev.f32s(&vec![f32::NAN; t * h]));
     dev.run(tokens(t), DType::F32, |r| r.embed(&ib, &gt, &ob));
     let got = dev.read_f32(&ob, t * h);
-    let rounded = host(vocab, h, &stored(dtype, &table));
+    let rounded = host(vocab, h, &table);
     let want: Vec<f32> = ids.iter().flat_map(|&i| rounded.row(i as usize).to_vec()).collect();
     let what = format!(
         "{} embed w={dtype} V={vocab} H={h} T={t} chunks={}",
