@@ -252,7 +252,9 @@ pub fn random(dtype: DType, blocks: usize, sigma: f32, next: &mut dyn FnMut() ->
         let quants: Vec<u8> = match dtype {
             DType::F32 => (0..blocks).flat_map(|_| v().to_le_bytes()).collect(),
             DType::F16 => (0..blocks).flat_map(|_| f16::from_f32(v()).to_le_bytes()).collect(),
-            _ => (0..blocks).flat_map(|_| half::bf16::from_f32(v()).to_le_bytes()).collect(),
+            _ => (0..blocks)
+                .flat_map(|_| half::bf16::from_f32(v()).to_le_bytes())
+                .collect(),
         };
         return (quants, Vec::new());
     }

@@ -445,3 +445,29 @@ fn repo_and_quant_tag_resolve_to_one_gguf() {
         .to_string();
     assert!(e.contains("hf download"), "{e}");
 }
+
+/// Loaded as they are, the estimate is still exactly what the loader allocates: per-part
+/// formats, and a q|k|v of Q4_K and Q6_K parts cut into chunks of one format each.
+#[test]
+fn gguf_memory_estimate_equals_allocation() {
+    for (file, max_binding) in [("tiny_k.q4_k_m.gguf", Some(64 << 10)), ("tiny_a.mixed.gguf", None)] {
+        let g = gpu(lfm_wgpu::gpu::GpuOptions {
+            max_binding_bytes: max_binding,
+            ..Default::default()
+        });
+        let m = open(file);
+        let opts = SessionOptions {
+            ctx: 128,
+            ..Default::default()
+        };
+        let (model, est) = GpuModel::load_checked(g, &m, m.main_dtype(), &opts).unwrap();
+        assert_eq!(est.weights, model.weight_bytes, "{file}");
+        if file.starts_with("tiny_k") {
+            let lfm_wgpu::model::weights::Op::Attention { qkv, .. } = &model.w.layers[1].op else {
+                panic!("layer 1 is attention")
+            };
+            let formats: Vec<DType> = qkv.chunks.iter().map(|c| c.dtype).collect();
+            assert_eq!(formats, [DType::Q4_K, DType::Q6_K]);
+        }
+    }
+}

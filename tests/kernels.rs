@@ -202,7 +202,14 @@ fn fit(dtype: DType, k: usize) -> usize {
 /// A random [rows, cols] matrix stored as `dtype` on the GPU, and its values as the GPU reads
 /// them. Formats the host converts to: uniform values in ±`a`, converted; the others (GGUF's):
 /// random valid blocks of about that spread, decoded by `blocks::decode`.
-fn weights(dev: &Dev, rng: &mut StdRng, label: &str, dtype: DType, dims: (usize, usize, usize), a: f32) -> (GpuMatrix, Vec<f32>) {
+fn weights(
+    dev: &Dev,
+    rng: &mut StdRng,
+    label: &str,
+    dtype: DType,
+    dims: (usize, usize, usize),
+    a: f32,
+) -> (GpuMatrix, Vec<f32>) {
     let (rows, cols, _) = dims;
     if dtype.convertible() {
         let w = rand_vec(rng, rows * cols, -a, a);
@@ -533,9 +540,15 @@ fn gguf_formats() {
                     glu: true,
                     ..Default::default()
                 };
-                assert!(check_linear(&split, &mut rng, shape, dtype, c) > 1, "{dtype}: not split");
+                assert!(
+                    check_linear(&split, &mut rng, shape, dtype, c) > 1,
+                    "{dtype}: not split"
+                );
                 let [gate, _] = moe_pair(5, 2, 8, fit(dtype, 256), 16);
-                assert!(check_moe(&split, &mut rng, shape, dtype, gate) > 1, "{dtype}: experts not split");
+                assert!(
+                    check_moe(&split, &mut rng, shape, dtype, gate) > 1,
+                    "{dtype}: experts not split"
+                );
             }
             check_embed(&dev, &mut rng, dtype, 65, fit(dtype, 192), 33);
             assert!(check_embed(&split, &mut rng, dtype, 300, fit(dtype, 64), 70) > 1);

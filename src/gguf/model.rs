@@ -312,7 +312,7 @@ impl Source for GgufModel {
         if let Some(i) = crate::blocks::first_non_finite(dtype, quants, scales) {
             let slice = expert.map(|e| format!(", expert {e}")).unwrap_or_default();
             return Err(self.err(format!(
-                "tensor {} (HF {}{slice}): value {} is not finite (the file is corrupt)",
+                "tensor {} (HF {}{slice}): the value at index {} is not finite (the file is corrupt)",
                 t.name,
                 part.name,
                 row0 * cols + i

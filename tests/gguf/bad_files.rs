@@ -1,8 +1,11 @@
 //! Malformed GGUF files, written byte by byte: each gives its typed error, never a panic or a
 //! huge allocation.
 
+use lfm_wgpu::dtype::DType;
 use lfm_wgpu::gguf::{GgufFile, GgufModel};
+use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::weights::Source;
+use lfm_wgpu::reference::Reference;
 use lfm_wgpu::Error;
 use std::path::PathBuf;
 
@@ -131,6 +134,7 @@ fn model_file(kvs: &[Kv], edit: impl FnOnce(&mut Vec<(&'static str, Vec<u64>, u3
         let n: u64 = dims.iter().product();
         let bytes = match ty {
             0 => n * 4,
+            1 => n * 2,
             11 => n / 256 * 110,
             _ => unreachable!(),
         };
@@ -465,19 +469,77 @@ fn bad_tokenizer_metadata() {
 
 #[test]
 fn non_finite_weights_are_refused_when_read() {
+    // Dequantized for the CPU reference, and as they are for the GPU.
     let mut b = good();
     let start = mem(&b).unwrap().data_start as usize + 4 * 5;
     b[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     let m = GgufModel::from_file(mem(&b).unwrap()).unwrap();
-    match lfm_wgpu::reference::Reference::load(&m, lfm_wgpu::dtype::DType::F32).map(|_| ()) {
-        Err(Error::Gguf { msg, .. }) => {
-            assert!(
-                msg.contains("token_embd.weight") && msg.contains("index 5 is not finite"),
-                "{msg}"
-            )
+    let gpu = || GpuModel::load(crate::common::default_gpu(), &m, DType::F32).map(|_| ());
+    for r in [Reference::load(&m, DType::F32).map(|_| ()), gpu()] {
+        match r {
+            Err(Error::Gguf { msg, .. }) => {
+                assert!(
+                    msg.contains("token_embd.weight") && msg.contains("index 5 is not finite"),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
+}
+
+/// Every tensor of `b` filled with small deterministic values in its type (F32 or F16).
+fn fill_values(b: &mut [u8]) {
+    let f = mem(b).unwrap();
+    let start = f.data_start as usize;
+    let mut x = 1u32;
+    for t in f.tensors() {
+        let mut at = start + t.offset as usize;
+        for _ in 0..t.n_elements() {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = ((x >> 16) % 201) as f32 / 400.0 - 0.25;
+            let bytes = match t.ty.id() {
+                1 => half::f16::from_f32(v).to_le_bytes().to_vec(),
+                _ => v.to_le_bytes().to_vec(),
+            };
+            b[at..at + bytes.len()].copy_from_slice(&bytes);
+            at += bytes.len();
+        }
+    }
+}
+
+#[test]
+fn a_gated_pair_of_two_types_is_converted_together() {
+    // One kernel reads gate and up together, so an F16 gate beside an F32 up cannot stay as it
+    // is: both are converted (to f32 here, the file's main type), the rest stays native, and
+    // the logits are the CPU reference's.
+    let mut b = model_file(&model_kvs(), |list| {
+        list.iter_mut().find(|t| t.0 == "blk.0.ffn_gate.weight").unwrap().2 = 1;
+        list.iter_mut().find(|t| t.0 == "blk.0.ffn_down.weight").unwrap().2 = 1;
+    });
+    fill_values(&mut b);
+    let m = GgufModel::from_file(mem(&b).unwrap()).unwrap();
+    let model = GpuModel::load(crate::common::default_gpu(), &m, m.main_dtype()).unwrap();
+    let lfm_wgpu::model::weights::Ffn::Dense { gate, up, down } = &model.w.layers[0].ffn else {
+        panic!("dense layer expected")
+    };
+    assert_eq!((gate.dtype, up.dtype, down.dtype), (DType::F32, DType::F32, DType::F16));
+    let r = Reference::load(&m, DType::F32).unwrap();
+    let prompt = [1, 3, 0, 2];
+    let want = r.forward(&mut r.new_state(), &prompt, None);
+    let opts = lfm_wgpu::model::session::SessionOptions {
+        ctx: 16,
+        kv_dtype: Some(DType::F32),
+        ..Default::default()
+    };
+    let mut s = lfm_wgpu::model::session::Session::new(std::sync::Arc::new(model), &opts).unwrap();
+    let got = s.prefill_all_logits(&prompt).unwrap();
+    crate::common::assert_close(
+        "gated pair",
+        &got,
+        &want,
+        1e-5 * crate::common::max_abs(&want).max(1e-3),
+    );
 }
 
 #[test]
