@@ -77,9 +77,39 @@ fn info_reports_adapters_shape_and_memory() {
     assert!(out.contains("[0] "), "{out}");
     assert!(out.contains("lfm2_moe, 5 layers (3 conv, 2 attention)"), "{out}");
     for d in ["q4_0", "q8_0", "f16", "f32"] {
-        assert!(out.contains(&format!("| {d:<6} |")), "{out}");
+        assert!(out.contains(&format!("| {d:<16} |")), "{out}");
     }
     assert!(out.contains("ctx 32768"), "{out}");
+}
+
+#[test]
+fn info_on_a_gguf_shows_its_types_and_its_own_memory() {
+    let path = fixture_dir("gguf").join("tiny_k.q4_k_m.gguf");
+    let out = lfm(&["info", "--model", path.to_str().unwrap()]);
+    assert!(out.contains("lfm2_moe, 2 layers (1 conv, 1 attention)"), "{out}");
+    assert!(out.contains("GGUF v3") && out.contains("23 tensors"), "{out}");
+    for (ty, n) in [("Q4_K", 9), ("Q5_K", 1), ("Q6_K", 3), ("F32", 10)] {
+        assert!(out.contains(&format!("| {ty:<6} | {n:>7} |")), "{ty}: {out}");
+    }
+    assert!(out.contains("| as stored (q4_k) |"), "{out}");
+}
+
+#[test]
+fn run_on_a_k_quant_gguf_loads_it_as_it_is() {
+    let path = fixture_dir("gguf").join("tiny_k.q4_k_m.gguf");
+    let out = Command::new(env!("CARGO_BIN_EXE_lfm"))
+        .args(["generate", "--model", path.to_str().unwrap(), "--tokens", "1,5,9"])
+        .args(["--max-new-tokens", "4", "--greedy", "--print-ids"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let ids = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        ids.split_whitespace().filter(|t| t.parse::<u32>().is_ok()).count(),
+        4,
+        "{ids}\n{err}"
+    );
 }
 
 #[test]

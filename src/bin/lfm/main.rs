@@ -20,10 +20,9 @@ use clap::{Args, Parser, Subcommand};
 use lfm_wgpu::chat::{ChatTemplate, Message};
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::interrupt;
-use lfm_wgpu::model::config::LayerKind;
 use lfm_wgpu::model::files::ModelFiles;
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::memory::{default_kv_dtype, most_precise_fitting, MemoryEstimate};
+use lfm_wgpu::model::memory::most_precise_fitting;
 use lfm_wgpu::model::session::{Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::sampling::SamplingParams;
@@ -46,6 +45,9 @@ macro_rules! put {
         let _ = write!(std::io::stdout(), $($t)*);
     }};
 }
+
+mod info;
+use info::info;
 
 #[derive(Parser)]
 #[command(name = "lfm", version, about = "LFM2-MoE inference on any GPU through wgpu")]
@@ -606,87 +608,6 @@ fn run(l: &LoadArgs, prompt: Option<String>, system: Option<String>, raw: bool, 
     }
     if reply.stats.context_full {
         eprintln!("[the context of {} tokens is full; raise --ctx]", s.state.ctx);
-    }
-    Ok(())
-}
-
-/// `lfm info`: adapters; with a model, its shape and memory table.
-fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
-    let opts = gpu.options()?;
-    let adapters = context::adapters(opts.backend.unwrap_or(wgpu::Backends::PRIMARY));
-    if adapters.is_empty() {
-        return Err(lfm_wgpu::Error::NoAdapter { detail: String::new() }.into());
-    }
-    for (i, a) in adapters.iter().enumerate() {
-        let info = a.get_info();
-        let l = a.limits();
-        let mem = opts.memory_bytes.or_else(|| context::adapter_memory(a));
-        say!(
-            "[{i}] {} ({:?}, {:?}) driver: {} {}\n    memory: {}  shader-f16: {}  subgroups: {}  timestamps: {}\n    max storage binding: {} MiB  max buffer: {} MiB  workgroup storage: {} KiB",
-            info.name,
-            info.device_type,
-            info.backend,
-            info.driver,
-            info.driver_info,
-            mem.map_or("unknown".into(), gib),
-            a.features().contains(wgpu::Features::SHADER_F16),
-            a.features().contains(wgpu::Features::SUBGROUP),
-            a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
-            l.max_storage_buffer_binding_size >> 20,
-            l.max_buffer_size >> 20,
-            l.max_compute_workgroup_storage_size >> 10,
-        );
-    }
-    let Some(spec) = model else { return Ok(()) };
-    // Only config.json is read (downloaded alone when the model is not cached).
-    let dir = lfm_wgpu::hub::resolve_config(&spec, offline)?;
-    let c = ModelFiles::config_only(&dir)?;
-    let attn = c.layer_types.iter().filter(|k| **k == LayerKind::Attention).count();
-    let (params, active) = c.parameter_counts();
-    say!(
-        "\n{}: lfm2_moe, {} layers ({} conv, {attn} attention), hidden {}, vocab {}, {} experts top-{}, \
-         {:.2} B parameters ({:.2} B active per token)",
-        dir.display(),
-        c.num_layers(),
-        c.num_layers() - attn,
-        c.hidden_size,
-        c.vocab_size,
-        c.num_experts,
-        c.num_experts_per_tok,
-        params as f64 / 1e9,
-        active as f64 / 1e9
-    );
-    // Memory on the adapter `lfm run` would pick.
-    let g = Gpu::new(&opts)?;
-    let avail = g.memory;
-    say!(
-        "\nGPU memory (weights + KV cache + scratch, ubatch 512) on {} ({}):",
-        g.info.name,
-        avail.map_or("memory unknown".into(), |m| format!("{} available", gib(m)))
-    );
-    let ctxs = [4096usize, 8192, 32768];
-    put!("| {:<6} |", "dtype");
-    for ctx in ctxs {
-        put!(" {:>16} |", format!("ctx {ctx}"));
-    }
-    say!();
-    put!("| {:-<6} |", "");
-    for _ in ctxs {
-        put!(" {:->16} |", "");
-    }
-    say!();
-    for d in [DType::Q4_0, DType::Q8_0, DType::F16, DType::F32] {
-        put!("| {:<6} |", d.name());
-        for ctx in ctxs {
-            let e = MemoryEstimate::for_gpu(&g, &c, d, default_kv_dtype(d), ctx, 512)?;
-            let fits = match avail {
-                Some(m) if e.total() > m => " ✗",
-                Some(_) => " ✓",
-                None => "",
-            };
-            put!(" {:>16} |", format!("{}{fits}", gib(e.total())));
-        }
-        say!();
     }
     Ok(())
 }
