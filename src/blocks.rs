@@ -14,7 +14,7 @@
 //! | Q4_1 | 32 | as Q4_0 | f16 d, f16 m |
 //! | Q5_0 | 32 | as Q4_0, then a u32 of fifth bits (bit j: value j) | f16 d |
 //! | Q5_1 | 32 | as Q5_0 | f16 d, f16 m |
-//! | Q4_K | 256 | 128 nibble bytes: byte 32c + l holds value 64c + l (low) and 64c + 32 + l (high) | f16 d, f16 dmin, 8 scale bytes, 8 min bytes |
+//! | Q4_K | 256 | 128 nibble bytes: byte 32c + l holds value 64c + l (low) and 64c + 32 + l (high) | f16 d, f16 dmin, then (scale, min) byte pairs of the 8 sub-blocks |
 //! | Q5_K | 256 | as Q4_K, then 32 high-bit bytes (bit s of byte l: value 32s + l) | as Q4_K |
 //! | Q6_K | 256 | 128 low-nibble and 64 high-bit bytes, as GGML orders them | 16 × i8 scales, f16 d, 2 zero bytes |
 //!
@@ -98,8 +98,10 @@ pub fn repack_ggml(dtype: DType, src: &[u8], quants: &mut [u8], scales: &mut [u8
             DType::Q4_K | DType::Q5_K => {
                 let (sc, mn) = unpack_scale_min(&b[4..16]);
                 s[..4].copy_from_slice(&b[..4]);
-                s[4..12].copy_from_slice(&sc);
-                s[12..].copy_from_slice(&mn);
+                for j in 0..8 {
+                    s[4 + 2 * j] = sc[j];
+                    s[5 + 2 * j] = mn[j];
+                }
                 match dtype {
                     DType::Q4_K => q.copy_from_slice(&b[16..144]),
                     _ => {
@@ -214,8 +216,8 @@ pub fn decode(dtype: DType, quants: &[u8], scales: &[u8], out: &mut [f32]) {
             DType::Q4_K | DType::Q5_K => {
                 let (d, dmin) = (h(s, 0), h(s, 2));
                 for (sub, o) in o.chunks_exact_mut(32).enumerate() {
-                    let ds = d * s[4 + sub] as f32;
-                    let dm = dmin * s[12 + sub] as f32;
+                    let ds = d * s[4 + 2 * sub] as f32;
+                    let dm = dmin * s[5 + 2 * sub] as f32;
                     let bytes = &q[32 * (sub / 2)..32 * (sub / 2) + 32];
                     for (l, o) in o.iter_mut().enumerate() {
                         let mut v = (bytes[l] >> (4 * (sub % 2))) & 0x0F;
@@ -288,10 +290,9 @@ pub fn random(dtype: DType, blocks: usize, sigma: f32, next: &mut dyn FnMut() ->
                 let dmin = d * centre;
                 s[..2].copy_from_slice(&f16b(d));
                 s[2..4].copy_from_slice(&f16b(dmin));
-                for j in 0..8 {
+                for pair in s[4..].chunks_exact_mut(2) {
                     let sc = 32 + (unit() * 31.0) as u8;
-                    s[4 + j] = sc;
-                    s[12 + j] = sc;
+                    pair.copy_from_slice(&[sc, sc]);
                 }
             }
             // i8 scales of either sign, 16..63 in magnitude.

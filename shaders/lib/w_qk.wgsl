@@ -2,7 +2,8 @@
 // 32, value (d·sc)·q − dmin·m with 6-bit sc, m per sub-block. Structure-of-arrays in one
 // binding (src/blocks.rs): block b's 128 nibble bytes in words QW·b.. (byte 32c + l: element
 // 64c + l low, 64c + 32 + l high), with FIFTH_BIT then 32 high-bit bytes (bit s of byte l:
-// element 32s + l); from word p.w_scales + 5b: (d, dmin) f16, 8 sc bytes, 8 m bytes.
+// element 32s + l); from word p.w_scales + 5b: (d, dmin) f16, then (sc, m) byte pairs of the
+// 8 sub-blocks (one word holds two sub-blocks').
 // FIFTH_BIT is set by the assembler. Interface: see weights.wgsl.
 alias W_T = u32;
 const QW: u32 = select(32u, 40u, FIFTH_BIT);
@@ -13,9 +14,8 @@ fn scale_BUF(e: u32) -> vec2<f32> {
     let s = (e % 256u) / 32u;
     let sw = p.w_scales + b * 5u;
     let dm = unpack2x16float(BUF[sw]);
-    let sc = extractBits(BUF[sw + 1u + s / 4u], (s % 4u) * 8u, 8u);
-    let m = extractBits(BUF[sw + 3u + s / 4u], (s % 4u) * 8u, 8u);
-    return vec2<f32>(dm.x * f32(sc), dm.y * f32(m));
+    let pair = BUF[sw + 1u + s / 2u] >> ((s % 2u) * 16u);
+    return vec2<f32>(dm.x * f32(pair & 0xffu), dm.y * f32((pair >> 8u) & 0xffu));
 }
 
 // The 8 values q from element e on.

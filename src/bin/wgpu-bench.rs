@@ -12,6 +12,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use lfm_wgpu::gguf::mix::Mix;
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::kernels::{probe, Kernels};
 use lfm_wgpu::model::config::Config;
@@ -51,7 +52,8 @@ struct Args {
     /// Checkpoint directory or GGUF file; default: the LFM2-8B-A1B shape with synthetic weights
     #[arg(long)]
     model: Option<std::path::PathBuf>,
-    /// Weight format: q4_0 (default), q8_0, f16, f32
+    /// Weight format: q4_0 (default), q8_0, f16, f32; synthetic weights also take llama.cpp's
+    /// GGUF type mixes q4_k_m and q5_k_m
     #[arg(long)]
     dtype: Option<String>,
     /// Synthetic model: this many layers of the real schedule (default 24; fewer on CPU adapters)
@@ -81,6 +83,9 @@ struct Args {
     /// Time each decode mat-vec at the model's shapes for every weight format
     #[arg(long)]
     kernels: bool,
+    /// With --kernels: only these formats (comma-separated, e.g. q4_0,q4_k,q6_k)
+    #[arg(long, requires = "kernels")]
+    formats: Option<String>,
     /// JSON instead of tables
     #[arg(long)]
     json: bool,
@@ -197,7 +202,17 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    let dtype = DType::parse(a.dtype.as_deref().unwrap_or("q4_0"))?;
+    let mix = a.dtype.as_deref().and_then(Mix::parse);
+    let dtype = match mix {
+        Some(m) if a.model.is_some() => {
+            anyhow::bail!(
+                "--dtype {} is a synthetic GGUF type mix; a GGUF model loads its own types as they are",
+                m.name()
+            )
+        }
+        Some(m) => m.base(),
+        None => DType::parse(a.dtype.as_deref().unwrap_or("q4_0"))?,
+    };
     let (depth, ubatch) = (a.depth as usize, a.ubatch as usize);
     if depth + prompt_n.max(1) + gen_n > MAX_TOKENS as usize {
         anyhow::bail!(
@@ -235,9 +250,20 @@ fn main() -> Result<()> {
             (m, dir.display().to_string(), est, at4k, Some(files.file_bytes()))
         }
         None => {
-            let src = Synthetic::new(Config::lfm2_8b_a1b(layers.unwrap_or(24))?, dtype, SYNTHETIC_SEED);
-            progress(&format!("generating synthetic {dtype} weights"));
-            let name = format!("LFM2-8B-A1B shape, {} layers, synthetic", src.config().num_layers());
+            let cfg = Config::lfm2_8b_a1b(layers.unwrap_or(24))?;
+            let src = match mix {
+                Some(m) => Synthetic::with_mix(cfg, m, SYNTHETIC_SEED),
+                None => Synthetic::new(cfg, dtype, SYNTHETIC_SEED),
+            };
+            progress(&format!(
+                "generating synthetic {} weights",
+                mix.map_or(dtype.name(), |m| m.name())
+            ));
+            let mixed = mix.map_or(String::new(), |m| format!(", {} type mix", m.name()));
+            let name = format!(
+                "LFM2-8B-A1B shape, {} layers, synthetic{mixed}",
+                src.config().num_layers()
+            );
             let (m, est) = GpuModel::load_checked(gpu.clone(), &src, dtype, &sopts)?;
             let at4k = MemoryEstimate::for_gpu_source(&gpu, &src, dtype, est.kv_dtype, 4096, 512)?;
             (m, name, est, at4k, None)
@@ -249,7 +275,7 @@ fn main() -> Result<()> {
     let model = Arc::new(model);
     let cfg = model.cfg.clone();
     if a.kernels {
-        return kernel_mode(&kernels, &cfg, copy_bw, a.json);
+        return kernel_mode(&kernels, &cfg, copy_bw, a.formats.as_deref(), a.json);
     }
     let mut s = Session::new(model.clone(), &sopts)?;
     let gpu_bytes = model.weight_bytes + s.state.bytes();
@@ -508,8 +534,20 @@ fn matvec_shapes(cfg: &Config) -> Vec<probe::MatvecShape> {
 }
 
 /// Prints the decode mat-vec timings at the model's shapes for every weight format.
-fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, json: bool) -> Result<()> {
-    let rows = probe::time_decode_matvecs(k, &matvec_shapes(cfg), cfg.num_experts_per_tok as u32, &DType::ALL, 3)?;
+fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, formats: Option<&str>, json: bool) -> Result<()> {
+    let dtypes: Vec<DType> = match formats {
+        None => DType::ALL.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|f| {
+                DType::ALL
+                    .into_iter()
+                    .find(|d| d.name().eq_ignore_ascii_case(f.trim()))
+                    .ok_or_else(|| anyhow::anyhow!("--formats: unknown format {f:?}"))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let rows = probe::time_decode_matvecs(k, &matvec_shapes(cfg), cfg.num_experts_per_tok as u32, &dtypes, 3)?;
     if json {
         let j: Vec<_> = rows
             .iter()

@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod dequant;
+pub mod mix;
 pub mod model;
 pub mod reader;
 pub mod vocab;

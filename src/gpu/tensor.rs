@@ -203,6 +203,35 @@ impl GpuMatrix {
         Self::create(gpu, label, (rows, cols, group_rows), dtype, |w| w.push(data))
     }
 
+    /// A matrix of random valid data in `dtype` (benchmarks): values or blocks of about
+    /// standard deviation `sigma`, from a SplitMix64 stream seeded by `seed`.
+    pub fn random(
+        gpu: &Gpu,
+        label: &str,
+        dims: (usize, usize, usize),
+        dtype: DType,
+        sigma: f32,
+        seed: u64,
+    ) -> Result<Self> {
+        let (rows, cols, _) = dims;
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 32) as u32
+        };
+        Self::create_mixed(gpu, label, dims, &[(rows, dtype)], |w| {
+            w.push_blocks(rows, |d, n, q, s| {
+                let (bq, bs) = crate::blocks::random(d, n * cols / d.block().0, sigma, &mut next);
+                q.copy_from_slice(&bq);
+                s.copy_from_slice(&bs);
+                Ok(())
+            })
+        })
+    }
+
     /// Bytes resident on the GPU.
     pub fn bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.buffer.size()).sum()

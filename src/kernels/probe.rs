@@ -179,14 +179,11 @@ pub fn time_decode_matvecs(
             if !dtype.fits_cols(kk) {
                 continue;
             }
-            let data: Vec<f32> = (0..n * kk)
-                .map(|i| ((i * 2654435761) % 1000) as f32 * 1e-3 - 0.5)
-                .collect();
-            let w = GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?;
-            let up = if glu {
-                Some(GpuMatrix::from_f32(gpu, name, (n, kk, group), dtype, &data)?)
-            } else {
-                None
+            let sigma = 1.0 / (kk as f32).sqrt();
+            let w = GpuMatrix::random(gpu, name, (n, kk, group), dtype, sigma, 1)?;
+            let up = match glu {
+                true => Some(GpuMatrix::random(gpu, name, (n, kk, group), dtype, sigma, 2)?),
+                false => None,
             };
             let uniforms = Uniforms::new(gpu, "params");
             let moe = group > 1;

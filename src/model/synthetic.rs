@@ -9,9 +9,11 @@
 
 use super::config::Config;
 use super::quantize::{create_safetensors, Entry};
-use super::weights::{storage_format, MatSpec, Source};
+use super::weights::{storage_format, MatSpec, Part, Source};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::gguf::mix::Mix;
+use crate::gguf::model::gguf_name;
 use crate::layout::StoredMatrix;
 use crate::quant::QuantFormat;
 use half::f16;
@@ -22,6 +24,9 @@ pub struct Synthetic {
     /// Storage format matrices are generated in (the load's `--dtype`).
     pub dtype: DType,
     pub seed: u64,
+    /// A GGUF type mix (Q4_K_M): matrices are then generated as random valid blocks of the
+    /// types llama.cpp would give them, handed over as they are (see [`Source::native`]).
+    pub mix: Option<Mix>,
 }
 
 /// SplitMix64: fast, and good enough for weights.
@@ -65,7 +70,22 @@ const SQRT3: f32 = 1.732_050_8;
 
 impl Synthetic {
     pub fn new(config: Config, dtype: DType, seed: u64) -> Self {
-        Synthetic { config, dtype, seed }
+        Synthetic {
+            config,
+            dtype,
+            seed,
+            mix: None,
+        }
+    }
+
+    /// Weights with llama.cpp's type mix `mix` (its base type is the model's dtype).
+    pub fn with_mix(config: Config, mix: Mix, seed: u64) -> Self {
+        Synthetic {
+            config,
+            dtype: mix.base(),
+            seed,
+            mix: Some(mix),
+        }
     }
 
     /// Standard deviation of the tensor `name` of `shape` (vectors by what they are).
@@ -105,6 +125,28 @@ impl Source for Synthetic {
         for o in out.iter_mut() {
             *o = centre + rng.uniform() * SQRT3 * sigma;
         }
+        Ok(())
+    }
+
+    fn native(&self, spec: &MatSpec) -> Result<Option<Vec<DType>>> {
+        let Some(mix) = self.mix else { return Ok(None) };
+        let formats = spec.parts.iter().map(|p| match gguf_name(&p.name) {
+            Some((g, _)) => mix.matrix_type(&g, &self.config),
+            None => mix.base(),
+        });
+        Ok(Some(formats.collect()))
+    }
+
+    fn read_native(&self, part: &Part, dtype: DType, row0: usize, quants: &mut [u8], scales: &mut [u8]) -> Result<()> {
+        let cols = part.shape[part.shape.len() - 1];
+        let (rq, _) = crate::layout::stored_row_bytes(dtype, cols);
+        let rows = quants.len() / rq;
+        let mut rng = Rng::new(self.seed ^ row0 as u64, &part.name);
+        let sigma = 1.0 / (cols as f32).sqrt();
+        let blocks = rows * cols / dtype.block().0;
+        let (q, s) = crate::blocks::random(dtype, blocks, sigma, &mut || (rng.next() >> 32) as u32);
+        quants.copy_from_slice(&q);
+        scales.copy_from_slice(&s);
         Ok(())
     }
 
