@@ -61,6 +61,17 @@ fn full_size_estimate() {
             assert!(e.total() < (47 << 30) / 10, "q4_0 must fit 4.7 GiB: {}", e.total());
         }
     }
+    // llama.cpp's Q4_K_M type mix, read as it is: at most 5.0 GiB with a 4096-token context.
+    let src = Synthetic::with_mix(cfg.clone(), lfm_wgpu::gguf::mix::Mix::Q4KM, 0);
+    let e = MemoryEstimate::of_source(&src, DType::Q4_K, DType::F16, 4096, 512, 128 << 20, 128 << 20).unwrap();
+    eprintln!(
+        "8B q4_k_m ctx 4096: total {:.0} MiB = weights {:.0} + KV {:.0} + scratch {:.0}",
+        mib(e.total()),
+        mib(e.weights),
+        mib(e.kv),
+        mib(e.scratch)
+    );
+    assert!(e.total() <= 5 << 30, "q4_k_m must fit 5.0 GiB: {}", e.total());
 }
 
 /// Too little GPU memory is refused before anything is allocated, with what would fit.
