@@ -471,3 +471,69 @@ fn gguf_memory_estimate_equals_allocation() {
         }
     }
 }
+
+/// The synthetic GGUF writer (`wgpu-bench --write-gguf`) writes what the reader reads back:
+/// the same config, llama.cpp's Q4_K_M types, valid blocks that run on the GPU as the CPU
+/// reference says.
+#[test]
+fn synthetic_gguf_round_trips() {
+    use lfm_wgpu::gguf::mix::Mix;
+    use lfm_wgpu::gguf::writer::{write_synthetic, Types};
+    let cfg = Config::from_file(&gguf_dir().join("tiny_k/config.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("synthetic.gguf");
+    let bytes = write_synthetic(&path, &cfg, Types::Mix(Mix::Q4KM), 7, false).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes);
+    assert!(
+        write_synthetic(&path, &cfg, Types::Mix(Mix::Q4KM), 7, false).is_err(),
+        "replaced a file"
+    );
+    let g = GgufModel::open(&path).unwrap();
+    let c = &g.config;
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_layers(),
+            c.num_experts,
+            c.num_experts_per_tok,
+            c.vocab_size
+        ),
+        (
+            cfg.hidden_size,
+            cfg.num_layers(),
+            cfg.num_experts,
+            cfg.num_experts_per_tok,
+            cfg.vocab_size
+        )
+    );
+    assert_eq!(c.layer_types, cfg.layer_types);
+    assert_eq!(
+        (c.moe_intermediate_size, c.num_dense_layers),
+        (cfg.moe_intermediate_size, cfg.num_dense_layers)
+    );
+    for (name, ty) in [
+        ("token_embd.weight", "Q6_K"),
+        // llama.cpp's rule over 2 blocks: the last gets more bits.
+        ("blk.0.ffn_down.weight", "Q4_K"),
+        ("blk.1.ffn_down_exps.weight", "Q6_K"),
+        ("blk.1.ffn_up_exps.weight", "Q4_K"),
+        ("blk.1.ffn_gate_inp.weight", "F32"),
+    ] {
+        assert_eq!(g.file.tensor(name).unwrap().ty.name(), ty, "{name}");
+    }
+    let m = Reference::load(&g, DType::F32).unwrap();
+    let prompt = [1, 5, 9, 33];
+    let want = m.forward(&mut m.new_state(), &prompt, None);
+    assert!(want.iter().all(|x| x.is_finite()) && max_abs(&want) > 0.0);
+    let model = GpuModel::load(default_gpu(), &g, g.main_dtype()).unwrap();
+    let opts = SessionOptions {
+        ctx: 32,
+        kv_dtype: Some(DType::F32),
+        ..Default::default()
+    };
+    let got = Session::new(Arc::new(model), &opts)
+        .unwrap()
+        .prefill_all_logits(&prompt)
+        .unwrap();
+    assert_close("synthetic GGUF", &got, &want, 1e-5 * max_abs(&want));
+}

@@ -13,6 +13,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use lfm_wgpu::gguf::mix::Mix;
+use lfm_wgpu::gguf::writer::{write_synthetic, Types};
 use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::kernels::{probe, Kernels};
 use lfm_wgpu::model::config::Config;
@@ -93,7 +94,11 @@ struct Args {
     /// exit (to measure loading and `lfm quantize` at full size without a download)
     #[arg(long)]
     write_checkpoint: Option<std::path::PathBuf>,
-    /// With --write-checkpoint: replace the weights in a non-empty directory
+    /// Write the synthetic model (--layers) as a GGUF file of --dtype (a format, or the type
+    /// mix q4_k_m / q5_k_m; default q4_k_m) and exit (to measure GGUF loading at full size)
+    #[arg(long, conflicts_with = "write_checkpoint")]
+    write_gguf: Option<std::path::PathBuf>,
+    /// With --write-checkpoint / --write-gguf: replace what is there
     #[arg(long)]
     force: bool,
 }
@@ -160,6 +165,29 @@ fn flops_per_token(cfg: &Config, ctx: usize) -> f64 {
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let a = Args::parse();
+    if let Some(path) = &a.write_gguf {
+        let cfg = Config::lfm2_8b_a1b(a.layers.unwrap_or(24) as usize)?;
+        let d = a.dtype.as_deref().unwrap_or("q4_k_m");
+        let types = match Mix::parse(d) {
+            Some(m) => Types::Mix(m),
+            None => Types::All(
+                DType::ALL
+                    .into_iter()
+                    .find(|x| x.name().eq_ignore_ascii_case(d))
+                    .ok_or_else(|| anyhow::anyhow!("--dtype {d:?}: not a format or a type mix"))?,
+            ),
+        };
+        let t = Instant::now();
+        progress(&format!("writing {}", path.display()));
+        let bytes = write_synthetic(path, &cfg, types, SYNTHETIC_SEED, a.force)?;
+        eprintln!(
+            "wrote {} ({}) in {:.1} s",
+            path.display(),
+            gib(bytes),
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     if let Some(dir) = &a.write_checkpoint {
         let src = Synthetic::new(
             Config::lfm2_8b_a1b(a.layers.unwrap_or(24) as usize)?,

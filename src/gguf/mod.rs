@@ -30,6 +30,7 @@ pub mod mix;
 pub mod model;
 pub mod reader;
 pub mod vocab;
+pub mod writer;
 
 pub use model::GgufModel;
 pub use reader::{GgufFile, TensorInfo, Value};

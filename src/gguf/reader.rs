@@ -470,6 +470,28 @@ impl GgufFile {
         super::dequant::dequantize(t.ty, bytes, out).map_err(|msg| self.err(format!("tensor {}: {msg}", t.name)))
     }
 
+    /// Asks the OS to read `t`'s pages ahead, in the background (loading reads tensors in file
+    /// order and repacks one while the next one arrives).
+    pub(crate) fn will_need(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        {
+            let start = (self.data_start + t.offset) as usize;
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, start, t.n_bytes as usize);
+        }
+        #[cfg(not(unix))]
+        let _ = t;
+    }
+
+    /// The tensor stored after `t` in the file, if any.
+    pub(crate) fn next_in_file(&self, t: &TensorInfo) -> Option<&TensorInfo> {
+        self.tensors
+            .iter()
+            .filter(|u| u.offset > t.offset)
+            .min_by_key(|u| u.offset)
+    }
+
     /// Tells the OS that the pages of `t` may leave this process's resident memory.
     pub(crate) fn drop_pages(&self, t: &TensorInfo) {
         const PAGE: u64 = 4096;
