@@ -15,9 +15,9 @@ use crate::model::session::Session;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use crate::Error;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
@@ -37,6 +37,13 @@ pub struct Job {
     pub cancel: Arc<AtomicBool>,
     /// When the request arrived (time to first token is counted from here).
     pub arrived: Instant,
+}
+
+impl Job {
+    /// The client went away.
+    fn abandoned(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst) || self.events.is_closed()
+    }
 }
 
 /// What a job sends back, in order: `Text`*, then `Done` or `Error`.
@@ -77,9 +84,50 @@ pub enum Health {
     Unusable(String),
 }
 
+/// The FIFO of waiting jobs. When it is full, jobs whose clients went away are dropped
+/// from it first, so an abandoned request never takes a live one's place.
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    fn push(&self, job: Job) -> Result<(), Job> {
+        let mut q = lock(&self.jobs);
+        if q.len() >= self.capacity {
+            q.retain(|j| !j.abandoned());
+        }
+        if q.len() >= self.capacity {
+            return Err(job);
+        }
+        q.push_back(job);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job; None once `stop` is raised and the queue is empty.
+    fn pop(&self, stop: &AtomicBool) -> Option<Job> {
+        let mut q = lock(&self.jobs);
+        loop {
+            if let Some(job) = q.pop_front() {
+                return Some(job);
+            }
+            if stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.jobs).len()
+    }
+}
+
 /// State shared by the handlers and the engine thread.
 struct Shared {
-    queued: AtomicUsize,
+    queue: Queue,
     busy: AtomicBool,
     shutdown: AtomicBool,
     /// The cancel flag of the running job (raised at shutdown).
@@ -89,8 +137,6 @@ struct Shared {
 
 /// The handlers' side of the engine.
 pub struct Engine {
-    jobs: SyncSender<Job>,
-    capacity: usize,
     shared: Arc<Shared>,
     health: watch::Receiver<Health>,
 }
@@ -104,10 +150,13 @@ impl Engine {
         capacity: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Engine, std::thread::JoinHandle<()>)> {
-        let (jobs, rx) = sync_channel(capacity.max(1));
         let (health_tx, health) = watch::channel(Health::Loading);
         let shared = Arc::new(Shared {
-            queued: AtomicUsize::new(0),
+            queue: Queue {
+                jobs: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+                capacity: capacity.max(1),
+            },
             busy: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             current: Mutex::new(None),
@@ -116,13 +165,8 @@ impl Engine {
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("lfm-engine".into())
-            .spawn(move || engine_main(loader, &tok, rx, &thread_shared, &health_tx))?;
-        let engine = Engine {
-            jobs,
-            capacity,
-            shared,
-            health,
-        };
+            .spawn(move || engine_main(loader, &tok, &thread_shared, &health_tx))?;
+        let engine = Engine { shared, health };
         Ok((engine, handle))
     }
 
@@ -136,22 +180,15 @@ impl Engine {
             Health::Unusable(m) => return Err(ApiError::internal(format!("the GPU device is unusable: {m}"))),
             Health::Loading | Health::Ready => {}
         }
-        self.shared.queued.fetch_add(1, Ordering::SeqCst);
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
-                Err(match e {
-                    TrySendError::Full(_) => ApiError::queue_full(self.capacity),
-                    TrySendError::Disconnected(_) => ApiError::shutting_down(),
-                })
-            }
-        }
+        self.shared
+            .queue
+            .push(job)
+            .map_err(|_| ApiError::queue_full(self.shared.queue.capacity))
     }
 
     /// Jobs waiting (not the running one).
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::SeqCst)
+        self.shared.queue.len()
     }
 
     pub fn busy(&self) -> bool {
@@ -171,6 +208,7 @@ impl Engine {
     /// those waiting get the same error without running.
     pub fn shut_down(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.queue.ready.notify_all();
         if let Some(flag) = lock(&self.shared.current).as_ref() {
             flag.store(true, Ordering::SeqCst);
         }
@@ -181,7 +219,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn engine_main(loader: Loader, tok: &Tokenizer, rx: Receiver<Job>, shared: &Shared, health: &watch::Sender<Health>) {
+fn engine_main(loader: Loader, tok: &Tokenizer, shared: &Shared, health: &watch::Sender<Health>) {
     let mut session = match loader() {
         Ok(s) => s,
         Err(e) => {
@@ -192,8 +230,7 @@ fn engine_main(loader: Loader, tok: &Tokenizer, rx: Receiver<Job>, shared: &Shar
                 source = s.source();
             }
             health.send_replace(Health::Failed(msg.clone()));
-            while let Ok(job) = rx.recv() {
-                shared.queued.fetch_sub(1, Ordering::SeqCst);
+            while let Some(job) = shared.queue.pop(&shared.shutdown) {
                 let _ = job.events.send(Event::Error(ApiError::unavailable(format!(
                     "the model failed to load: {msg}"
                 ))));
@@ -203,9 +240,8 @@ fn engine_main(loader: Loader, tok: &Tokenizer, rx: Receiver<Job>, shared: &Shar
     };
     health.send_replace(Health::Ready);
     log::info!("engine ready");
-    while let Ok(job) = rx.recv() {
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
-        if job.cancel.load(Ordering::SeqCst) || job.events.is_closed() {
+    while let Some(job) = shared.queue.pop(&shared.shutdown) {
+        if job.abandoned() {
             shared.metrics.cancelled();
             continue;
         }
