@@ -438,11 +438,17 @@ fn full_queue_is_503_and_a_gone_client_frees_the_engine() {
     // and the next request is answered at once.
     drop(running);
     drop(waiting);
+    // The server learns of the closed connections as the sockets report them: a client that
+    // honours Retry-After may meet the full queue for a moment.
     let t = Instant::now();
-    let j = s.ok(
-        "/v1/chat/completions",
-        &chat_body(&json!([{"role": "user", "content": "Next!"}]), 4),
-    );
+    let next = chat_body(&json!([{"role": "user", "content": "Next!"}]), 4);
+    let j = loop {
+        match s.post("/v1/chat/completions", &next) {
+            (200, j) => break j,
+            (503, _) if t.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(50)),
+            (status, j) => panic!("{status}: {j}"),
+        }
+    };
     assert!(j["usage"]["completion_tokens"].as_u64().unwrap() <= 4, "{j}");
     let generated = s.metric("lfm_generated_tokens_total");
     assert!(
@@ -550,4 +556,125 @@ fn a_device_error_is_a_500_and_the_engine_goes_on() {
         Event::Done(o) => assert_eq!((o.completion_tokens, o.cached_tokens), (1, 0)),
         other => panic!("expected an answer, got {other:?}"),
     }
+}
+
+/// The server's resident memory in KiB (Linux), or None.
+fn rss_kib(s: &Server) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One round of `clients` concurrent greedy streams over `prompts`; returns (answered,
+/// refused). Each answer must be exactly the solo answer to its prompt; each refusal a 503
+/// in OpenAI's shape.
+fn load_round(s: &Server, prompts: &[Json], solo: &[String], clients: usize) -> (usize, usize) {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                scope.spawn(move || {
+                    let mut body = chat_body(&prompts[i % prompts.len()], 6);
+                    body["stream"] = json!(true);
+                    match s.request("POST", "/v1/chat/completions").send_string(&body.to_string()) {
+                        Ok(r) => {
+                            let events = Events {
+                                lines: BufReader::new(r.into_reader()),
+                            };
+                            let (text, _, _) = read_chat_stream(events.all());
+                            assert_eq!(text, solo[i % prompts.len()], "client {i}");
+                            true
+                        }
+                        Err(ureq::Error::Status(503, r)) => {
+                            assert!(r.header("retry-after").is_some());
+                            let j: Json = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+                            assert_eq!(j["error"]["code"], "queue_full", "{j}");
+                            false
+                        }
+                        Err(e) => panic!("client {i}: {e}"),
+                    }
+                })
+            })
+            .collect();
+        let answered = handles.into_iter().map(|h| h.join().unwrap()).filter(|&ok| ok).count();
+        (answered, clients - answered)
+    })
+}
+
+/// Four prompts and their solo greedy answers (6 tokens).
+fn solo_answers(s: &Server) -> (Vec<Json>, Vec<String>) {
+    let prompts: Vec<Json> = (0..4)
+        .map(|i| json!([{"role": "user", "content": format!("Question number {i}: why?")}]))
+        .collect();
+    let solo = prompts
+        .iter()
+        .map(|m| content(&s.ok("/v1/chat/completions", &chat_body(m, 6))))
+        .collect();
+    (prompts, solo)
+}
+
+#[test]
+fn concurrent_streams_get_their_solo_answer_or_a_clean_503() {
+    let s = Server::start(&["--queue", "16"]);
+    let (prompts, solo) = solo_answers(&s);
+    let (answered, refused) = load_round(&s, &prompts, &solo, 64);
+    eprintln!("64 clients, --queue 16: answered {answered}, refused {refused}");
+    assert!(
+        answered >= 17,
+        "the running request and a full queue are answered: {answered}"
+    );
+    assert_eq!(s.metric("lfm_queue_depth"), 0.0);
+}
+
+/// The server's memory after a second round of 64 clients is what it was after the first.
+/// It is not today: the engine's host memory grows by about 1.5 MB per decode step on
+/// lavapipe (`lfm generate` alone: 139 MB RSS at 5 tokens, 289 MB at 100, 743 MB at 400), in
+/// the session / wgpu layer below the server.
+#[test]
+#[ignore = "the engine's host memory grows ~1.5 MB per decode step on lavapipe (not the server's)"]
+fn server_memory_stays_flat_under_load() {
+    let s = Server::start(&["--queue", "16"]);
+    let (prompts, solo) = solo_answers(&s);
+    load_round(&s, &prompts, &solo, 64);
+    let (Some(a), _, Some(b)) = (rss_kib(&s), load_round(&s, &prompts, &solo, 64), rss_kib(&s)) else {
+        return;
+    };
+    eprintln!("server RSS after round 1: {a} KiB, after round 2: {b} KiB");
+    assert!(
+        b < a + 16 * 1024,
+        "memory grew from {a} to {b} KiB over a round of 64 clients"
+    );
+}
+
+#[test]
+fn cancelled_streams_do_not_delay_the_next_request() {
+    let s = Server::start(&["--queue", "128"]);
+    let next = json!([{"role": "user", "content": "Next!"}]);
+    let t = Instant::now();
+    s.ok("/v1/chat/completions", &chat_body(&next, 1));
+    let solo = t.elapsed();
+    // 100 long streams in batches of 25, each left after its first event.
+    for _ in 0..4 {
+        std::thread::scope(|scope| {
+            for _ in 0..25 {
+                scope.spawn(|| {
+                    let mut body = chat_body(&json!([{"role": "user", "content": "Count to a thousand."}]), 200);
+                    body["stream"] = json!(true);
+                    let mut ev = s.stream("/v1/chat/completions", &body);
+                    assert!(ev.next().is_some());
+                });
+            }
+        });
+    }
+    let t = Instant::now();
+    let j = s.ok("/v1/chat/completions", &chat_body(&next, 1));
+    let after = t.elapsed();
+    eprintln!("one-token answer: {solo:?} alone, {after:?} after 100 cancelled streams");
+    assert!(j["usage"]["completion_tokens"].as_u64().unwrap() <= 1, "{j}");
+    assert!(after < solo * 3 + Duration::from_secs(2), "{after:?} vs {solo:?}");
+    let generated = s.metric("lfm_generated_tokens_total");
+    assert!(
+        generated < 500.0,
+        "the abandoned streams went on generating: {generated} tokens"
+    );
+    assert!(s.metric("lfm_cancelled_total") >= 95.0);
 }
