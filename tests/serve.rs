@@ -504,60 +504,6 @@ fn sigterm_ends_streams_cleanly_and_exits() {
     }
 }
 
-/// A GPU error in a step is a 500 for that request only: the device is still usable, so the
-/// engine stays healthy and answers the next request (the engine driven directly, with the
-/// session's fault hook breaking its decode program).
-#[test]
-fn a_device_error_is_a_500_and_the_engine_goes_on() {
-    use lfm_wgpu::sampling::SamplingParams;
-    use lfm_wgpu::serve::engine::{Engine, Event, Health, Job, Loader};
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-    let dir = fixture_dir(FIXTURE);
-    let tok = Arc::new(Tokenizer::from_dir(&dir).unwrap());
-    let loader: Loader = Box::new(move || {
-        let ckpt = lfm_wgpu::model::weights::Checkpoint::open(&dir)?;
-        let mut s = session(&ckpt, lfm_wgpu::gpu::DType::F32, 64);
-        s.inject_bind_group_fault();
-        Ok(s)
-    });
-    let metrics = Arc::new(lfm_wgpu::serve::metrics::Metrics::default());
-    let (engine, _thread) = Engine::start(loader, tok.clone(), 4, metrics).unwrap();
-    let run = |max_new: usize| -> Event {
-        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let job = Job {
-            prompt: tok.encode("Hello there", true).unwrap(),
-            max_new,
-            sampling: SamplingParams::greedy(),
-            stop: Vec::new(),
-            events,
-            cancel: Arc::new(AtomicBool::new(false)),
-            arrived: Instant::now(),
-        };
-        engine.submit(job).unwrap();
-        loop {
-            match rx.blocking_recv().expect("the engine dropped the job") {
-                Event::Text(_) => continue,
-                end => return end,
-            }
-        }
-    };
-    // Decoding runs the broken program: a 500 naming the step.
-    match run(8) {
-        Event::Error(e) => {
-            assert_eq!(e.status.as_u16(), 500, "{e:?}");
-            assert!(e.message.contains("Decode step"), "{e:?}");
-        }
-        other => panic!("expected an error, got {other:?}"),
-    }
-    assert_eq!(engine.health(), Health::Ready);
-    // One token needs only the prefill, which still works: the engine serves on.
-    match run(1) {
-        Event::Done(o) => assert_eq!((o.completion_tokens, o.cached_tokens), (1, 0)),
-        other => panic!("expected an answer, got {other:?}"),
-    }
-}
-
 /// The server's resident memory in KiB (Linux), or None.
 fn rss_kib(s: &Server) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).ok()?;
@@ -677,4 +623,38 @@ fn cancelled_streams_do_not_delay_the_next_request() {
         "the abandoned streams went on generating: {generated} tokens"
     );
     assert!(s.metric("lfm_cancelled_total") >= 95.0);
+}
+
+/// Weights that do not fit: the server was listening (the load runs behind it), then it
+/// stops with the reason and a failure status.
+#[test]
+fn a_model_that_does_not_load_stops_the_server_with_the_reason() {
+    let model = fixture_dir(FIXTURE);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lfm"))
+        .args(["serve", "--model", model.to_str().unwrap(), "--port", "0", "--ctx", CTX])
+        .env("LFM_GPU_MEMORY", "1MiB")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("the server did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success());
+    assert!(out.starts_with("listening on http://127.0.0.1:"), "{out}");
+    assert!(
+        err.contains("loading the model failed") && err.contains("not enough GPU memory"),
+        "{err}"
+    );
 }
