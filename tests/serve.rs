@@ -658,3 +658,27 @@ fn a_model_that_does_not_load_stops_the_server_with_the_reason() {
         "{err}"
     );
 }
+
+/// A client that gives up on a non-streaming answer stops its generation too.
+#[test]
+fn a_non_streaming_client_that_leaves_cancels_its_answer() {
+    let s = Server::start(&[]);
+    let impatient = ureq::AgentBuilder::new().timeout(Duration::from_millis(700)).build();
+    let body = chat_body(&json!([{"role": "user", "content": "Count to a thousand."}]), 200);
+    let r = impatient
+        .post(&format!("{}/v1/chat/completions", s.base))
+        .send_string(&body.to_string());
+    assert!(matches!(r, Err(ureq::Error::Transport(_))), "{r:?}");
+    let t = Instant::now();
+    s.ok(
+        "/v1/chat/completions",
+        &chat_body(&json!([{"role": "user", "content": "Next!"}]), 1),
+    );
+    eprintln!("next answer: {:.2} s", t.elapsed().as_secs_f64());
+    let generated = s.metric("lfm_generated_tokens_total");
+    assert!(
+        generated < 100.0,
+        "the abandoned answer went on: {generated} tokens generated"
+    );
+    assert_eq!(s.metric("lfm_cancelled_total"), 1.0);
+}
