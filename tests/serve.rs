@@ -313,23 +313,6 @@ fn errors_have_their_status_and_the_openai_shape() {
     let msgs = json!([{"role": "user", "content": "hi"}]);
     let chat = "/v1/chat/completions";
 
-    // 401: no key, a wrong key; /health needs none.
-    let (status, text) = answer(s.agent.post(&format!("{}{chat}", s.base)).send_string("{}"));
-    assert_eq!(status, 401, "{text}");
-    assert!(text.contains("invalid_api_key"), "{text}");
-    let wrong = s
-        .agent
-        .get(&format!("{}/v1/models", s.base))
-        .set("Authorization", "Bearer sekreT");
-    assert_eq!(answer(wrong.call()).0, 401);
-    assert_eq!(answer(s.agent.get(&format!("{}/health", s.base)).call()).0, 200);
-    let (status, models) = s.get("/v1/models");
-    assert_eq!(status, 200);
-    assert!(
-        models.contains(&format!("\"id\":\"{}\"", fixture_dir(FIXTURE).display())),
-        "{models}"
-    );
-
     // 400: malformed JSON, a field of the wrong type, n ≠ 1, too long for the context.
     let (status, text) = answer(s.request("POST", chat).send_string("{\"messages\": ["));
     assert_eq!(status, 400, "{text}");
@@ -378,6 +361,36 @@ fn errors_have_their_status_and_the_openai_shape() {
         "{reply}"
     );
 
+    let (_, metrics) = s.get("/metrics");
+    for line in [
+        "lfm_requests_total{route=\"/v1/chat/completions\",status=\"404\"} 1",
+        "lfm_requests_total{route=\"/v1/chat/completions\",status=\"413\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+}
+
+#[test]
+fn a_key_guards_every_route_but_health_and_cors_answers_preflight() {
+    let s = Server::start(&["--api-key", "sekret", "--cors", "http://localhost:3000"]);
+    let chat = "/v1/chat/completions";
+    // 401: no key, a wrong key; /health needs none.
+    let (status, text) = answer(s.agent.post(&format!("{}{chat}", s.base)).send_string("{}"));
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("invalid_api_key"), "{text}");
+    let wrong = s
+        .agent
+        .get(&format!("{}/v1/models", s.base))
+        .set("Authorization", "Bearer sekreT");
+    assert_eq!(answer(wrong.call()).0, 401);
+    assert_eq!(answer(s.agent.get(&format!("{}/health", s.base)).call()).0, 200);
+    let (status, models) = s.get("/v1/models");
+    assert_eq!(status, 200);
+    assert!(
+        models.contains(&format!("\"id\":\"{}\"", fixture_dir(FIXTURE).display())),
+        "{models}"
+    );
+
     // CORS preflight for the allowed origin.
     let pre = s
         .agent
@@ -389,13 +402,8 @@ fn errors_have_their_status_and_the_openai_shape() {
     assert_eq!(pre.header("access-control-allow-origin"), Some("http://localhost:3000"));
 
     let (_, metrics) = s.get("/metrics");
-    for line in [
-        "lfm_requests_total{route=\"/v1/chat/completions\",status=\"401\"} 1",
-        "lfm_requests_total{route=\"/v1/chat/completions\",status=\"404\"} 1",
-        "lfm_requests_total{route=\"/v1/chat/completions\",status=\"413\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line}\n{metrics}");
-    }
+    let line = "lfm_requests_total{route=\"/v1/chat/completions\",status=\"401\"} 1";
+    assert!(metrics.contains(line), "{line}\n{metrics}");
 }
 
 /// A long greedy stream (the tiny model does not stop on its own within it).

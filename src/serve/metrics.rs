@@ -97,85 +97,84 @@ impl Metrics {
     pub fn render(&self, queue: usize, busy: bool) -> String {
         self.with(|m| {
             let mut s = String::new();
-            let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
-                let _ = writeln!(s, "# HELP lfm_{name} {help}\n# TYPE lfm_{name} {kind}");
-                for (labels, value) in lines {
-                    let _ = writeln!(s, "lfm_{name}{labels} {value}");
-                }
-            };
-            let one = |v: String| vec![(String::new(), v)];
             let requests: Vec<(String, String)> = m
                 .requests
                 .iter()
                 .map(|((route, status), n)| (format!("{{route=\"{route}\",status=\"{status}\"}}"), n.to_string()))
                 .collect();
-            metric(
+            family(
+                &mut s,
                 "requests_total",
                 "counter",
                 "HTTP responses by route and status.",
                 &requests,
             );
             let g = &m.gens;
-            metric(
-                "prompt_tokens_total",
-                "counter",
-                "Prompt tokens of finished generations.",
-                &one(g.prompt_tokens.to_string()),
-            );
-            metric(
-                "prefilled_tokens_total",
-                "counter",
-                "Prompt tokens prefilled (not reused from the KV cache).",
-                &one(g.prefilled.to_string()),
-            );
-            metric(
-                "generated_tokens_total",
-                "counter",
-                "Tokens generated.",
-                &one(g.generated.to_string()),
-            );
-            metric(
-                "prefill_seconds_total",
-                "counter",
-                "Time spent prefilling.",
-                &one(g.prefill_s.to_string()),
-            );
-            metric(
-                "decode_seconds_total",
-                "counter",
-                "Time spent decoding.",
-                &one(g.decode_s.to_string()),
-            );
-            metric(
-                "prefill_tokens_per_second",
-                "gauge",
-                "Prefill speed of the last generation.",
-                &one(m.last_prefill_tps.to_string()),
-            );
-            metric(
-                "decode_tokens_per_second",
-                "gauge",
-                "Decode speed of the last generation.",
-                &one(m.last_decode_tps.to_string()),
-            );
-            metric(
-                "queue_depth",
-                "gauge",
-                "Requests waiting for the engine.",
-                &one(queue.to_string()),
-            );
-            metric(
-                "busy",
-                "gauge",
-                "1 while the engine runs a request.",
-                &one(u8::from(busy).to_string()),
-            );
-            metric(
-                "cancelled_total",
-                "counter",
-                "Requests whose client went away before the end.",
-                &one(m.cancelled.to_string()),
-            );
+            let scalars: [(&str, &str, &str, String); 10] = [
+                (
+                    "prompt_tokens_total",
+                    "counter",
+                    "Prompt tokens of finished generations.",
+                    g.prompt_tokens.to_string(),
+                ),
+                (
+                    "prefilled_tokens_total",
+                    "counter",
+                    "Prompt tokens prefilled (not reused from the KV cache).",
+                    g.prefilled.to_string(),
+                ),
+                (
+                    "generated_tokens_total",
+                    "counter",
+                    "Tokens generated.",
+                    g.generated.to_string(),
+                ),
+                (
+                    "prefill_seconds_total",
+                    "counter",
+                    "Time spent prefilling.",
+                    g.prefill_s.to_string(),
+                ),
+                (
+                    "decode_seconds_total",
+                    "counter",
+                    "Time spent decoding.",
+                    g.decode_s.to_string(),
+                ),
+                (
+                    "prefill_tokens_per_second",
+                    "gauge",
+                    "Prefill speed of the last generation.",
+                    m.last_prefill_tps.to_string(),
+                ),
+                (
+                    "decode_tokens_per_second",
+                    "gauge",
+                    "Decode speed of the last generation.",
+                    m.last_decode_tps.to_string(),
+                ),
+                (
+                    "queue_depth",
+                    "gauge",
+                    "Requests waiting for the engine.",
+                    queue.to_string(),
+                ),
+                (
+                    "busy",
+                    "gauge",
+                    "1 while the engine runs a request.",
+                    u8::from(busy).to_string(),
+                ),
+                (
+                    "cancelled_total",
+                    "counter",
+                    "Requests whose client went away before the end.",
+                    m.cancelled.to_string(),
+                ),
+            ];
+            for (name, kind, help, value) in scalars {
+                family(&mut s, name, kind, help, &[(String::new(), value)]);
+            }
             let mut buckets: Vec<(String, String)> = TTFT_BUCKETS
                 .iter()
                 .zip(m.ttft_buckets)
@@ -184,14 +183,18 @@ impl Metrics {
             buckets.push(("_bucket{le=\"+Inf\"}".into(), m.ttft_count.to_string()));
             buckets.push(("_sum".into(), m.ttft_sum.to_string()));
             buckets.push(("_count".into(), m.ttft_count.to_string()));
-            metric(
-                "time_to_first_token_seconds",
-                "histogram",
-                "From a request's arrival to its first generated token.",
-                &buckets,
-            );
+            let help = "From a request's arrival to its first generated token.";
+            family(&mut s, "time_to_first_token_seconds", "histogram", help, &buckets);
             s
         })
+    }
+}
+
+/// One metric family: HELP, TYPE, then `lfm_NAME{suffix} value` per line.
+fn family(s: &mut String, name: &str, kind: &str, help: &str, lines: &[(String, String)]) {
+    let _ = writeln!(s, "# HELP lfm_{name} {help}\n# TYPE lfm_{name} {kind}");
+    for (suffix, value) in lines {
+        let _ = writeln!(s, "lfm_{name}{suffix} {value}");
     }
 }
 
