@@ -329,6 +329,8 @@ fn errors_have_their_status_and_the_openai_shape() {
             .contains("maximum context length"),
         "{j}"
     );
+    let (status, j) = error_of(&s, chat, &json!({"messages": msgs, "max_tokens": i64::MAX}));
+    assert_eq!(status, 400, "{j}");
     let (status, j) = error_of(&s, "/v1/completions", &json!({"prompt": "x", "max_tokens": 256}));
     assert_eq!(status, 400, "{j}");
 

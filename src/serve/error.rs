@@ -77,7 +77,7 @@ impl ApiError {
                 "This model's maximum context length is {ctx} tokens. However, you requested {} tokens \
                  ({prompt} in the messages, {completion} in the completion). Please reduce the length of \
                  the messages or completion.",
-                prompt + completion
+                prompt.saturating_add(completion)
             ))
         }
     }

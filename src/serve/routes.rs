@@ -201,7 +201,7 @@ fn start(
     let sampling = gen.sampling()?;
     let stop = gen.stops()?;
     let max_new = match gen.max_tokens()? {
-        Some(n) if ids.len() + n > s.ctx => return Err(ApiError::context_length(s.ctx, ids.len(), n)),
+        Some(n) if ids.len().saturating_add(n) > s.ctx => return Err(ApiError::context_length(s.ctx, ids.len(), n)),
         Some(n) => n,
         None if ids.len() >= s.ctx => return Err(ApiError::context_length(s.ctx, ids.len(), 1)),
         None => s.ctx - ids.len(),
