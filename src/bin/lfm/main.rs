@@ -14,6 +14,7 @@
 //! Everything that can be checked without the weights — arguments, tokenizer, chat template,
 //! prompt length, output paths — is checked before they load.
 
+mod serve;
 mod text;
 
 use anyhow::{bail, Context, Result};
@@ -146,7 +147,7 @@ enum Cmd {
         #[command(flatten)]
         load: LoadArgs,
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: serve::ServeArgs,
     },
     /// List adapters, their features and limits; with --model, its shape and the GPU memory
     /// it needs at each dtype and context (only config.json is read)
@@ -159,25 +160,6 @@ enum Cmd {
         #[command(flatten)]
         gpu: GpuArgs,
     },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Address to bind (loopback unless told otherwise)
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Port (0: any free port)
-    #[arg(long, default_value_t = 8080)]
-    port: u16,
-    /// Require `Authorization: Bearer KEY` (also LFM_API_KEY)
-    #[arg(long)]
-    api_key: Option<String>,
-    /// Requests that may wait for the engine; more get 503 with Retry-After
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    queue: u32,
-    /// Allow browser requests from this origin (`*` for any)
-    #[arg(long)]
-    cors: Option<String>,
 }
 
 #[derive(Args)]
@@ -567,7 +549,7 @@ fn main() -> Result<()> {
             );
         }
         Cmd::Info { model, offline, gpu } => info(model, offline, &gpu)?,
-        Cmd::Serve { load: l, serve: a } => serve(l, a)?,
+        Cmd::Serve { load: l, serve: a } => serve::serve(l, a)?,
         Cmd::Run {
             load: l,
             prompt,
@@ -592,36 +574,6 @@ fn main() -> Result<()> {
             text::chat(&mut s, &tok, &template, system, &gen, &banner, load_s)?;
         }
     }
-    Ok(())
-}
-
-/// `lfm serve`: checks the model and its text side, then serves while the weights load on
-/// the engine thread.
-fn serve(l: LoadArgs, a: ServeArgs) -> Result<()> {
-    let m = open(&l)?;
-    let (tok, template) = text_of(&m.files)?;
-    let api_key = a
-        .api_key
-        .or_else(|| std::env::var("LFM_API_KEY").ok())
-        .filter(|k| !k.is_empty());
-    let opts = lfm_wgpu::serve::ServeOptions {
-        host: a.host,
-        port: a.port,
-        api_key,
-        ctx: l.ctx as usize,
-        queue: a.queue as usize,
-        cors: a.cors,
-        model_id: l.model.clone(),
-        vocab: m.vocab(),
-    };
-    let loader: lfm_wgpu::serve::engine::Loader = Box::new(move || match load(m, &l) {
-        Ok((s, load_s)) => {
-            eprintln!("[model loaded in {load_s:.1} s]");
-            Ok(s)
-        }
-        Err(e) => Err(format!("{e:#}").into()),
-    });
-    lfm_wgpu::serve::serve(opts, tok, template, loader)?;
     Ok(())
 }
 
