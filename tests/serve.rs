@@ -583,10 +583,10 @@ fn concurrent_streams_get_their_solo_answer_or_a_clean_503() {
 
 /// The server's memory after a second round of 64 clients is what it was after the first.
 /// It is not today: the engine's host memory grows by about 1.5 MB per decode step on
-/// lavapipe (`lfm generate` alone: 139 MB RSS at 5 tokens, 289 MB at 100, 743 MB at 400), in
-/// the session / wgpu layer below the server.
+/// lavapipe (`lfm generate` alone: 139 MB RSS at 5 tokens, 289 MB at 100, 743 MB at 400),
+/// below the server: executing the router kernel leaks (BENCHMARKS.md, `lfm serve` section).
 #[test]
-#[ignore = "the engine's host memory grows ~1.5 MB per decode step on lavapipe (not the server's)"]
+#[ignore = "executing router.wgsl leaks host memory on lavapipe (~1.5 MB per decode step), not the server"]
 fn server_memory_stays_flat_under_load() {
     let s = Server::start(&["--queue", "16"]);
     let (prompts, solo) = solo_answers(&s);
