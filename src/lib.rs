@@ -16,6 +16,7 @@ pub mod progress;
 pub mod quant;
 pub mod reference;
 pub mod sampling;
+pub mod serve;
 pub mod tokenizer;
 pub mod units;
 

@@ -7,12 +7,14 @@
 //! - `lfm chat --model M`: multi-turn chat keeping the conversation in the KV cache
 //! - `lfm info [--model M]`: adapters, limits; a model's shape and memory at each dtype / context
 //! - `lfm quantize --model DIR --out DIR --dtype q4_0|q8_0`
+//! - `lfm serve --model M [--host H] [--port P]`: an OpenAI-compatible HTTP server
 //!
 //! `M` is a directory or a Hugging Face repo id (found in, or downloaded into, the HF cache).
 //!
 //! Everything that can be checked without the weights — arguments, tokenizer, chat template,
 //! prompt length, output paths — is checked before they load.
 
+mod serve;
 mod text;
 
 use anyhow::{bail, Context, Result};
@@ -140,6 +142,14 @@ enum Cmd {
         system: Option<String>,
         #[command(flatten)]
         gen: GenArgs,
+    },
+    /// Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health,
+    /// /metrics) over HTTP; prints `listening on http://ADDR` once bound
+    Serve {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        serve: serve::ServeArgs,
     },
     /// List adapters, their features and limits; with --model, its shape and the GPU memory
     /// it needs at each dtype and context (only config.json is read)
@@ -430,8 +440,11 @@ fn text_of(files: &ModelFiles) -> Result<(Tokenizer, ChatTemplate)> {
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    // Ctrl-C removes files being written and exits, except where it stops an answer.
-    interrupt::install()?;
+    // Ctrl-C removes files being written and exits, except where it stops an answer. The
+    // server listens for SIGINT / SIGTERM itself (tokio) and shuts down gracefully.
+    if !matches!(cli.cmd, Cmd::Serve { .. }) {
+        interrupt::install()?;
+    }
     match cli.cmd {
         Cmd::Logits {
             load: l,
@@ -532,6 +545,7 @@ fn main() -> Result<()> {
             );
         }
         Cmd::Info { model, offline, gpu } => info(model, offline, &gpu)?,
+        Cmd::Serve { load: l, serve: a } => serve::serve(l, a)?,
         Cmd::Run {
             load: l,
             prompt,
