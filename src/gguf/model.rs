@@ -295,7 +295,9 @@ impl Source for GgufModel {
     fn read_native(&self, part: &Part, dtype: DType, row0: usize, quants: &mut [u8], scales: &mut [u8]) -> Result<()> {
         let (t, bytes, expert) = self.part_bytes(&part.name, &part.shape)?;
         if row0 == 0 && expert.is_none_or(|e| e == 0) {
-            // Read this tensor and the next one ahead while this one is repacked.
+            // Stream the file from disk, and read this tensor and the next one ahead, while
+            // this one is repacked.
+            self.file.prefetch();
             self.file.will_need(t);
             if let Some(next) = self.file.next_in_file(t) {
                 self.file.will_need(next);

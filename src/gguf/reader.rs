@@ -147,6 +147,17 @@ pub struct GgufFile {
     meta_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// Raised when the file is dropped: the background reader ([`Self::prefetch`]) stops.
+    /// None until it starts.
+    prefetch_stop: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Drop for GgufFile {
+    fn drop(&mut self) {
+        if let Some(stop) = self.prefetch_stop.get() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -353,6 +364,7 @@ impl GgufFile {
             tensor_index: HashMap::new(),
             tensors,
             map,
+            prefetch_stop: std::sync::OnceLock::new(),
         };
         file.check_tensors()?;
         Ok(file)
@@ -482,6 +494,43 @@ impl GgufFile {
         }
         #[cfg(not(unix))]
         let _ = t;
+    }
+
+    /// Reads the data section once, in file order, on a background thread (the first call
+    /// only), so that from a cold start the disk streams at its sequential speed while the
+    /// loader repacks what has arrived, instead of waiting on page faults. It stops at the
+    /// end, on an error, or when the file is dropped.
+    pub(crate) fn prefetch(&self) {
+        use std::io::{Read, Seek};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // Only the file this was mapped from (not a parse from memory).
+        if std::fs::metadata(&self.path).map(|m| m.len()).ok() != Some(self.map.len() as u64) {
+            return;
+        }
+        let mut started = false;
+        let stop = self.prefetch_stop.get_or_init(|| {
+            started = true;
+            std::sync::Arc::new(AtomicBool::new(false))
+        });
+        if !started {
+            return;
+        }
+        let (stop, path, start) = (stop.clone(), self.path.clone(), self.data_start);
+        let read = move || {
+            let Ok(mut f) = std::fs::File::open(&path) else { return };
+            if f.seek(std::io::SeekFrom::Start(start)).is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; 4 << 20];
+            while !stop.load(Ordering::Relaxed) {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        // Without a thread (a failed spawn) loading is only slower.
+        let _ = std::thread::Builder::new().name("gguf-prefetch".into()).spawn(read);
     }
 
     /// The tensor stored after `t` in the file, if any.

@@ -296,6 +296,20 @@ impl Gpu {
             })
     }
 
+    /// Waits for submission `index` only (work queued after it may still run).
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map(|_| ())
+            .map_err(|e| Error::Gpu {
+                during: "waiting for the device".into(),
+                msg: e.to_string(),
+            })
+    }
+
     /// Maps `staging` (MAP_READ) for `size` bytes from 0, copies them out and unmaps.
     pub fn read_staging(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         self.read_staging_after(staging, size, None)

@@ -20,11 +20,14 @@ pub struct GpuSink<'a> {
     pub progress: &'a mut dyn FnMut(u64),
     /// `bytes` at the last flush.
     pub flushed: u64,
+    /// The last flush's submission, still running while the next uploads are prepared.
+    pub in_flight: Option<wgpu::SubmissionIndex>,
 }
 
-/// Uploads are flushed (submitted and waited for) every this many bytes, so the staging
-/// copies wgpu makes of mapped-at-creation buffers never add up to the whole model in host
-/// memory.
+/// Uploads are flushed (submitted) every this many bytes, and each flush waits for the one
+/// before it, so the staging copies wgpu makes of mapped-at-creation buffers never add up to
+/// more than two flushes' worth in host memory, while the copies of one overlap the reading
+/// of the next.
 const FLUSH_BYTES: u64 = 256 << 20;
 
 impl GpuSink<'_> {
@@ -32,8 +35,10 @@ impl GpuSink<'_> {
         self.bytes += bytes;
         (self.progress)(self.bytes);
         if self.bytes - self.flushed >= FLUSH_BYTES {
-            self.gpu.queue.submit([]);
-            self.gpu.wait()?;
+            let index = self.gpu.queue.submit([]);
+            if let Some(before) = self.in_flight.replace(index) {
+                self.gpu.wait_for(before)?;
+            }
             self.flushed = self.bytes;
         }
         Ok(())
@@ -157,6 +162,7 @@ impl GpuModel {
             bytes: 0,
             progress,
             flushed: 0,
+            in_flight: None,
         };
         let w = gpu.scoped(&format!("uploading {}", src.describe()), || {
             Weights::load(src, &mut sink)
