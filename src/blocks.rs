@@ -41,7 +41,7 @@ pub fn ggml_block_bytes(dtype: DType) -> usize {
 }
 
 /// The 8 (scale, min) pairs packed in 12 bytes as 6-bit values (Q4_K, Q5_K): (scales, mins).
-fn unpack_scale_min(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn unpack_scale_min(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
     for j in 0..4 {
         sc[j] = s[j] & 0x3F;

@@ -7,11 +7,7 @@ alias W_T = u32;
 // @per-buffer
 // (d, m) of block b with value = d·q + m (Q4_0: m = −8d, exact since d is an f16).
 fn dm_BUF(b: u32) -> vec2<f32> {
-    if WITH_MIN {
-        return unpack2x16float(BUF[p.w_scales + b]);
-    }
-    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
-    return vec2<f32>(d, -8.0 * d);
+    return block_dm(BUF[p.w_scales + select(b / 2u, b, WITH_MIN)], b, WITH_MIN, -8.0);
 }
 
 fn load8_BUF(e: u32) -> W8 {

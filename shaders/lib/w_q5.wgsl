@@ -11,11 +11,7 @@ fn q5x4(w: u32, shift: u32, h: u32) -> vec4<f32> {
 }
 // @per-buffer
 fn dm_BUF(b: u32) -> vec2<f32> {
-    if WITH_MIN {
-        return unpack2x16float(BUF[p.w_scales + b]);
-    }
-    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
-    return vec2<f32>(d, -16.0 * d);
+    return block_dm(BUF[p.w_scales + select(b / 2u, b, WITH_MIN)], b, WITH_MIN, -16.0);
 }
 
 // The 8 values q from element e on.

@@ -32,3 +32,14 @@ fn i8x4(w: u32) -> vec4<f32> {
 fn spread4(h: u32) -> u32 {
     return (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
 }
+
+// (d, m) of block b, value d·q + m, for formats with one f16 d per block (m = offset·d, exact:
+// d is an f16) or, with_min, an f16 (d, m) pair: `w` is the scale word holding block b's
+// (word b / 2 of the d pairs, or word b of the (d, m) pairs).
+fn block_dm(w: u32, b: u32, with_min: bool, offset: f32) -> vec2<f32> {
+    if with_min {
+        return unpack2x16float(w);
+    }
+    let d = unpack2x16float(w)[b & 1u];
+    return vec2<f32>(d, offset * d);
+}

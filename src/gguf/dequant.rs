@@ -111,22 +111,10 @@ fn q5_1(b: &[u8], o: &mut [f32]) {
     }
 }
 
-/// The 8 (scale, min) pairs packed in 12 bytes as 6-bit values (Q4_K, Q5_K).
-fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
-    for j in 0..4 {
-        sc[j] = s[j] & 0x3F;
-        mn[j] = s[j + 4] & 0x3F;
-        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 2) & 0x30);
-        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-    (sc, mn)
-}
-
 /// Q4_K and Q5_K: `qh` is None for Q4_K, else the 32 high-bit bytes.
 fn k4(b: &[u8], qh: Option<&[u8]>, qs: &[u8], o: &mut [f32]) {
     let (d, dmin) = (h(b, 0), h(b, 2));
-    let (sc, mn) = scale_min_k4(&b[4..16]);
+    let (sc, mn) = crate::blocks::unpack_scale_min(&b[4..16]);
     for (s, o) in o.chunks_exact_mut(32).enumerate() {
         let ds = d * sc[s] as f32;
         let dm = dmin * mn[s] as f32;
