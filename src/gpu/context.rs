@@ -116,6 +116,11 @@ pub struct Gpu {
     /// Device-local memory: `LFM_GPU_MEMORY` / `--gpu-memory`, else what the driver
     /// reports (Vulkan heaps); None when unknown (Metal, DX12, GL).
     pub memory: Option<u64>,
+    /// Weights are uploaded into buffers mapped directly (MAP_WRITE storage buffers), with no
+    /// staging copy: on a CPU or integrated Vulkan adapter (memory shared with the host) whose
+    /// driver allows it (`MAPPABLE_PRIMARY_BUFFERS`); at the full shape this saves the 0.75 GiB
+    /// of staging copies in flight. Extra usage flags for weight buffers.
+    pub weight_usage: wgpu::BufferUsages,
     /// Set by the driver's device-lost callback: why the device is gone.
     lost: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -185,6 +190,16 @@ impl Gpu {
         if caps.timestamps {
             wanted |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // Vulkan only: there host-visible memory of a shared-memory adapter is its ordinary
+        // memory; elsewhere (a DX12 upload heap) it could be slower for the shaders to read.
+        let shared_memory = matches!(
+            info.device_type,
+            wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+        ) && info.backend == wgpu::Backend::Vulkan;
+        let direct_upload = shared_memory && have.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        if direct_upload {
+            wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        }
         // What the model needs, raised from the defaults up to what the adapter offers.
         let defaults = wgpu::Limits::default();
         let limits = wgpu::Limits {
@@ -251,6 +266,10 @@ impl Gpu {
             caps,
             max_binding,
             memory,
+            weight_usage: match direct_upload {
+                true => wgpu::BufferUsages::MAP_WRITE,
+                false => wgpu::BufferUsages::empty(),
+            },
             lost,
         }))
     }

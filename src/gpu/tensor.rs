@@ -80,7 +80,7 @@ impl GpuMatrix {
                     buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some(&format!("{label}[{i}]")),
                         size,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | gpu.weight_usage,
                         mapped_at_creation: true,
                     }),
                     row0: row0 as u32,
@@ -157,7 +157,7 @@ impl GpuMatrix {
             let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&format!("{label}[{i}]")),
                 size,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | gpu.weight_usage,
                 mapped_at_creation: true,
             });
             {
@@ -274,8 +274,9 @@ impl MatWriter {
     }
 
     /// Appends `rows` rows in the engine layout: `fill(dtype, n, quants, scales)` is called
-    /// for runs of `n` rows within one chunk, with that chunk's format, to fill those rows'
-    /// quant bytes (or values) and scale bytes.
+    /// for runs of `n` rows within one chunk (about 1 MiB at a time, so the staging buffers
+    /// stay in cache and are reused), with that chunk's format, to fill those rows' quant bytes
+    /// (or values) and scale bytes.
     pub fn push_blocks(
         &mut self,
         mut rows: usize,
@@ -286,9 +287,10 @@ impl MatWriter {
         }
         let (mut quants, mut scales) = (Vec::new(), Vec::new());
         while rows > 0 {
-            let (n, at) = self.next_rows(rows)?;
-            let (_, scale_at, dtype) = self.chunks[self.chunk];
+            let dtype = self.chunks.get(self.chunk).map_or(DType::F32, |c| c.2);
             let (rq, rs) = stored_row_bytes(dtype, self.cols);
+            let (n, at) = self.next_rows(rows.min((1 << 20) / rq.max(1)).max(1))?;
+            let (_, scale_at, _) = self.chunks[self.chunk];
             quants.resize(n * rq, 0);
             scales.resize(n * rs, 0);
             fill(dtype, n, &mut quants, &mut scales)?;
