@@ -97,18 +97,21 @@ fn info_on_a_gguf_shows_its_types_and_its_own_memory() {
 #[test]
 fn run_on_a_k_quant_gguf_loads_it_as_it_is() {
     let path = fixture_dir("gguf").join("tiny_k.q4_k_m.gguf");
-    let out = Command::new(env!("CARGO_BIN_EXE_lfm"))
-        .args(["generate", "--model", path.to_str().unwrap(), "--tokens", "1,5,9"])
-        .args(["--max-new-tokens", "4", "--greedy", "--print-ids"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let ids = String::from_utf8_lossy(&out.stdout);
+    let ids = lfm(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--tokens",
+        "1,5,9",
+        "--max-new-tokens",
+        "4",
+        "--greedy",
+        "--print-ids",
+    ]);
     assert_eq!(
         ids.split_whitespace().filter(|t| t.parse::<u32>().is_ok()).count(),
         4,
-        "{ids}\n{err}"
+        "{ids}"
     );
 }
 
