@@ -1,8 +1,9 @@
 //! Every pipeline variant the engine can create — each kernel × weight format × KV format ×
 //! native f16 or not × subgroups or not × every override switch — assembled and validated by
 //! naga, with no adapter. The bindings each shader declares are checked against the Rust
-//! interface (`Kernel::slots`: uniform / read / read-write, at binding i), and every override
-//! the Rust side sets must exist in the shader. The variant without f16 and subgroups is what
+//! interface (`Kernel::slots`: uniform / read / read-write, at binding i), the parameter
+//! struct's size against the Rust one (`Kernel::params_bytes`), and every override the Rust
+//! side sets must exist in the shader. The variant without f16 and subgroups is what
 //! a browser's WebGPU gets, so it is validated with exactly those capabilities off.
 
 use lfm_wgpu::gpu::{Caps, DType};
@@ -47,6 +48,16 @@ fn check(key: &PipelineKey, src: &str) -> Result<(), String> {
         let slot = slots
             .get(b.binding as usize)
             .ok_or_else(|| format!("binding {} is past the {} slots Rust declares", b.binding, slots.len()))?;
+        if b.binding == 1 {
+            let size = module.types[gv.ty].inner.size(module.to_ctx()) as usize;
+            if size != key.kernel.params_bytes() {
+                return Err(format!(
+                    "the WGSL parameters ({}) take {size} bytes, the Rust struct {}",
+                    gv.name.as_deref().unwrap_or("?"),
+                    key.kernel.params_bytes()
+                ));
+            }
+        }
         let found = match gv.space {
             naga::AddressSpace::Uniform => Slot::Uniform,
             naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => Slot::ReadWrite,

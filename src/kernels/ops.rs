@@ -86,6 +86,30 @@ pub enum Shape {
     Decode,
 }
 
+impl Kernel {
+    /// Bytes of the parameter struct the host writes for this kernel (binding 1): the WGSL
+    /// `Params` must have this size (`tests/shaders.rs` checks it, and `Recorder::push` that
+    /// the struct pushed is this one). Kernels with four scalars share `U4`.
+    pub fn params_bytes(&self) -> usize {
+        use std::mem::size_of;
+        match self {
+            Kernel::RmsNorm { .. } => size_of::<NormParams>(),
+            Kernel::Matmul(_) | Kernel::Matvec(_) => size_of::<LinearParams>(),
+            Kernel::QkRope => size_of::<RopeParams>(),
+            Kernel::Attention | Kernel::AttentionPrefill => size_of::<AttnParams>(),
+            Kernel::Router => size_of::<RouterParams>(),
+            Kernel::Embed
+            | Kernel::ShortConv
+            | Kernel::AttnMerge
+            | Kernel::MoeRoute
+            | Kernel::MoeCombine
+            | Kernel::Argmax { .. }
+            | Kernel::Sample
+            | Kernel::FmaPeak => size_of::<U4>(),
+        }
+    }
+}
+
 /// Routing buffers of one MoE layer.
 pub struct Routing<'a> {
     /// [T·k] expert of each (token, slot) pair
@@ -174,6 +198,13 @@ impl<'a> Recorder<'a> {
                     });
                 }
             }
+        }
+        if std::mem::size_of::<P>() != kernel.params_bytes() {
+            return Err(Error::Invalid(format!(
+                "{label}: {} parameter bytes pushed for {kernel:?}, which takes {}",
+                std::mem::size_of::<P>(),
+                kernel.params_bytes()
+            )));
         }
         let pipeline = self.k.get(self.k.key(kernel, weights, self.kv))?;
         let pb = self.uniforms.push(gpu, params)?;
