@@ -14,13 +14,44 @@ const ATTN_QUERY_TILE: u32 = 8;
 /// Output columns per mat-vec workgroup (shaders/matvec.wgsl).
 const MATVEC_ROWS: u32 = 8;
 
+/// `embed.wgsl`: rows [row0, row0 + rows) of the table are in this chunk.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct U4 {
+struct EmbedParams {
+    row0: u32,
+    rows: u32,
+    h: u32,
+    w_scales: u32,
+}
+
+/// `short_conv.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ConvParams {
+    h: u32,
+    k: u32,
+    has_bias: u32,
+    _a: u32,
+}
+
+/// `attn_merge.wgsl`, `moe_route.wgsl`, `moe_combine.wgsl`: two sizes (heads × head size,
+/// experts × slots, hidden × slots).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PairParams {
     a: u32,
     b: u32,
-    c: u32,
-    d: u32,
+    _p: [u32; 2],
+}
+
+/// `argmax.wgsl` (`advance` unused) and `sample.wgsl`: the row length, and whether the draw
+/// counts (decode) or is one of a batch of test draws.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PickParams {
+    vocab: u32,
+    advance: u32,
+    _p: [u32; 2],
 }
 
 #[repr(C)]
@@ -89,7 +120,7 @@ pub enum Shape {
 impl Kernel {
     /// Bytes of the parameter struct the host writes for this kernel (binding 1): the WGSL
     /// `Params` must have this size (`tests/shaders.rs` checks it, and `Recorder::push` that
-    /// the struct pushed is this one). Kernels with four scalars share `U4`.
+    /// the struct pushed is this one).
     pub fn params_bytes(&self) -> usize {
         use std::mem::size_of;
         match self {
@@ -98,14 +129,12 @@ impl Kernel {
             Kernel::QkRope => size_of::<RopeParams>(),
             Kernel::Attention | Kernel::AttentionPrefill => size_of::<AttnParams>(),
             Kernel::Router => size_of::<RouterParams>(),
-            Kernel::Embed
-            | Kernel::ShortConv
-            | Kernel::AttnMerge
-            | Kernel::MoeRoute
-            | Kernel::MoeCombine
-            | Kernel::Argmax { .. }
-            | Kernel::Sample
-            | Kernel::FmaPeak => size_of::<U4>(),
+            Kernel::Embed => size_of::<EmbedParams>(),
+            Kernel::ShortConv => size_of::<ConvParams>(),
+            Kernel::AttnMerge | Kernel::MoeRoute | Kernel::MoeCombine => size_of::<PairParams>(),
+            Kernel::Argmax { .. } | Kernel::Sample => size_of::<PickParams>(),
+            // probe::fma_peak: [iterations, 0, 0, 0].
+            Kernel::FmaPeak => size_of::<[u32; 4]>(),
         }
     }
 }
@@ -260,11 +289,11 @@ impl<'a> Recorder<'a> {
     /// out [T, H] = table[ids[t]] (per vocab chunk).
     pub fn embed(&mut self, ids: &wgpu::Buffer, table: &GpuMatrix, out: &wgpu::Buffer) -> Result<()> {
         for (i, c) in table.chunks.iter().enumerate() {
-            let p = U4 {
-                a: c.row0,
-                b: c.rows,
-                c: table.cols as u32,
-                d: c.scale_word,
+            let p = EmbedParams {
+                row0: c.row0,
+                rows: c.rows,
+                h: table.cols as u32,
+                w_scales: c.scale_word,
             };
             self.push(
                 format!("{}.gather[{i}]", table.label),
@@ -442,11 +471,11 @@ impl<'a> Recorder<'a> {
         h: usize,
         k: usize,
     ) -> Result<()> {
-        let p = U4 {
-            a: h as u32,
-            b: k as u32,
-            c: bias.is_some() as u32,
-            d: 0,
+        let p = ConvParams {
+            h: h as u32,
+            k: k as u32,
+            has_bias: bias.is_some() as u32,
+            _a: 0,
         };
         self.push(
             label.to_string(),
@@ -528,11 +557,10 @@ impl<'a> Recorder<'a> {
             &[q, k_cache, v_cache, part],
             [Dim::Splits, Dim::Fixed(nh as u32), Dim::Tokens],
         )?;
-        let p = U4 {
+        let p = PairParams {
             a: nh as u32,
             b: d as u32,
-            c: 0,
-            d: 0,
+            _p: [0; 2],
         };
         self.push(
             format!("{label}.merge"),
@@ -575,11 +603,10 @@ impl<'a> Recorder<'a> {
             [Dim::TokensDiv(64), Dim::Fixed(1), Dim::Fixed(1)],
         )?;
         if shape == Shape::Prefill {
-            let p = U4 {
+            let p = PairParams {
                 a: experts as u32,
                 b: r.topk,
-                c: 0,
-                d: 0,
+                _p: [0; 2],
             };
             self.push(
                 format!("{label}.group"),
@@ -602,11 +629,10 @@ impl<'a> Recorder<'a> {
         hidden: usize,
         topk: u32,
     ) -> Result<()> {
-        let p = U4 {
+        let p = PairParams {
             a: hidden as u32,
             b: topk,
-            c: 0,
-            d: 0,
+            _p: [0; 2],
         };
         self.push(
             label.to_string(),
@@ -620,11 +646,10 @@ impl<'a> Recorder<'a> {
 
     /// out[0] = argmax of one logits row (row T−1 with `last_row`, else row 0).
     pub fn argmax(&mut self, logits: &wgpu::Buffer, out: &wgpu::Buffer, vocab: usize, last_row: bool) -> Result<()> {
-        let p = U4 {
-            a: vocab as u32,
-            b: 0,
-            c: 0,
-            d: 0,
+        let p = PickParams {
+            vocab: vocab as u32,
+            advance: 0,
+            _p: [0; 2],
         };
         self.push(
             "argmax".into(),
@@ -650,11 +675,10 @@ impl<'a> Recorder<'a> {
         draws: u32,
         advance: bool,
     ) -> Result<()> {
-        let p = U4 {
-            a: vocab as u32,
-            b: advance as u32,
-            c: 0,
-            d: 0,
+        let p = PickParams {
+            vocab: vocab as u32,
+            advance: advance as u32,
+            _p: [0; 2],
         };
         self.push(
             "sample".into(),
