@@ -243,6 +243,15 @@ pub fn decode(dtype: DType, quants: &[u8], scales: &[u8], out: &mut [f32]) {
     }
 }
 
+/// One step of SplitMix64 (fast, good enough for random weights): advances `state`.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Random valid data in the engine layout (synthetic weights, kernel tests) for `blocks`
 /// blocks (values, for plain formats): uniform quant bits, and scales such that the values
 /// have a standard deviation of about `sigma`. `next` gives uniform random u32s.

@@ -162,6 +162,20 @@ fn flops_per_token(cfg: &Config, ctx: usize) -> f64 {
     2.0 * (w + cfg.vocab_size as f64 * h)
 }
 
+/// Runs `write` (which returns the bytes it wrote to `path`) and reports size and time.
+fn write_timed(path: &std::path::Path, write: impl FnOnce() -> Result<u64>) -> Result<()> {
+    let t = Instant::now();
+    progress(&format!("writing {}", path.display()));
+    let bytes = write()?;
+    eprintln!(
+        "wrote {} ({}) in {:.1} s",
+        path.display(),
+        gib(bytes),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let a = Args::parse();
@@ -177,16 +191,9 @@ fn main() -> Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--dtype {d:?}: not a format or a type mix"))?,
             ),
         };
-        let t = Instant::now();
-        progress(&format!("writing {}", path.display()));
-        let bytes = write_synthetic(path, &cfg, types, SYNTHETIC_SEED, a.force)?;
-        eprintln!(
-            "wrote {} ({}) in {:.1} s",
-            path.display(),
-            gib(bytes),
-            t.elapsed().as_secs_f64()
-        );
-        return Ok(());
+        return write_timed(path, || {
+            Ok(write_synthetic(path, &cfg, types, SYNTHETIC_SEED, a.force)?)
+        });
     }
     if let Some(dir) = &a.write_checkpoint {
         let src = Synthetic::new(
@@ -194,16 +201,7 @@ fn main() -> Result<()> {
             DType::F32,
             SYNTHETIC_SEED,
         );
-        let t = Instant::now();
-        progress(&format!("writing {}", dir.display()));
-        let bytes = src.write_hf_checkpoint(dir, a.force)?;
-        eprintln!(
-            "wrote {} ({}) in {:.1} s",
-            dir.display(),
-            gib(bytes),
-            t.elapsed().as_secs_f64()
-        );
-        return Ok(());
+        return write_timed(dir, || Ok(src.write_hf_checkpoint(dir, a.force)?));
     }
     let mut opts = GpuOptions::from_env()?;
     opts.adapter = a.adapter.clone().or(opts.adapter);

@@ -215,13 +215,7 @@ impl GpuMatrix {
     ) -> Result<Self> {
         let (rows, cols, _) = dims;
         let mut state = seed;
-        let mut next = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) >> 32) as u32
-        };
+        let mut next = move || (crate::blocks::splitmix64(&mut state) >> 32) as u32;
         Self::create_mixed(gpu, label, dims, &[(rows, dtype)], |w| {
             w.push_blocks(rows, |d, n, q, s| {
                 let (bq, bs) = crate::blocks::random(d, n * cols / d.block().0, sigma, &mut next);

@@ -15,8 +15,6 @@ use crate::error::{Error, Result};
 use crate::gguf::mix::Mix;
 use crate::gguf::model::gguf_name;
 use crate::layout::StoredMatrix;
-use crate::quant::QuantFormat;
-use half::f16;
 
 /// A weight source that generates every tensor from `(seed, tensor name)`.
 pub struct Synthetic {
@@ -42,26 +40,12 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        crate::blocks::splitmix64(&mut self.0)
     }
 
     /// Uniform in [-1, 1).
     fn uniform(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    fn fill_bytes(&mut self, out: &mut [u8]) {
-        let mut chunks = out.chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        let rest = chunks.into_remainder();
-        let last = self.next().to_le_bytes();
-        rest.copy_from_slice(&last[..rest.len()]);
     }
 }
 
@@ -86,6 +70,15 @@ impl Synthetic {
             seed,
             mix: Some(mix),
         }
+    }
+
+    /// Random valid `rows × cols` data of `dtype` in the engine layout (quants or values, scales)
+    /// with a standard deviation of 1/√cols, from `(seed, name)`.
+    fn random(&self, name: &str, dtype: DType, rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut rng = Rng::new(self.seed, name);
+        let sigma = 1.0 / (cols as f32).sqrt();
+        let blocks = rows * cols / dtype.block().0;
+        crate::blocks::random(dtype, blocks, sigma, &mut || (rng.next() >> 32) as u32)
     }
 
     /// Standard deviation of the tensor `name` of `shape` (vectors by what they are).
@@ -140,11 +133,7 @@ impl Source for Synthetic {
     fn read_native(&self, part: &Part, dtype: DType, row0: usize, quants: &mut [u8], scales: &mut [u8]) -> Result<()> {
         let cols = part.shape[part.shape.len() - 1];
         let (rq, _) = crate::layout::stored_row_bytes(dtype, cols);
-        let rows = quants.len() / rq;
-        let mut rng = Rng::new(self.seed ^ row0 as u64, &part.name);
-        let sigma = 1.0 / (cols as f32).sqrt();
-        let blocks = rows * cols / dtype.block().0;
-        let (q, s) = crate::blocks::random(dtype, blocks, sigma, &mut || (rng.next() >> 32) as u32);
+        let (q, s) = self.random(&format!("{}@{row0}", part.name), dtype, quants.len() / rq, cols);
         quants.copy_from_slice(&q);
         scales.copy_from_slice(&s);
         Ok(())
@@ -152,38 +141,7 @@ impl Source for Synthetic {
 
     fn stored(&self, spec: &MatSpec) -> Result<Option<StoredMatrix<'_>>> {
         let dtype = storage_format(spec, self.dtype);
-        let (rows, cols) = (spec.rows, spec.cols);
-        let sigma = 1.0 / (cols as f32).sqrt();
-        let mut rng = Rng::new(self.seed, &spec.label);
-        let (data, scales) = match dtype.quant() {
-            Some(q) => {
-                let blocks = rows * cols / 32;
-                let mut data = vec![0u8; blocks * q.quant_bytes_per_block()];
-                rng.fill_bytes(&mut data);
-                // Uniform quants have std 4.6 (4-bit, −8…7) or 73.6 (8-bit) steps.
-                let steps = match q {
-                    QuantFormat::Q4_0 => 4.6,
-                    QuantFormat::Q8_0 => 73.6,
-                };
-                let d = sigma / steps;
-                let scales: Vec<u8> = (0..blocks)
-                    .flat_map(|_| f16::from_f32(d * (1.0 + 0.25 * rng.uniform())).to_le_bytes())
-                    .collect();
-                (data, scales)
-            }
-            None => {
-                let a = SQRT3 * sigma;
-                let data: Vec<u8> = match dtype {
-                    DType::F32 => (0..rows * cols)
-                        .flat_map(|_| (rng.uniform() * a).to_le_bytes())
-                        .collect(),
-                    _ => (0..rows * cols)
-                        .flat_map(|_| f16::from_f32(rng.uniform() * a).to_le_bytes())
-                        .collect(),
-                };
-                (data, Vec::new())
-            }
-        };
+        let (data, scales) = self.random(&spec.label, dtype, spec.rows, spec.cols);
         Ok(Some(StoredMatrix {
             dtype,
             data: data.into(),
