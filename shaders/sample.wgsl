@@ -3,6 +3,10 @@
 // seeded draw. Only the token id leaves the GPU. One workgroup per draw (grid x = draws:
 // tests draw many at once from fixed logits; decode draws one).
 //
+// Structured output: with `masked`, only the tokens set in `allowed` exist (a masked token
+// is −∞ before every filter, so the allowed ones are renormalised and the penalty touches
+// only them), and `greedy` takes the largest allowed logit (ties: lowest id), as argmax.
+//
 // No sort: each filter is a threshold on the tempered logit, found by bisection over
 // workgroup-wide counts / sums and snapped to the nearest logit, so ties stay together as
 // in transformers (`scores < kth_value` is removed). Thread t owns the contiguous slice
@@ -14,7 +18,8 @@ struct Params {
     vocab: u32,
     // 1: count the draw and mark the token seen (decode); 0: a batch of test draws.
     advance: u32,
-    _a: u32,
+    // 1: only tokens whose bit is set in `allowed` may be drawn.
+    masked: u32,
     _b: u32,
 }
 struct Sampling {
@@ -25,7 +30,7 @@ struct Sampling {
     penalty: f32, // 1: off
     seed_lo: u32,
     seed_hi: u32,
-    _p: u32,
+    greedy: u32,  // 1: the largest (allowed) raw logit, no filters
 }
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> cfg: Sampling;
@@ -33,10 +38,16 @@ struct Sampling {
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 // [0]: draws so far; [1 + i / 32] bit i % 32: token i was seen.
 @group(0) @binding(5) var<storage, read_write> state: array<atomic<u32>>;
+// Bit i % 32 of word i / 32: token i is allowed (read only when p.masked == 1).
+@group(0) @binding(6) var<storage, read> allowed: array<u32>;
 
 var<workgroup> ends: array<f32, WG>;
 var<workgroup> picked: atomic<u32>;
 var<workgroup> non_finite: atomic<u32>;
+
+fn is_allowed(i: u32) -> bool {
+    return p.masked == 0u || ((allowed[i / 32u] >> (i % 32u)) & 1u) == 1u;
+}
 
 fn value(i: u32) -> f32 {
     var l = logits[i];
@@ -71,12 +82,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         if (bitcast<u32>(logits[i]) & 0x7f800000u) == 0x7f800000u {
             atomicOr(&non_finite, 1u);
         }
-        let v = value(i);
-        mx = max(mx, v);
-        mn = min(mn, v);
+        if is_allowed(i) {
+            let v = value(i);
+            mx = max(mx, v);
+            mn = min(mn, v);
+        }
     }
     let m = wg_max(mx, lane);
     let lowest = -wg_max(-mn, lane);
+    if cfg.greedy == 1u {
+        // The lowest allowed id holding the largest value (the host sets temperature and
+        // penalty to 1 for greedy, so values are the raw logits).
+        for (var i = b0; i < b1; i++) {
+            if is_allowed(i) && value(i) == m {
+                atomicMin(&picked, i);
+                break;
+            }
+        }
+        workgroupBarrier();
+        if lid == 0u {
+            finish(wg.x, atomicLoad(&picked), n);
+        }
+        return;
+    }
     let above = m + max(abs(m) * 1e-6, 1e-6); // no logit reaches it
 
     // top-k: the largest t with at least k logits ≥ t, snapped to a logit.
@@ -90,7 +118,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         let mid = lo + (hi - lo) * 0.5;
         var c = 0.0;
         for (var i = b0; i < b1; i++) {
-            c += f32(value(i) >= mid);
+            c += f32(is_allowed(i) && value(i) >= mid);
         }
         // Counts are exact in f32 (vocab < 2²⁴).
         if wg_sum(c, lane) >= f32(k) {
@@ -102,7 +130,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     var sn = 3.4e38;
     for (var i = b0; i < b1; i++) {
         let v = value(i);
-        if v >= lo {
+        if v >= lo && is_allowed(i) {
             sn = min(sn, v);
         }
     }
@@ -112,7 +140,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     var z = 0.0;
     for (var i = b0; i < b1; i++) {
         let v = value(i);
-        if v >= tk {
+        if v >= tk && is_allowed(i) {
             z += exp(v - m);
         }
     }
@@ -124,7 +152,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         var s = 0.0;
         for (var i = b0; i < b1; i++) {
             let v = value(i);
-            if v >= mid {
+            if v >= mid && is_allowed(i) {
                 s += exp(v - m);
             }
         }
@@ -137,7 +165,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     sn = 3.4e38;
     for (var i = b0; i < b1; i++) {
         let v = value(i);
-        if v >= lo {
+        if v >= lo && is_allowed(i) {
             sn = min(sn, v);
         }
     }
@@ -151,7 +179,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     var own = 0.0;
     for (var i = b0; i < b1; i++) {
         let v = value(i);
-        if v >= t {
+        if v >= t && is_allowed(i) {
             own += exp(v - m);
         }
     }
@@ -176,7 +204,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         var last = 0xffffffffu;
         for (var i = b0; i < b1; i++) {
             let v = value(i);
-            if v >= t {
+            if v >= t && is_allowed(i) {
                 acc += exp(v - m);
                 last = i;
                 if u < acc && found == 0xffffffffu {
@@ -191,16 +219,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     }
     workgroupBarrier();
     if lid == 0u {
-        var tok = atomicLoad(&picked);
-        if tok >= n || atomicLoad(&non_finite) != 0u {
-            // NaN or ±inf logits: reported by the host as an error.
-            out[wg.x] = 0xffffffffu;
-            return;
-        }
-        out[wg.x] = tok;
-        if p.advance == 1u {
-            atomicAdd(&state[0], 1u);
-            atomicOr(&state[1u + tok / 32u], 1u << (tok % 32u));
-        }
+        finish(wg.x, atomicLoad(&picked), n);
+    }
+}
+
+// Writes draw d's token; counts the draw and marks the token seen when the step advances.
+fn finish(d: u32, tok: u32, n: u32) {
+    if tok >= n || atomicLoad(&non_finite) != 0u {
+        // NaN or ±inf logits (or no allowed token): reported by the host as an error.
+        out[d] = 0xffffffffu;
+        return;
+    }
+    out[d] = tok;
+    if p.advance == 1u {
+        atomicAdd(&state[0], 1u);
+        atomicOr(&state[1u + tok / 32u], 1u << (tok % 32u));
     }
 }

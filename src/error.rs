@@ -98,6 +98,11 @@ pub enum Error {
     /// The work was stopped on request (Ctrl-C, a closed connection).
     #[error("cancelled")]
     Cancelled,
+    /// A structured-output constraint (JSON Schema, grammar, regex) could not be compiled,
+    /// or failed while generating; `origin` names where it came from (a file, `--regex`,
+    /// `response_format`).
+    #[error("{origin}: {msg}")]
+    Constraint { origin: String, msg: String },
     /// A file name taken from a model's metadata is not a plain relative name inside its
     /// directory.
     #[error("{source_file}: unsafe file name {name:?}: {why}")]

@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod chat;
+pub mod constrain;
 pub mod dtype;
 pub mod error;
 pub mod files;

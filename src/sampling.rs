@@ -1,5 +1,7 @@
 //! Sampling settings: how the next token is chosen (host-side values; the GPU sampler is
-//! `model::sampling`, the CPU reference of its distribution `reference::sampling_probs`).
+//! `model::sampling`, the CPU reference of its distribution `reference::sampling_probs`),
+//! and [`TokenConstraint`], a rule on which tokens may come next (structured output), which
+//! the GPU sampler applies as a mask.
 
 use crate::error::{Error, Result};
 
@@ -63,4 +65,30 @@ impl SamplingParams {
         }
         Ok(())
     }
+}
+
+/// What a [`TokenConstraint`] allows next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Draw among the tokens set in the mask just filled.
+    Sample,
+    /// These tokens, in order, are the only continuation: they are produced without a draw
+    /// (the constraint has already taken them).
+    Forced(Vec<u32>),
+    /// The constraint is complete: nothing more may be generated.
+    Done,
+    /// No token is allowed here: generation ends (`GenStats::dead_end`).
+    DeadEnd,
+}
+
+/// A rule on the tokens that may be generated (JSON Schema, grammar, regex), applied by the
+/// GPU sampler as a bit mask before any filter. [`crate::constrain::Constraint`] is the
+/// llguidance one; the session asks [`Self::next`] while the GPU runs the forward pass of
+/// the token before.
+pub trait TokenConstraint {
+    /// What may come next; on [`Next::Sample`], `mask` holds the allowed tokens (bit i % 32
+    /// of word i / 32: token i; ⌈vocab / 32⌉ words).
+    fn next(&mut self, mask: &mut [u32]) -> Result<Next>;
+    /// The token drawn from the last mask.
+    fn accept(&mut self, token: u32) -> Result<()>;
 }

@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 pub const IM_END: &str = "<|im_end|>";
 
 /// A loaded tokenizer with its special tokens.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// `<dir>/tokenizer.json`, named in errors.
@@ -184,6 +185,13 @@ impl Tokenizer {
     /// The token string of an id (byte-level form, e.g. `Ġthe`).
     pub fn token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+
+    /// The tokenizer as `tokenizer.json` text (what structured output reads token bytes from).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| self.err(format!("cannot serialize the tokenizer: {e}")))
     }
 
     /// Stop tokens: the configured eos token, the generation config's eos ids, `<|im_end|>`.

@@ -1433,7 +1433,9 @@ fn sample_distribution() {
             },
         ),
     ];
-    // Subgroup and workgroup-memory reductions.
+    // Subgroup and workgroup-memory reductions; unmasked, then with a random half of the
+    // tokens allowed (structured output: the CPU side renormalises over the allowed tokens,
+    // i.e. the others are −∞ before the chain).
     for (vocab, params, cname) in cases
         .into_iter()
         .flat_map(|(v, p)| [(v, p.clone(), "default"), (v, p, "no-subgroups")])
@@ -1441,51 +1443,125 @@ fn sample_distribution() {
         let dev = Dev::new(cname, configs().into_iter().find(|c| c.0 == cname).unwrap().1);
         let logits = rand_vec(&mut rng, vocab, -3.0, 3.0);
         let seen: Vec<bool> = (0..vocab).map(|i| i % 7 == 3).collect();
-        let want = cpu::sampling_probs(&logits, &params, &seen);
-        let mut state = vec![0u32; 1 + vocab.div_ceil(32)];
-        for (i, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
-            state[1 + i / 32] |= 1 << (i % 32);
+        let allowed: Vec<bool> = (0..vocab).map(|_| rng.random_bool(0.5)).collect();
+        // The mask adds no reduction: masked draws run on the default configuration only.
+        let masks = match cname {
+            "default" => vec![None, Some(&allowed)],
+            _ => vec![None],
+        };
+        for mask in masks {
+            let got = draw(&dev, &logits, &params, &seen, mask, draws);
+            let masked: Vec<f32> = match mask {
+                Some(m) => logits.iter().zip(m).map(|(&l, &a)| if a { l } else { f32::NEG_INFINITY }).collect(),
+                None => logits.clone(),
+            };
+            let want = cpu::sampling_probs(&masked, &params, &seen);
+            check_frequencies(&got, &want, &format!("{params:?} V={vocab} masked {}", mask.is_some()));
+            let support = want.iter().filter(|&&p| p > 0.0).count();
+            eprintln!(
+                "sample {cname} V={vocab} masked {} {params:?}: support {support}, {draws} draws within bound",
+                mask.is_some()
+            );
         }
-        let g = [
-            params.temperature.to_bits(),
-            params.top_k as u32,
-            params.top_p.to_bits(),
-            params.min_p.to_bits(),
-            params.repetition_penalty.to_bits(),
-            params.seed as u32,
-            (params.seed >> 32) as u32,
-            0,
-        ];
-        let (cb, lb, ob, sb) = (
-            dev.u32s(&g),
-            dev.f32s(&logits),
-            dev.u32s(&vec![u32::MAX; draws]),
-            dev.u32s(&state),
+    }
+}
+
+/// Seeded draws (`advance` off) from `logits` on the GPU; `allowed`: the structured-output mask.
+fn draw(
+    dev: &Dev,
+    logits: &[f32],
+    params: &lfm_wgpu::sampling::SamplingParams,
+    seen: &[bool],
+    allowed: Option<&Vec<bool>>,
+    draws: usize,
+) -> Vec<u32> {
+    let vocab = logits.len();
+    let bits = |set: &[bool]| {
+        let mut w = vec![0u32; vocab.div_ceil(32)];
+        for (i, _) in set.iter().enumerate().filter(|(_, s)| **s) {
+            w[i / 32] |= 1 << (i % 32);
+        }
+        w
+    };
+    let mut state = vec![0u32];
+    state.extend(bits(seen));
+    let greedy = params.is_greedy();
+    let g = [
+        if greedy { 1f32 } else { params.temperature }.to_bits(),
+        params.top_k as u32,
+        params.top_p.to_bits(),
+        params.min_p.to_bits(),
+        if greedy { 1f32 } else { params.repetition_penalty }.to_bits(),
+        params.seed as u32,
+        (params.seed >> 32) as u32,
+        greedy as u32,
+    ];
+    let (cb, lb, ob, sb) = (
+        dev.u32s(&g),
+        dev.f32s(logits),
+        dev.u32s(&vec![u32::MAX; draws]),
+        dev.u32s(&state),
+    );
+    let mb = allowed.map(|a| dev.u32s(&bits(a)));
+    dev.run(tokens(1), DType::F32, |r| {
+        r.sample(&cb, &lb, &ob, &sb, mb.as_ref(), vocab, draws as u32, false)
+    });
+    dev.read_u32(&ob, draws)
+}
+
+/// Every drawn token is in the support of `want`, and each token's frequency is within 5
+/// standard errors of its probability (|f − p| ≤ 5·√(p(1−p)/N) + 1/N).
+fn check_frequencies(got: &[u32], want: &[f64], what: &str) {
+    let mut freq = vec![0usize; want.len()];
+    for &t in got {
+        assert!(
+            (t as usize) < want.len() && want[t as usize] > 0.0,
+            "{what}: drew {t} outside the support"
         );
-        dev.run(tokens(1), DType::F32, |r| {
-            r.sample(&cb, &lb, &ob, &sb, vocab, draws as u32, false)
-        });
-        let got = dev.read_u32(&ob, draws);
-        let mut freq = vec![0usize; vocab];
-        for &t in &got {
-            assert!(
-                (t as usize) < vocab && want[t as usize] > 0.0,
-                "{params:?}: drew {t} outside the support"
-            );
-            freq[t as usize] += 1;
+        freq[t as usize] += 1;
+    }
+    let n = got.len() as f64;
+    for (i, (&f, &p)) in freq.iter().zip(want).enumerate() {
+        let bound = 5.0 * (p * (1.0 - p) / n).sqrt() + 1.0 / n;
+        let d = (f as f64 / n - p).abs();
+        assert!(
+            d <= bound,
+            "{what}: token {i} frequency {} vs p {p:.4} (bound {bound:.4})",
+            f as f64 / n
+        );
+    }
+}
+
+/// Greedy under a mask takes the largest allowed logit, the lowest id among ties, and
+/// ignores disallowed tokens however large; with every token allowed it is the argmax.
+#[test]
+fn sample_greedy_masked() {
+    use lfm_wgpu::sampling::SamplingParams;
+    let mut rng = StdRng::seed_from_u64(79);
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts);
+        for vocab in [7usize, 300, 4099] {
+            // Coarse values so ties happen.
+            let logits: Vec<f32> = (0..vocab).map(|_| rng.random_range(-8..8) as f32 * 0.5).collect();
+            let seen = vec![true; vocab]; // greedy ignores the penalty
+            let params = SamplingParams {
+                repetition_penalty: 1.5,
+                ..SamplingParams::greedy()
+            };
+            for density in [1.0, 0.5, 0.01] {
+                let mut allowed: Vec<bool> = (0..vocab).map(|_| rng.random_bool(density)).collect();
+                allowed[rng.random_range(0..vocab)] = true;
+                let want = (0..vocab)
+                    .filter(|&i| allowed[i])
+                    .fold(None, |best: Option<usize>, i| match best {
+                        Some(b) if logits[b] >= logits[i] => Some(b),
+                        _ => Some(i),
+                    })
+                    .unwrap() as u32;
+                let got = draw(&dev, &logits, &params, &seen, Some(&allowed), 3);
+                assert_eq!(got, vec![want; 3], "{cname} V={vocab} density {density}");
+            }
         }
-        let n = draws as f64;
-        for (i, (&f, &p)) in freq.iter().zip(&want).enumerate() {
-            let bound = 5.0 * (p * (1.0 - p) / n).sqrt() + 1.0 / n;
-            let d = (f as f64 / n - p).abs();
-            assert!(
-                d <= bound,
-                "{params:?} V={vocab}: token {i} frequency {} vs p {p:.4} (bound {bound:.4})",
-                f as f64 / n
-            );
-        }
-        let support = want.iter().filter(|&&p| p > 0.0).count();
-        eprintln!("sample {cname} V={vocab} {params:?}: support {support}, {draws} draws within bound");
     }
 }
 
@@ -1518,7 +1594,7 @@ fn sample_non_finite() {
             ];
             let state = vec![0u32; 1 + vocab.div_ceil(32)];
             let (cb, lb, ob, sb) = (dev.u32s(&g), dev.f32s(&logits), dev.u32s(&[0; 4]), dev.u32s(&state));
-            dev.run(tokens(1), DType::F32, |r| r.sample(&cb, &lb, &ob, &sb, vocab, 1, true));
+            dev.run(tokens(1), DType::F32, |r| r.sample(&cb, &lb, &ob, &sb, None, vocab, 1, true));
             assert_eq!(dev.read_u32(&ob, 1)[0], u32::MAX, "{} sample with {bad}", dev.name);
             assert!(
                 dev.read_u32(&sb, state.len()).iter().all(|&w| w == 0),

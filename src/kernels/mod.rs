@@ -204,7 +204,7 @@ impl Kernel {
             Kernel::MoeRoute => &[Uniform, Uniform, Read, ReadWrite, ReadWrite],
             Kernel::MoeCombine => &[Uniform, Uniform, Read, ReadWrite],
             Kernel::Argmax { .. } => &[Uniform, Uniform, Read, ReadWrite],
-            Kernel::Sample => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite],
+            Kernel::Sample => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, Read],
             Kernel::FmaPeak => &[Uniform, Uniform, ReadWrite],
         }
     }

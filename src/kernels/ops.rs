@@ -44,14 +44,16 @@ struct PairParams {
     _p: [u32; 2],
 }
 
-/// `argmax.wgsl` (`advance` unused) and `sample.wgsl`: the row length, and whether the draw
-/// counts (decode) or is one of a batch of test draws.
+/// `argmax.wgsl` (`advance`, `masked` unused) and `sample.wgsl`: the row length, whether the
+/// draw counts (decode) or is one of a batch of test draws, and whether the allowed-token
+/// mask applies.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct PickParams {
     vocab: u32,
     advance: u32,
-    _p: [u32; 2],
+    masked: u32,
+    _p: u32,
 }
 
 #[repr(C)]
@@ -649,7 +651,8 @@ impl<'a> Recorder<'a> {
         let p = PickParams {
             vocab: vocab as u32,
             advance: 0,
-            _p: [0; 2],
+            masked: 0,
+            _p: 0,
         };
         self.push(
             "argmax".into(),
@@ -663,7 +666,8 @@ impl<'a> Recorder<'a> {
 
     /// out[d] = a token drawn from logits row 0 with the sampling settings in `cfg` (see
     /// shaders/sample.wgsl), for `draws` independent draws. `advance`: count the draw in
-    /// `state[0]` and mark the token seen (decode); off for test batches.
+    /// `state[0]` and mark the token seen (decode); off for test batches. `allowed`: the
+    /// bit mask of the tokens that may be drawn (⌈vocab / 32⌉ words), or None.
     #[allow(clippy::too_many_arguments)]
     pub fn sample(
         &mut self,
@@ -671,6 +675,7 @@ impl<'a> Recorder<'a> {
         logits: &wgpu::Buffer,
         out: &wgpu::Buffer,
         state: &wgpu::Buffer,
+        allowed: Option<&wgpu::Buffer>,
         vocab: usize,
         draws: u32,
         advance: bool,
@@ -678,14 +683,17 @@ impl<'a> Recorder<'a> {
         let p = PickParams {
             vocab: vocab as u32,
             advance: advance as u32,
-            _p: [0; 2],
+            masked: allowed.is_some() as u32,
+            _p: 0,
         };
+        // Unmasked, the binding is any read-only buffer (never read).
+        let allowed = allowed.unwrap_or(cfg);
         self.push(
             "sample".into(),
             Kernel::Sample,
             DType::F32,
             &p,
-            &[cfg, logits, out, state],
+            &[cfg, logits, out, state, allowed],
             [Dim::Fixed(draws), Dim::Fixed(1), Dim::Fixed(1)],
         )
     }

@@ -7,6 +7,10 @@
 //! stream position, so the same seed gives the same tokens) and a bit mask of the tokens
 //! seen (for the repetition penalty), which it extends as it samples; when a prompt is
 //! prefilled the host rebuilds the mask from the session's history and the prompt.
+//!
+//! Structured output adds a second program, the same dispatch reading an allowed-token bit
+//! mask (⌈vocab / 32⌉ words) that the host uploads before each draw; greedy settings then
+//! draw too (the largest allowed logit) instead of leaving the forward pass's argmax.
 
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -25,7 +29,7 @@ struct SamplingGpu {
     penalty: f32,
     seed_lo: u32,
     seed_hi: u32,
-    _p: u32,
+    greedy: u32,
 }
 
 /// The sample dispatch of a session and its buffers.
@@ -36,6 +40,10 @@ pub struct Sampler {
     /// [0]: draws so far; then the seen-token bit mask.
     pub state: wgpu::Buffer,
     pub program: Program,
+    /// [`Self::program`] drawing only tokens set in [`Self::allowed`].
+    pub masked_program: Program,
+    /// The allowed-token bit mask of the next masked draw.
+    allowed: wgpu::Buffer,
     /// Host copy of the seen mask, rebuilt for each upload (kept to reuse the allocation).
     seen: Vec<u32>,
 }
@@ -65,13 +73,25 @@ impl Sampler {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut r = Recorder::new(kernels, uniforms, step, dummy, crate::gpu::DType::F32);
-        r.sample(&cfg, logits, ids, &state, vocab, 1, true)?;
+        let allowed = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("allowed_tokens"),
+            size: (vocab.div_ceil(32) as u64 * 4).next_multiple_of(16),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let record = |mask: Option<&wgpu::Buffer>| -> Result<Program> {
+            let mut r = Recorder::new(kernels, uniforms, step, dummy, crate::gpu::DType::F32);
+            r.sample(&cfg, logits, ids, &state, mask, vocab, 1, true)?;
+            Ok(r.prog)
+        };
+        let (program, masked_program) = (record(None)?, record(Some(&allowed))?);
         let mut s = Sampler {
             params: SamplingParams::greedy(),
             cfg,
             state,
-            program: r.prog,
+            program,
+            masked_program,
+            allowed,
             seen: vec![0; words - 1],
         };
         s.set(gpu, SamplingParams::greedy())?;
@@ -81,15 +101,17 @@ impl Sampler {
     /// New settings; restarts the random stream.
     pub fn set(&mut self, gpu: &Gpu, params: SamplingParams) -> Result<()> {
         params.validate()?;
+        let greedy = params.is_greedy();
         let g = SamplingGpu {
-            temperature: params.temperature.max(1e-6),
+            // Greedy (masked draws only) compares raw logits: no temperature, no penalty.
+            temperature: if greedy { 1.0 } else { params.temperature },
             top_k: params.top_k.min(u32::MAX as usize) as u32,
             top_p: params.top_p,
             min_p: params.min_p,
-            penalty: params.repetition_penalty,
+            penalty: if greedy { 1.0 } else { params.repetition_penalty },
             seed_lo: params.seed as u32,
             seed_hi: (params.seed >> 32) as u32,
-            _p: 0,
+            greedy: greedy as u32,
         };
         gpu.queue.write_buffer(&self.cfg, 0, bytemuck::bytes_of(&g));
         gpu.queue.write_buffer(&self.state, 0, &0u32.to_le_bytes());
@@ -110,6 +132,11 @@ impl Sampler {
             }
         }
         gpu.queue.write_buffer(&self.state, 4, bytemuck::cast_slice(&self.seen));
+    }
+
+    /// The tokens the next masked draw may choose (bit i % 32 of word i / 32: token i).
+    pub fn upload_allowed(&self, gpu: &Gpu, mask: &[u32]) {
+        gpu.queue.write_buffer(&self.allowed, 0, bytemuck::cast_slice(mask));
     }
 
     /// Forgets the sequence: no token seen, the random stream from its start.

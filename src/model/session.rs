@@ -17,6 +17,8 @@ use crate::sampling::SamplingParams;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod constrained;
+
 /// The id the argmax and sample kernels write when the logits row holds NaN or ±inf.
 pub const NON_FINITE_ID: u32 = u32::MAX;
 
@@ -68,6 +70,13 @@ pub struct GenStats {
     pub decode_s: f64,
     /// Generation ended because the context is full.
     pub context_full: bool,
+    /// Structured output: host time spent computing token masks (overlapping the GPU's
+    /// forward passes where the order allows).
+    pub mask_s: f64,
+    /// Structured output: tokens the constraint forced (produced without a draw).
+    pub forced_tokens: usize,
+    /// Structured output: generation ended because the constraint allowed no token.
+    pub dead_end: bool,
 }
 
 impl Session {
@@ -250,16 +259,29 @@ impl Session {
         id_to: Option<&wgpu::Buffer>,
         read_logit_row: bool,
     ) -> Result<wgpu::SubmissionIndex> {
+        let draw = !self.sampler.params.is_greedy() && which != Mode::PrefillAllLogits;
+        self.run_step(which, n, id_to, read_logit_row, draw)
+    }
+
+    /// As [`Self::run_into`]; `draw`: the sampler's dispatch follows the forward pass.
+    fn run_step(
+        &self,
+        which: Mode,
+        n: usize,
+        id_to: Option<&wgpu::Buffer>,
+        read_logit_row: bool,
+        draw: bool,
+    ) -> Result<wgpu::SubmissionIndex> {
         let gpu = &self.model.gpu;
         let splits = match which {
             Mode::Decode => (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
             _ => 1,
         };
         let during = format!("{which:?} step at position {} ({n} tokens)", self.pos);
-        gpu.scoped(&during, || self.submit(which, n, splits, id_to, read_logit_row))
+        gpu.scoped(&during, || self.submit(which, n, splits, id_to, read_logit_row, draw))
     }
 
-    /// Writes the step uniform, records `which` (and the sampler) and submits once.
+    /// Writes the step uniform, records `which` (and the sampler when `draw`) and submits once.
     fn submit(
         &self,
         which: Mode,
@@ -267,6 +289,7 @@ impl Session {
         splits: u32,
         id_to: Option<&wgpu::Buffer>,
         read_logit_row: bool,
+        draw: bool,
     ) -> Result<wgpu::SubmissionIndex> {
         let gpu = &self.model.gpu;
         let step = [n as u32, self.pos as u32, splits, 0];
@@ -291,7 +314,7 @@ impl Session {
                     splits,
                 },
             );
-            if !self.sampler.params.is_greedy() && which != Mode::PrefillAllLogits {
+            if draw {
                 self.sampler
                     .program
                     .record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
