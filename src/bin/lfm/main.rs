@@ -15,6 +15,7 @@
 //! prompt length, output paths — is checked before they load.
 
 mod serve;
+mod structured;
 mod text;
 
 use anyhow::{bail, Context, Result};
@@ -27,7 +28,7 @@ use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::memory::most_precise_fitting;
 use lfm_wgpu::model::session::{Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
-use lfm_wgpu::sampling::SamplingParams;
+use lfm_wgpu::sampling::{SamplingParams, TokenConstraint};
 use lfm_wgpu::tokenizer::Tokenizer;
 use lfm_wgpu::units::gib;
 use std::io::Write;
@@ -132,6 +133,8 @@ enum Cmd {
         raw: bool,
         #[command(flatten)]
         gen: GenArgs,
+        #[command(flatten)]
+        format: structured::FormatArgs,
     },
     /// Interactive multi-turn chat (commands: /help, /reset, /system TEXT, /stats, /exit)
     Chat {
@@ -552,7 +555,8 @@ fn main() -> Result<()> {
             system,
             raw,
             gen,
-        } => run(&l, prompt, system, raw, &gen)?,
+            format,
+        } => run(&l, prompt, system, raw, &gen, &format)?,
         Cmd::Chat { load: l, system, gen } => {
             let params = gen.sampling();
             params.validate()?;
@@ -574,7 +578,14 @@ fn main() -> Result<()> {
 }
 
 /// `lfm run`: one answer, streamed.
-fn run(l: &LoadArgs, prompt: Option<String>, system: Option<String>, raw: bool, gen: &GenArgs) -> Result<()> {
+fn run(
+    l: &LoadArgs,
+    prompt: Option<String>,
+    system: Option<String>,
+    raw: bool,
+    gen: &GenArgs,
+    format: &structured::FormatArgs,
+) -> Result<()> {
     let params = gen.sampling();
     params.validate()?;
     let prompt = match prompt {
@@ -598,12 +609,14 @@ fn run(l: &LoadArgs, prompt: Option<String>, system: Option<String>, raw: bool, 
     };
     // At least one token must be generated.
     m.check_prompt(l, &ids, 1)?;
+    let mut constraint = format.constraint(&tok, m.vocab())?;
     let (mut s, load_s) = load(m, l)?;
     s.set_sampling(params.clone())?;
     s.set_cancel_flag(interrupt::flag());
     let mut out = Out::stdout(raw);
     interrupt::set_stoppable(true);
-    let result = text::answer(&mut s, &tok, &ids, gen, &mut out, false);
+    let c = constraint.as_mut().map(|c| c as &mut dyn TokenConstraint);
+    let result = text::answer(&mut s, &tok, &ids, gen, &mut out, false, c);
     interrupt::set_stoppable(false);
     let reply = match result {
         Ok(r) => r,
@@ -622,6 +635,11 @@ fn run(l: &LoadArgs, prompt: Option<String>, system: Option<String>, raw: bool, 
     }
     if reply.stats.context_full {
         eprintln!("[the context of {} tokens is full; raise --ctx]", s.state.ctx);
+    }
+    if reply.stats.dead_end {
+        eprintln!("[stopped: the format allows no further token]");
+    } else if constraint.as_mut().is_some_and(|c| !c.is_accepting()) {
+        eprintln!("[the answer is incomplete for the format: it was cut before its end]");
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use crate::GenArgs;
 use anyhow::Result;
 use lfm_wgpu::chat::{ChatTemplate, Message, Role};
 use lfm_wgpu::model::session::{GenStats, Session};
-use lfm_wgpu::sampling::SamplingParams;
+use lfm_wgpu::sampling::{SamplingParams, TokenConstraint};
 use lfm_wgpu::tokenizer::Tokenizer;
 use lfm_wgpu::{interrupt, Error};
 use std::borrow::Cow;
@@ -80,6 +80,7 @@ pub fn answer(
     gen: &GenArgs,
     out: &mut Out,
     checkpoint: bool,
+    constraint: Option<&mut dyn TokenConstraint>,
 ) -> lfm_wgpu::Result<Answer> {
     let mut stream = tok.stream(true);
     let mut text = String::new();
@@ -87,7 +88,7 @@ pub fn answer(
     let hold = gen.stop.iter().map(|x| x.len()).max().unwrap_or(1).saturating_sub(1);
     let eos = tok.eos_ids().to_vec();
     let mut hit_stop = false;
-    let stats = s.generate(prompt, gen.max_new_tokens, checkpoint, &mut |id| {
+    let mut on_token = |id| {
         if eos.contains(&id) || interrupt::requested() {
             return false;
         }
@@ -116,7 +117,11 @@ pub fn answer(
             }
         }
         !hit_stop
-    });
+    };
+    let stats = match constraint {
+        Some(c) => s.generate_constrained(prompt, gen.max_new_tokens, checkpoint, c, &mut on_token),
+        None => s.generate(prompt, gen.max_new_tokens, checkpoint, &mut on_token),
+    };
     let stats = match stats {
         Ok(st) => st,
         Err(e) => {
@@ -284,7 +289,7 @@ pub fn chat(
         }
         interrupt::clear();
         interrupt::set_stoppable(true);
-        let result = answer(s, tok, &ids[reused..], gen, &mut out, true);
+        let result = answer(s, tok, &ids[reused..], gen, &mut out, true, None);
         interrupt::set_stoppable(false);
         let stopped = interrupt::requested();
         interrupt::clear();
