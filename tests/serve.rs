@@ -475,6 +475,50 @@ fn full_queue_is_503_and_a_gone_client_frees_the_engine() {
     eprintln!("next answer after the cancellation: {:.2} s", t.elapsed().as_secs_f64());
 }
 
+/// A streamed request waiting in the queue behind a long answer gets `: keep-alive` comments
+/// before its first token (every 0.2 s here; `routes::KEEP_ALIVE`, at most 15 s, by default),
+/// then its answer as usual.
+#[test]
+fn a_queued_stream_gets_keep_alive_comments_while_it_waits() {
+    assert!(lfm_wgpu::serve::routes::KEEP_ALIVE <= Duration::from_secs(15));
+    let s = Server::start(&["--keep-alive", "0.2"]);
+    let running = long_stream(&s, 200);
+    let mut body = chat_body(&json!([{"role": "user", "content": "hi"}]), 4);
+    body["stream"] = json!(true);
+    let r = s
+        .request("POST", "/v1/chat/completions")
+        .send_string(&body.to_string())
+        .unwrap();
+    let mut lines = BufReader::new(r.into_reader());
+    let t = Instant::now();
+    let (mut line, mut data) = (String::new(), Vec::new());
+    loop {
+        line.clear();
+        assert!(lines.read_line(&mut line).unwrap() > 0, "the stream ended: {data:?}");
+        match line.trim_end() {
+            ": keep-alive" => break,
+            "" => {}
+            l => {
+                // Only the role chunk comes before the engine takes the request.
+                let d = l.strip_prefix("data: ").unwrap_or_else(|| panic!("{l}"));
+                data.push(d.to_string());
+                assert!(
+                    d.contains("\"role\":\"assistant\""),
+                    "a token came before any keep-alive: {d}"
+                );
+            }
+        }
+    }
+    let waited = t.elapsed();
+    assert_eq!(s.metric("lfm_queue_depth"), 1.0, "the request was no longer waiting");
+    eprintln!("first keep-alive comment after {waited:?} in the queue");
+    // Still a normal answer once the long one is gone.
+    drop(running);
+    let rest = Events { lines }.all();
+    let (text, finish, _) = read_chat_stream(data.into_iter().chain(rest).collect());
+    assert!(!finish.is_empty(), "{text:?}");
+}
+
 #[test]
 fn tool_choice_forces_a_call_and_unparsed_calls_stay_content() {
     let s = Server::start(&[]);
