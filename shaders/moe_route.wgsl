@@ -17,8 +17,11 @@ var<workgroup> base: array<u32, MAX_EXPERTS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    let n = step.n_tokens * p.k;
-    for (var e = lid; e < p.e; e += WG) {
+    // T·k and E, bounded by the buffers so that no loop depends on uniforms alone (see
+    // router.wgsl: lavapipe would compile a new shader at every dispatch).
+    let n = min(step.n_tokens * p.k, arrayLength(&ids));
+    let n_e = min(p.e, arrayLength(&off));
+    for (var e = lid; e < n_e; e += WG) {
         atomicStore(&cnt[e], 0u);
     }
     workgroupBarrier();
@@ -28,7 +31,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();
     if lid == 0u {
         var run = 0u;
-        for (var e = 0u; e < p.e; e++) {
+        for (var e = 0u; e < n_e; e++) {
             base[e] = run;
             off[e] = run;
             run += atomicLoad(&cnt[e]);
@@ -36,7 +39,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         off[p.e] = run;
     }
     workgroupBarrier();
-    for (var e = lid; e < p.e; e += WG) {
+    for (var e = lid; e < n_e; e += WG) {
         atomicStore(&cnt[e], 0u);
     }
     workgroupBarrier();

@@ -30,10 +30,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var taken: array<u32, MAX_EXPERTS / 32u>; // bitmask over the experts
     var chosen: array<u32, MAX_TOPK>;
     var sum = 0.0;
-    for (var j = 0u; j < p.k; j++) {
+    // The loop bounds are p.e and p.k (the buffers hold at least that many values): the
+    // arrayLength keeps them from depending on the uniform alone, which lavapipe (Mesa 22.x)
+    // would inline by compiling, and keeping, a new shader at every dispatch (1.5 MB of host
+    // memory and most of the time of a tiny model's decode step).
+    let n_e = min(p.e, arrayLength(&logits));
+    let n_k = min(p.k, arrayLength(&wts));
+    for (var j = 0u; j < n_k; j++) {
         var best = 0xffffffffu;
         var best_v = -3.0e38;
-        for (var e = 0u; e < p.e; e++) {
+        for (var e = 0u; e < n_e; e++) {
             if (taken[e / 32u] & (1u << (e % 32u))) != 0u {
                 continue;
             }
@@ -50,7 +56,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         chosen[j] = best;
         sum += sigmoid(logits[t * p.e + best]);
     }
-    for (var j = 0u; j < p.k; j++) {
+    for (var j = 0u; j < n_k; j++) {
         var wv = sigmoid(logits[t * p.e + chosen[j]]);
         if p.norm != 0u {
             wv = wv / (sum + 1.0e-6);

@@ -1,6 +1,6 @@
 //! The `lfm serve` engine thread driven directly (no HTTP): requests wait in the queue while
-//! the model loads, a failed load answers them with 503, and a GPU error in a step is a 500
-//! for that request only.
+//! the model loads, a failed load answers them with 503, a GPU error in a step is a 500
+//! for that request only, and a lost device (destroyed here) makes the engine unusable.
 
 mod common;
 
@@ -136,4 +136,47 @@ fn a_device_error_is_a_500_and_the_engine_goes_on() {
         Event::Done(o) => assert_eq!((o.completion_tokens, o.cached_tokens), (1, 0)),
         other => panic!("expected an answer, got {other:?}"),
     }
+}
+
+/// A lost device cannot be used again: the request that meets it is a 500, the engine turns
+/// unusable (`/health` answers 503 "unhealthy"), and later requests are refused with a 500
+/// at once instead of running.
+#[test]
+fn a_lost_device_is_a_500_and_makes_the_engine_unusable() {
+    let tok = tokenizer();
+    let (gpu_tx, gpu_rx) = mpsc::channel();
+    let engine = start(
+        Box::new(move || {
+            let s = tiny_session(false);
+            let _ = gpu_tx.send(s.model.gpu.clone());
+            Ok(s)
+        }),
+        &tok,
+    );
+    match end(submit(&engine, &tok, 2)) {
+        Event::Done(o) => assert!(o.completion_tokens >= 1, "{o:?}"),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+    let gpu = gpu_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    gpu.device.destroy();
+    match end(submit(&engine, &tok, 2)) {
+        Event::Error(e) => {
+            assert_eq!(e.status.as_u16(), 500, "{e:?}");
+            assert!(e.message.to_lowercase().contains("lost"), "{e:?}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(matches!(engine.health(), Health::Unusable(_)), "{:?}", engine.health());
+    let (events, _rx) = unbounded_channel();
+    let job = Job {
+        prompt: tok.encode("Hello again", true).unwrap(),
+        max_new: 2,
+        sampling: SamplingParams::greedy(),
+        stop: Vec::new(),
+        events,
+        cancel: Arc::new(AtomicBool::new(false)),
+        arrived: Instant::now(),
+    };
+    let refused = engine.submit(job).expect_err("an unusable engine takes no job");
+    assert_eq!(refused.status.as_u16(), 500, "{refused:?}");
 }

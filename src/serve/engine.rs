@@ -268,6 +268,18 @@ fn engine_main(loader: Loader, tok: &Tokenizer, shared: &Shared, health: &watch:
 /// Reports a failed job and leaves the session usable: reset after any error (a step may
 /// have stopped half-way), unhealthy when the device is lost.
 fn fail_job(session: &mut Session, job: &Job, shared: &Shared, health: &watch::Sender<Health>, e: Error) {
+    // A lost device can surface first as another GPU error (a readback whose mapping
+    // fails): the device itself says whether it is gone.
+    let e = match e {
+        Error::Gpu { during, msg } => match session.model.gpu.alive(&during) {
+            Err(lost) => {
+                log::error!("GPU error during {during}: {msg}");
+                lost
+            }
+            Ok(()) => Error::Gpu { during, msg },
+        },
+        e => e,
+    };
     let api = match &e {
         Error::Cancelled if shared.shutdown.load(Ordering::SeqCst) => ApiError::shutting_down(),
         Error::Cancelled => {

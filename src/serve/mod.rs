@@ -56,6 +56,8 @@ pub struct ServeOptions {
     /// The model name clients use.
     pub model_id: String,
     pub vocab: usize,
+    /// SSE keep-alive comment interval ([`routes::KEEP_ALIVE`] unless a test shortens it).
+    pub keep_alive: Duration,
 }
 
 /// Why the server stopped with an error.
@@ -124,6 +126,7 @@ async fn run(opts: ServeOptions, tok: Tokenizer, template: ChatTemplate, loader:
         ctx: opts.ctx,
         vocab: opts.vocab,
         api_key: opts.api_key.clone(),
+        keep_alive: opts.keep_alive,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

@@ -29,7 +29,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 /// Largest request body.
 pub const BODY_LIMIT: usize = 8 << 20;
-/// SSE comment interval while a request waits or prefills.
+/// Default SSE comment interval while a streamed request waits or prefills (issue #12: at
+/// least every 15 s, so that proxies with idle timeouts keep the connection).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// What every handler shares.
@@ -43,6 +44,8 @@ pub struct AppState {
     pub ctx: usize,
     pub vocab: usize,
     pub api_key: Option<String>,
+    /// SSE comment interval while a stream has nothing to send.
+    pub keep_alive: Duration,
     /// Unix time the server started.
     pub created: u64,
     pub counter: AtomicU64,
@@ -242,7 +245,7 @@ async fn chat_completions(State(s): State<St>, body: Bytes) -> Result<Response, 
     let meta = meta(&s, "chatcmpl");
     if req.gen.stream() {
         let chunks = ChatChunks::new(meta, p.tools, think, p.forced, req.gen.include_usage());
-        return Ok(sse(rx, guard, chunks));
+        return Ok(sse(rx, guard, chunks, s.keep_alive));
     }
     let (text, outcome) = collect(rx, guard).await?;
     Ok(Json(respond::chat_completion(
@@ -263,7 +266,7 @@ async fn completions(State(s): State<St>, body: Bytes) -> Result<Response, ApiEr
             meta,
             include_usage: req.gen.include_usage(),
         };
-        return Ok(sse(rx, guard, chunks));
+        return Ok(sse(rx, guard, chunks, s.keep_alive));
     }
     let (text, outcome) = collect(rx, guard).await?;
     Ok(Json(respond::text_completion(&meta, &text, &outcome)).into_response())
@@ -288,7 +291,14 @@ fn data(v: &JsonValue) -> SseEvent {
 
 /// The answer as server-sent events: the chunker's chunks as engine events arrive, then
 /// `[DONE]`; an engine error becomes one `data: {"error": …}` event that ends the stream.
-fn sse<C: Chunker>(rx: mpsc::UnboundedReceiver<Event>, guard: CancelOnDrop, mut chunker: C) -> Response {
+/// A `: keep-alive` comment goes out after every `keep_alive` without an event (while the
+/// request waits in the queue or prefills).
+fn sse<C: Chunker>(
+    rx: mpsc::UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    mut chunker: C,
+    keep_alive: Duration,
+) -> Response {
     let queue: VecDeque<SseEvent> = chunker.start().iter().map(data).collect();
     let state = (rx, queue, false, guard, chunker);
     let stream = futures_util::stream::unfold(state, |(mut rx, mut queue, mut done, guard, mut c)| async move {
@@ -320,6 +330,6 @@ fn sse<C: Chunker>(rx: mpsc::UnboundedReceiver<Event>, guard: CancelOnDrop, mut 
         }
     });
     Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response()
 }

@@ -19,6 +19,9 @@ import openai
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MODEL = str(ROOT / "tests" / "data" / "tiny_b")
+# A bigram fixture that answers <|tool_call_start|>[forecast(day=3)]<|tool_call_end|>
+# (tools/make_tool_call_fixture.py).
+TOOL_MODEL = str(ROOT / "tests" / "data" / "tool_call")
 CTX = 512
 KEY = "test-key"
 WAIT = 120  # seconds any one step may take (lavapipe is slow)
@@ -32,9 +35,9 @@ def lfm_bin():
 class Server:
     """`lfm serve` on an ephemeral port; stopped with SIGTERM."""
 
-    def __init__(self, *extra):
+    def __init__(self, *extra, model=MODEL):
         self.proc = subprocess.Popen(
-            [lfm_bin(), "serve", "--model", MODEL, "--port", "0", "--ctx", str(CTX), *extra],
+            [lfm_bin(), "serve", "--model", model, "--port", "0", "--ctx", str(CTX), *extra],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -153,6 +156,73 @@ class Answers(unittest.TestCase):
                          [{"name": t.function.name, "arguments": t.function.arguments} for t in m.tool_calls or []])
         # The tiny random model cannot finish the forced call; what it wrote is kept.
         self.assertTrue((m.content or "").startswith("<|tool_call_start|>[get_weather(") or m.tool_calls)
+
+
+def accumulate(stream):
+    """The content and tool calls of a chat stream, accumulated as openai's own stream helper
+    (`client.chat.completions.stream`) does, and the finish reason."""
+    content, calls, finish = "", {}, None
+    for chunk in stream:
+        d = chunk.choices[0].delta
+        content += d.content or ""
+        for t in d.tool_calls or []:
+            c = calls.setdefault(t.index, {"id": t.id, "type": t.type, "name": "", "arguments": ""})
+            c["name"] += t.function.name or ""
+            c["arguments"] += t.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    return content, [calls[i] for i in sorted(calls)], finish
+
+
+class GeneratedToolCalls(unittest.TestCase):
+    """A tool call the engine really generates, token by token, through the stream parser."""
+
+    TOOLS = [{"type": "function", "function": {
+        "name": "forecast", "description": "Weather forecast",
+        "parameters": {"type": "object", "properties": {"day": {"type": "integer"}}}}}]
+    MSGS = [{"role": "user", "content": "Will it rain in Oslo in three days?"}]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(model=TOOL_MODEL)
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.server.stop() == 0
+
+    def ask(self, **kw):
+        return self.server.client.chat.completions.create(
+            model="tool_call", messages=self.MSGS, max_tokens=24, seed=7, **kw)
+
+    def test_streamed_tool_calls_equal_the_whole_answer_and_the_raw_text(self):
+        raw = self.ask(temperature=0).choices[0].message.content
+        self.assertEqual(raw, "<|tool_call_start|>[forecast(day=3)]<|tool_call_end|>")
+        named = {"type": "function", "function": {"name": "forecast"}}
+        for choice in ["auto", "required", named]:
+            for temperature in [0, 1.0]:
+                with self.subTest(tool_choice=choice, temperature=temperature):
+                    kw = dict(tools=self.TOOLS, tool_choice=choice, temperature=temperature)
+                    whole = self.ask(**kw)
+                    m = whole.choices[0].message
+                    self.assertEqual(whole.choices[0].finish_reason, "tool_calls")
+                    self.assertIsNone(m.content)
+                    self.assertEqual([(t.function.name, json.loads(t.function.arguments)) for t in m.tool_calls],
+                                     [("forecast", {"day": 3})])
+                    content, calls, finish = accumulate(self.ask(stream=True, **kw))
+                    self.assertEqual((content, finish), ("", "tool_calls"))
+                    self.assertEqual([(c["name"], c["arguments"], c["type"]) for c in calls],
+                                     [(t.function.name, t.function.arguments, t.type) for t in m.tool_calls])
+                    self.assertTrue(all(c["id"].startswith("call_") for c in calls), calls)
+
+    def test_the_stream_helper_collects_the_call(self):
+        # openai's own accumulation (ChatCompletionStreamState) over the real stream.
+        with self.server.client.chat.completions.stream(
+                model="tool_call", messages=self.MSGS, max_tokens=24, temperature=0, tools=self.TOOLS) as s:
+            for _ in s:
+                pass
+            final = s.get_final_completion()
+        [call] = final.choices[0].message.tool_calls
+        self.assertEqual((call.function.name, json.loads(call.function.arguments)), ("forecast", {"day": 3}))
+        self.assertEqual(final.choices[0].finish_reason, "tool_calls")
 
 
 class Errors(unittest.TestCase):

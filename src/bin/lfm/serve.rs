@@ -23,11 +23,18 @@ pub struct ServeArgs {
     /// Allow browser requests from this origin (`*` for any)
     #[arg(long)]
     cors: Option<String>,
+    /// Seconds between SSE keep-alive comments while a stream waits (tests shorten it)
+    #[arg(long, hide = true, default_value_t = lfm_wgpu::serve::routes::KEEP_ALIVE.as_secs_f64())]
+    keep_alive: f64,
 }
 
 /// `lfm serve`: checks the model and its text side, then serves while the weights load on
 /// the engine thread.
 pub fn serve(l: LoadArgs, a: ServeArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.keep_alive > 0.0 && a.keep_alive <= 3600.0,
+        "--keep-alive must be within (0, 3600] seconds"
+    );
     let m = open(&l)?;
     let (tok, template) = text_of(&m.files)?;
     let api_key = a
@@ -43,6 +50,7 @@ pub fn serve(l: LoadArgs, a: ServeArgs) -> Result<()> {
         cors: a.cors,
         model_id: l.model.clone(),
         vocab: m.vocab(),
+        keep_alive: std::time::Duration::from_secs_f64(a.keep_alive),
     };
     let loader: lfm_wgpu::serve::engine::Loader = Box::new(move || match load(m, &l) {
         Ok((s, load_s)) => {
