@@ -175,6 +175,9 @@ impl Constraint {
 
     /// Whether the output so far is complete under the constraint (the end token allowed).
     pub fn is_accepting(&mut self) -> bool {
+        if self.matcher.is_stopped() {
+            return !self.matcher.is_error();
+        }
         self.matcher.is_accepting().unwrap_or(false)
     }
 }

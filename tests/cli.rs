@@ -277,3 +277,36 @@ fn gguf_files_on_the_command_line() {
     let info = lfm(&["info", "--model", gguf.to_str().unwrap()]);
     assert!(info.contains("lfm2_moe, 3 layers") && info.contains("| q4_0"), "{info}");
 }
+
+/// `lfm run --json-schema` prints JSON valid against the schema (greedy and sampled), and a
+/// schema the engine cannot honour fails before the model loads, naming the file and keyword.
+#[test]
+fn run_with_a_json_schema() {
+    let model = fixture_dir("tiny_b");
+    let schema = serde_json::json!({"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 8},
+        "days": {"type": "integer", "minimum": 1, "maximum": 14}},
+        "required": ["city", "days"], "additionalProperties": false});
+    let path = tmp("schema.json");
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for extra in [&["--greedy"][..], &["--seed", "7", "--temperature", "1"]] {
+        let mut args = vec!["run", "--model", model.to_str().unwrap(), "--prompt", "Weather?"];
+        args.extend(["--json-schema", path.to_str().unwrap(), "--max-new-tokens", "200"]);
+        args.extend(extra);
+        let out = lfm(&args);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+        assert!(validator.is_valid(&v), "{out}");
+    }
+    std::fs::write(&path, r#"{"type": "object", "if": {"required": ["a"]}}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lfm"))
+        .args(["run", "--model", model.to_str().unwrap(), "--prompt", "x"])
+        .args(["--json-schema", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("schema.json") && err.contains("\"if\""), "{err}");
+    assert!(!err.contains("load"), "fails before loading: {err}");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -10,7 +10,7 @@ use lfm_wgpu::constrain::{Constraint, Format, Vocabulary};
 use lfm_wgpu::gpu::DType;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::session::{Session, SessionOptions};
-use lfm_wgpu::model::weights::Checkpoint;
+use lfm_wgpu::model::weights::{Checkpoint, Source};
 use lfm_wgpu::reference::Reference;
 use lfm_wgpu::sampling::{Next, SamplingParams, TokenConstraint};
 use lfm_wgpu::tokenizer::Tokenizer;
@@ -91,7 +91,8 @@ fn load(name: &str) -> (Session, Tokenizer, Vocabulary) {
     (s, tok, v)
 }
 
-/// Generates under `c`; returns the ids before the end token and whether it ended there.
+/// Generates under `c`; returns the ids before the end token and whether the output ended
+/// (an end token, or the constraint complete).
 fn generate(s: &mut Session, tok: &Tokenizer, prompt: &[u32], c: &mut Constraint, max_new: usize) -> (Vec<u32>, bool) {
     let eos = tok.eos_ids().to_vec();
     let mut ids = Vec::new();
@@ -107,17 +108,17 @@ fn generate(s: &mut Session, tok: &Tokenizer, prompt: &[u32], c: &mut Constraint
         })
         .unwrap();
     assert!(!st.dead_end, "the constraint never gets stuck on a schema");
-    (ids, ended)
+    (ids, ended || st.complete)
 }
 
 #[test]
 fn sampled_json_always_validates() {
+    let mut closed_total = 0;
     for name in ["tiny_b", "tiny_c"] {
         let (mut s, tok, vocab) = load(name);
         let prompt = tok.encode("Answer in JSON:", true).unwrap();
         for (what, schema) in schemas() {
             let validator = jsonschema::validator_for(&schema).unwrap();
-            let mut forced = 0;
             for seed in 0..6u64 {
                 s.set_sampling(SamplingParams {
                     temperature: 1.0,
@@ -137,11 +138,11 @@ fn sampled_json_always_validates() {
                 if let Err(e) = validator.validate(&value) {
                     panic!("{name} {what} seed {seed}: {text} does not validate: {e}");
                 }
-                forced += (text.starts_with('{') || text.starts_with('[')) as usize;
             }
-            eprintln!("{name} {what}: 6 sampled answers validate ({forced} open with a bracket)");
+            eprintln!("{name} {what}: 6 sampled answers validate");
         }
-        // JSON mode: any object.
+        // JSON mode: any object (unbounded, so a random model may not close it in time).
+        let mut closed = 0;
         for seed in 0..4u64 {
             s.set_sampling(SamplingParams::model_card(seed)).unwrap();
             let mut c = vocab.constraint(&Format::JsonObject, "--json").unwrap();
@@ -150,9 +151,15 @@ fn sampled_json_always_validates() {
             if ended {
                 let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
                 assert!(v.is_object(), "{text}");
+                closed += 1;
+            } else {
+                assert!(text.starts_with('{'), "{text:?}");
             }
         }
+        eprintln!("{name} JSON mode: {closed} of 4 sampled objects closed (and parse) within 400 tokens");
+        closed_total += closed;
     }
+    assert!(closed_total > 0, "no JSON-mode answer was complete");
 }
 
 /// A regex and a Lark grammar constrain sampled text too.

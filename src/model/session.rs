@@ -77,6 +77,9 @@ pub struct GenStats {
     pub forced_tokens: usize,
     /// Structured output: generation ended because the constraint allowed no token.
     pub dead_end: bool,
+    /// Structured output: generation ended because the constraint was complete (nothing
+    /// may follow, not even an end token).
+    pub complete: bool,
 }
 
 impl Session {

@@ -47,7 +47,10 @@ impl Session {
             let next = constraint.next(&mut mask);
             st.mask_s += t.elapsed().as_secs_f64();
             let (tokens, drawn) = match next? {
-                Next::Done => break,
+                Next::Done => {
+                    st.complete = true;
+                    break;
+                }
                 Next::DeadEnd => {
                     st.dead_end = true;
                     break;
