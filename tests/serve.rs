@@ -856,3 +856,56 @@ fn a_non_streaming_client_that_leaves_cancels_its_answer() {
     );
     assert_eq!(s.metric("lfm_cancelled_total"), 1.0);
 }
+
+/// `response_format` (issue #13): `json_schema` answers validate against the schema, whole
+/// and streamed (the streamed deltas join to the whole answer, and finish with "stop" when
+/// the format is complete); `json_object` answers are objects; a schema the engine cannot
+/// enforce, or a malformed `response_format`, is a 400 naming `response_format`.
+#[test]
+fn response_format_constrains_the_answer() {
+    let s = Server::start(&[]);
+    let chat = "/v1/chat/completions";
+    let msgs = json!([{"role": "user", "content": "Give me the forecast as JSON."}]);
+    let schema = json!({"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 10},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "rain": {"type": "boolean"}},
+        "required": ["city", "days"], "additionalProperties": false});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let rf = json!({"type": "json_schema", "json_schema": {"name": "forecast", "schema": schema, "strict": true}});
+    for seed in 0..4 {
+        let mut body = chat_body(&msgs, 200);
+        body["response_format"] = rf.clone();
+        body["temperature"] = json!(1.0);
+        body["seed"] = json!(seed);
+        let whole = s.ok(chat, &body);
+        let text = content(&whole);
+        let v: Json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("seed {seed}: {text:?}: {e}"));
+        assert!(validator.is_valid(&v), "seed {seed}: {text}");
+        assert_eq!(whole["choices"][0]["finish_reason"], "stop", "{whole}");
+        body["stream"] = json!(true);
+        let (streamed, finish, _) = read_chat_stream(s.stream(chat, &body).all());
+        assert_eq!((streamed.as_str(), finish.as_str()), (text.as_str(), "stop"), "seed {seed}");
+    }
+    let mut body = chat_body(&msgs, 200);
+    body["response_format"] = json!({"type": "json_object"});
+    let text = content(&s.ok(chat, &body));
+    if let Ok(v) = serde_json::from_str::<Json>(&text) {
+        assert!(v.is_object(), "{text}");
+    } else {
+        assert!(text.starts_with('{'), "json_object output starts an object: {text:?}");
+    }
+    for (rf, needle) in [
+        (json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "if": {}}}}), "if"),
+        (json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}), "strin"),
+        (json!({"type": "yaml"}), "json_schema"),
+        (json!({"type": "json_schema"}), "json_schema"),
+    ] {
+        let mut body = chat_body(&msgs, 8);
+        body["response_format"] = rf;
+        let (status, j) = error_of(&s, chat, &body);
+        assert_eq!((status, j["error"]["param"].as_str()), (400, Some("response_format")), "{j}");
+        let msg = j["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg:?} names {needle:?}");
+    }
+}

@@ -47,6 +47,7 @@ fn submit(engine: &Engine, tok: &Tokenizer, max_new: usize) -> UnboundedReceiver
         events,
         cancel: Arc::new(AtomicBool::new(false)),
         arrived: Instant::now(),
+        constraint: Default::default(),
     };
     engine.submit(job).unwrap();
     rx
@@ -176,6 +177,7 @@ fn a_lost_device_is_a_500_and_makes_the_engine_unusable() {
         events,
         cancel: Arc::new(AtomicBool::new(false)),
         arrived: Instant::now(),
+        constraint: Default::default(),
     };
     let refused = engine.submit(job).expect_err("an unusable engine takes no job");
     assert_eq!(refused.status.as_u16(), 500, "{refused:?}");

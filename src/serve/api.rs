@@ -57,6 +57,9 @@ pub struct ChatRequest {
     /// `"none"` keeps `<think>…</think>` in `content` (llama-server's switch); otherwise it
     /// goes to `reasoning_content`.
     pub reasoning_format: Option<String>,
+    /// `{"type": "text" | "json_object"}` or `{"type": "json_schema", "json_schema":
+    /// {"name", "schema", "strict"}}`: the answer is constrained to it.
+    pub response_format: Option<Json>,
 }
 
 /// One message as a client sends it.
@@ -269,6 +272,34 @@ mod tests {
             let e = parse::<ChatRequest>(body).unwrap_err();
             assert_eq!(e.status.as_u16(), 400);
             assert!(e.message.starts_with("invalid request body"), "{e:?}");
+        }
+    }
+}
+
+impl ChatRequest {
+    /// The format `response_format` asks for, if any. A schema is always enforced (as with
+    /// `strict: true`): the engine constrains decoding, so there is no weaker mode.
+    pub fn format(&self) -> Result<Option<crate::constrain::Format>, ApiError> {
+        use crate::constrain::Format;
+        let Some(rf) = self.response_format.as_ref().filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let bad = |msg: &str| ApiError::field("response_format", msg.to_string());
+        match rf.get("type").and_then(Json::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(Format::JsonObject)),
+            Some("json_schema") => {
+                let spec = rf
+                    .get("json_schema")
+                    .ok_or_else(|| bad("response_format json_schema needs a json_schema object"))?;
+                match spec.get("schema") {
+                    Some(schema @ Json::Object(_)) => Ok(Some(Format::JsonSchema(schema.clone()))),
+                    // OpenAI: an absent schema allows any JSON.
+                    None => Ok(Some(Format::JsonSchema(serde_json::json!({})))),
+                    Some(_) => Err(bad("response_format.json_schema.schema must be an object")),
+                }
+            }
+            _ => Err(bad("response_format.type must be \"text\", \"json_object\" or \"json_schema\"")),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::tokenizer::Tokenizer;
 use crate::Error;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use crate::constrain::Constraint;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -37,6 +38,8 @@ pub struct Job {
     pub cancel: Arc<AtomicBool>,
     /// When the request arrived (time to first token is counted from here).
     pub arrived: Instant,
+    /// Structured output: the compiled `response_format`, taken by the engine when it runs.
+    pub constraint: Mutex<Option<Constraint>>,
 }
 
 impl Job {
@@ -325,7 +328,7 @@ fn run_job(s: &mut Session, tok: &Tokenizer, job: &Job, shared: &Shared) -> crat
     let eos = tok.eos_ids();
     let mut detok = Detok::new(tok, &job.stop);
     let (mut first, mut eos_hit, mut gone) = (true, false, false);
-    let stats = s.generate(&job.prompt[reused..], job.max_new, true, &mut |id| {
+    let mut on_token = |id| {
         if first {
             first = false;
             let ttft = job.arrived.elapsed().as_secs_f64();
@@ -341,7 +344,16 @@ fn run_job(s: &mut Session, tok: &Tokenizer, job: &Job, shared: &Shared) -> crat
             return false;
         }
         !detok.stopped() && !shared.shutdown.load(Ordering::SeqCst)
-    })?;
+    };
+    let prompt = &job.prompt[reused..];
+    let constraint = job.constraint.lock().map(|mut c| c.take()).unwrap_or(None);
+    let stats = match constraint {
+        Some(mut c) => s.generate_constrained(prompt, job.max_new, true, &mut c, &mut on_token)?,
+        None => s.generate(prompt, job.max_new, true, &mut on_token)?,
+    };
+    if stats.dead_end {
+        log::warn!("the response format allowed no further token: the answer ends there");
+    }
     let completion_tokens = stats.new_tokens - usize::from(eos_hit);
     shared.metrics.generation(Generation {
         prompt_tokens: job.prompt.len(),
@@ -350,7 +362,8 @@ fn run_job(s: &mut Session, tok: &Tokenizer, job: &Job, shared: &Shared) -> crat
         prefill_s: stats.prefill_s,
         decode_s: stats.decode_s,
     });
-    let finished = eos_hit || detok.stopped();
+    // A complete (or stuck) format ends the answer as an end token would.
+    let finished = eos_hit || detok.stopped() || stats.complete || stats.dead_end;
     if gone || (!finished && job.cancel.load(Ordering::SeqCst) && !shared.shutdown.load(Ordering::SeqCst)) {
         shared.metrics.cancelled();
         return Ok(());
@@ -363,7 +376,7 @@ fn run_job(s: &mut Session, tok: &Tokenizer, job: &Job, shared: &Shared) -> crat
         let _ = job.events.send(Event::Text(rest));
     }
     let outcome = Outcome {
-        finish: if eos_hit || detok.stopped() {
+        finish: if finished {
             Finish::Stop
         } else {
             Finish::Length

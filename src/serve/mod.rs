@@ -117,6 +117,12 @@ async fn run(opts: ServeOptions, tok: Tokenizer, template: ChatTemplate, loader:
             source,
         })?;
     let mut health = engine.health_watch();
+    let structured = crate::constrain::Vocabulary::new(&tok, opts.vocab)
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
+    if let Err(why) = &structured {
+        log::warn!("response_format will be refused: {why}");
+    }
     let state = Arc::new(AppState {
         engine,
         tok,
@@ -125,6 +131,7 @@ async fn run(opts: ServeOptions, tok: Tokenizer, template: ChatTemplate, loader:
         model_id: opts.model_id.clone(),
         ctx: opts.ctx,
         vocab: opts.vocab,
+        structured,
         api_key: opts.api_key.clone(),
         keep_alive: opts.keep_alive,
         created: std::time::SystemTime::now()

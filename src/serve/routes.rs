@@ -8,6 +8,7 @@ use super::metrics::Metrics;
 use super::prompt;
 use super::respond::{self, ChatChunks, Chunker, Meta, TextChunks};
 use crate::chat::ChatTemplate;
+use crate::constrain::{Format, Vocabulary};
 use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -43,6 +44,8 @@ pub struct AppState {
     pub model_id: String,
     pub ctx: usize,
     pub vocab: usize,
+    /// Structured output over the tokenizer (None when it cannot be built: the reason).
+    pub structured: Result<Arc<Vocabulary>, String>,
     pub api_key: Option<String>,
     /// SSE comment interval while a stream has nothing to send.
     pub keep_alive: Duration,
@@ -198,6 +201,7 @@ fn start(
     s: &AppState,
     gen: &GenFields,
     ids: Vec<u32>,
+    format: Option<Format>,
     arrived: Instant,
 ) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
     gen.check_n()?;
@@ -209,6 +213,18 @@ fn start(
         None if ids.len() >= s.ctx => return Err(ApiError::context_length(s.ctx, ids.len(), 1)),
         None => s.ctx - ids.len(),
     };
+    let constraint = match format {
+        None => None,
+        Some(f) => {
+            let vocab = s.structured.as_ref().map_err(|why| {
+                ApiError::field("response_format", format!("structured output is unavailable: {why}"))
+            })?;
+            let c = vocab
+                .constraint(&f, "response_format")
+                .map_err(|e| ApiError::field("response_format", e.to_string()))?;
+            Some(c)
+        }
+    };
     let (events, rx) = mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     s.engine.submit(Job {
@@ -219,6 +235,7 @@ fn start(
         events,
         cancel: cancel.clone(),
         arrived,
+        constraint: std::sync::Mutex::new(constraint),
     })?;
     Ok((rx, CancelOnDrop(cancel)))
 }
@@ -241,7 +258,8 @@ async fn chat_completions(State(s): State<St>, body: Bytes) -> Result<Response, 
     check_model(&s, req.gen.model.as_deref())?;
     let p = prompt::chat(&req, &s.template, &s.tok)?;
     let think = req.reasoning_format.as_deref() != Some("none");
-    let (rx, guard) = start(&s, &req.gen, p.ids, arrived)?;
+    let format = req.format()?;
+    let (rx, guard) = start(&s, &req.gen, p.ids, format, arrived)?;
     let meta = meta(&s, "chatcmpl");
     if req.gen.stream() {
         let chunks = ChatChunks::new(meta, p.tools, think, p.forced, req.gen.include_usage());
@@ -259,7 +277,7 @@ async fn completions(State(s): State<St>, body: Bytes) -> Result<Response, ApiEr
     let req: CompletionRequest = api::parse(&body)?;
     check_model(&s, req.gen.model.as_deref())?;
     let ids = prompt::completion(&req.prompt, &s.tok, s.vocab)?;
-    let (rx, guard) = start(&s, &req.gen, ids, arrived)?;
+    let (rx, guard) = start(&s, &req.gen, ids, None, arrived)?;
     let meta = meta(&s, "cmpl");
     if req.gen.stream() {
         let chunks = TextChunks {
