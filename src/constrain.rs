@@ -48,9 +48,8 @@ impl Format {
 /// The JSON grammar of `schema` with the engine's layout unless the schema sets its own.
 fn json_grammar(mut schema: Value) -> TopLevelGrammar {
     if let Value::Object(o) = &mut schema {
-        o.entry("x-guidance").or_insert_with(|| {
-            json!({"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": false})
-        });
+        o.entry("x-guidance")
+            .or_insert_with(|| json!({"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": false}));
     }
     TopLevelGrammar::from_grammar(GrammarWithLexer::from_json_schema(schema))
 }
@@ -69,9 +68,7 @@ impl TokenizerEnv for Env {
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
         // Forced text is re-tokenized as the model's tokenizer would (special tokens written
         // in it are matched, as in a prompt). A failure (none for byte-level BPE) forces nothing.
-        self.tok
-            .encode(&String::from_utf8_lossy(s), false)
-            .unwrap_or_default()
+        self.tok.encode(&String::from_utf8_lossy(s), false).unwrap_or_default()
     }
 }
 
@@ -140,7 +137,10 @@ impl Vocabulary {
             origin: origin.to_owned(),
             msg,
         };
-        let parser = self.factory.create_parser(format.grammar()).map_err(|e| err(e.to_string()))?;
+        let parser = self
+            .factory
+            .create_parser(format.grammar())
+            .map_err(|e| err(e.to_string()))?;
         let mut matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(err(e));
@@ -200,7 +200,10 @@ impl TokenConstraint for Constraint {
                 .map_err(|_| self.error("taking forced tokens"))?;
             return Ok(Next::Forced(forced));
         }
-        let allowed = self.matcher.compute_mask().map_err(|_| self.error("computing the mask"))?;
+        let allowed = self
+            .matcher
+            .compute_mask()
+            .map_err(|_| self.error("computing the mask"))?;
         mask.fill(0);
         for (m, &b) in mask.iter_mut().zip(allowed.as_slice()).take(self.words) {
             *m = b;

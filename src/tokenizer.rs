@@ -330,3 +330,87 @@ impl Tokenizer {
         })
     }
 }
+
+impl Tokenizer {
+    /// A byte-level BPE vocabulary of `vocab` ids with LFM2's special tokens (ids 0–7, `<|im_end|>`
+    /// = 7), the 256 byte tokens and deterministic random words: the benchmark's tokenizer for
+    /// the synthetic model, so that structured output is measured at the real vocab size.
+    pub fn synthetic(vocab: usize) -> Result<Self> {
+        const SPECIAL: [&str; 8] = [
+            "<|pad|>",
+            "<|startoftext|>",
+            "<|endoftext|>",
+            "<|fim_pre|>",
+            "<|fim_mid|>",
+            "<|fim_suf|>",
+            "<|im_start|>",
+            IM_END,
+        ];
+        let path = PathBuf::from("<synthetic tokenizer>");
+        if vocab < SPECIAL.len() + 256 {
+            return Err(Error::Tokenizer {
+                path,
+                msg: format!("a synthetic vocabulary needs at least 264 ids, not {vocab}"),
+            });
+        }
+        // GPT-2's byte ↔ char table: printable bytes stand for themselves, the rest 256 + n.
+        let mut byte_chars = Vec::with_capacity(256);
+        let mut extra = 0;
+        for b in 0..=255u32 {
+            let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+            byte_chars.push(char::from_u32(if printable { b } else { 256 + extra }).unwrap_or('?'));
+            extra += u32::from(!printable);
+        }
+        let mut words: Vec<String> = byte_chars.iter().map(|c| c.to_string()).collect();
+        let mut seen: std::collections::HashSet<String> = words.iter().cloned().collect();
+        let alphabet: Vec<char> = "etaoinshrdlucmfwypvbgkqjxz0123456789\",:{}[]_".chars().collect();
+        let mut state = 0x5eed_u64;
+        while words.len() < vocab - SPECIAL.len() {
+            let r = crate::blocks::splitmix64(&mut state);
+            let len = 2 + (r % 7) as usize;
+            let mut w = String::new();
+            if r & (1 << 20) != 0 {
+                w.push('Ġ'); // a leading space
+            }
+            for i in 0..len {
+                w.push(alphabet[((r >> (24 + 4 * i)) as usize ^ (i * 7)) % alphabet.len()]);
+            }
+            if seen.insert(w.clone()) {
+                words.push(w);
+            }
+        }
+        let mut model_vocab = serde_json::Map::new();
+        let added: Vec<Json> = SPECIAL
+            .iter()
+            .enumerate()
+            .map(|(id, s)| {
+                model_vocab.insert(s.to_string(), id.into());
+                serde_json::json!({"id": id, "content": s, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": true})
+            })
+            .collect();
+        for (i, w) in words.into_iter().enumerate() {
+            model_vocab.insert(w, (SPECIAL.len() + i).into());
+        }
+        let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+            "trim_offsets": true, "use_regex": true});
+        let json = serde_json::json!({"version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": added, "normalizer": null, "pre_tokenizer": byte_level,
+            "post_processor": null, "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+                "byte_fallback": false, "ignore_merges": false, "vocab": model_vocab, "merges": []}});
+        let inner: tokenizers::Tokenizer = json.to_string().parse().map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            msg: format!("{e}"),
+        })?;
+        Ok(Tokenizer {
+            inner,
+            path,
+            bos: Some(1),
+            eos: Some(7),
+            pad: Some(0),
+            eos_ids: vec![7],
+        })
+    }
+}

@@ -1452,7 +1452,11 @@ fn sample_distribution() {
         for mask in masks {
             let got = draw(&dev, &logits, &params, &seen, mask, draws);
             let masked: Vec<f32> = match mask {
-                Some(m) => logits.iter().zip(m).map(|(&l, &a)| if a { l } else { f32::NEG_INFINITY }).collect(),
+                Some(m) => logits
+                    .iter()
+                    .zip(m)
+                    .map(|(&l, &a)| if a { l } else { f32::NEG_INFINITY })
+                    .collect(),
                 None => logits.clone(),
             };
             let want = cpu::sampling_probs(&masked, &params, &seen);
@@ -1594,7 +1598,9 @@ fn sample_non_finite() {
             ];
             let state = vec![0u32; 1 + vocab.div_ceil(32)];
             let (cb, lb, ob, sb) = (dev.u32s(&g), dev.f32s(&logits), dev.u32s(&[0; 4]), dev.u32s(&state));
-            dev.run(tokens(1), DType::F32, |r| r.sample(&cb, &lb, &ob, &sb, None, vocab, 1, true));
+            dev.run(tokens(1), DType::F32, |r| {
+                r.sample(&cb, &lb, &ob, &sb, None, vocab, 1, true)
+            });
             assert_eq!(dev.read_u32(&ob, 1)[0], u32::MAX, "{} sample with {bad}", dev.name);
             assert!(
                 dev.read_u32(&sb, state.len()).iter().all(|&w| w == 0),

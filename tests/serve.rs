@@ -885,7 +885,11 @@ fn response_format_constrains_the_answer() {
         assert_eq!(whole["choices"][0]["finish_reason"], "stop", "{whole}");
         body["stream"] = json!(true);
         let (streamed, finish, _) = read_chat_stream(s.stream(chat, &body).all());
-        assert_eq!((streamed.as_str(), finish.as_str()), (text.as_str(), "stop"), "seed {seed}");
+        assert_eq!(
+            (streamed.as_str(), finish.as_str()),
+            (text.as_str(), "stop"),
+            "seed {seed}"
+        );
     }
     let mut body = chat_body(&msgs, 200);
     body["response_format"] = json!({"type": "json_object"});
@@ -896,15 +900,25 @@ fn response_format_constrains_the_answer() {
         assert!(text.starts_with('{'), "json_object output starts an object: {text:?}");
     }
     for (rf, needle) in [
-        (json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "if": {}}}}), "if"),
-        (json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}), "strin"),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "if": {}}}}),
+            "if",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}),
+            "strin",
+        ),
         (json!({"type": "yaml"}), "json_schema"),
         (json!({"type": "json_schema"}), "json_schema"),
     ] {
         let mut body = chat_body(&msgs, 8);
         body["response_format"] = rf;
         let (status, j) = error_of(&s, chat, &body);
-        assert_eq!((status, j["error"]["param"].as_str()), (400, Some("response_format")), "{j}");
+        assert_eq!(
+            (status, j["error"]["param"].as_str()),
+            (400, Some("response_format")),
+            "{j}"
+        );
         let msg = j["error"]["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{msg:?} names {needle:?}");
     }

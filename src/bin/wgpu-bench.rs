@@ -87,6 +87,10 @@ struct Args {
     /// With --kernels: only these formats (comma-separated, e.g. q4_0,q4_k,q6_k)
     #[arg(long, requires = "kernels")]
     formats: Option<String>,
+    /// Also time tg with structured output (a JSON Schema over a synthetic vocabulary of the
+    /// model's size) against the same sampled decode without it
+    #[arg(long)]
+    constrained: bool,
     /// JSON instead of tables
     #[arg(long)]
     json: bool,
@@ -340,6 +344,10 @@ fn main() -> Result<()> {
             bw.push((s.decode_weight_bytes() + kv_mean) as f64 * gen_n as f64 / dt);
         }
     }
+    let structured = match a.constrained && gen_n > 0 {
+        true => Some(constrained_tg(&mut s, &prompt[..depth.max(1)], gen_n, reps)?),
+        false => None,
+    };
     let (ppm, pps) = mean_sd(&pp);
     let (tgm, tgs) = mean_sd(&tg);
     let (bwm, _) = mean_sd(&bw);
@@ -386,6 +394,9 @@ fn main() -> Result<()> {
             ],
             "profile": prof,
             "prefill_profile": pprof,
+            "constrained": structured.as_ref().map(|c| serde_json::json!({
+                "free_tok_s": c.free, "constrained_tok_s": c.constrained,
+                "mask_s_per_token": c.mask_per_token, "forced_share": c.forced_share})),
         });
         say!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
@@ -458,6 +469,19 @@ fn main() -> Result<()> {
             )
         );
     }
+    if let Some(c) = &structured {
+        say!(
+            "structured output (JSON Schema, {} ids): sampled tg{gen_n} {:.2} ± {:.2} t/s free, {:.2} ± {:.2} t/s constrained ({:.0}%); mask {:.3} ms/token on the host; {:.0}% of tokens forced",
+            cfg.vocab_size,
+            c.free.0,
+            c.free.1,
+            c.constrained.0,
+            c.constrained.1,
+            100.0 * c.constrained.0 / c.free.0,
+            c.mask_per_token * 1e3,
+            100.0 * c.forced_share
+        );
+    }
     if let Some(p) = profile {
         print_profile("decode step", &p, copy_bw);
     }
@@ -465,6 +489,48 @@ fn main() -> Result<()> {
         print_profile(&format!("prefill of {} tokens", prompt_n.min(ubatch)), &p, copy_bw);
     }
     Ok(())
+}
+
+/// Sampled decode with and without a JSON Schema constraint: tokens/s (mean, sd) of each,
+/// host mask time per token, share of tokens forced by the schema.
+struct Constrained {
+    free: (f64, f64),
+    constrained: (f64, f64),
+    mask_per_token: f64,
+    forced_share: f64,
+}
+
+fn constrained_tg(s: &mut Session, prompt: &[u32], gen_n: usize, reps: usize) -> Result<Constrained> {
+    use lfm_wgpu::constrain::{Format, Vocabulary};
+    let vocab_size = s.model.cfg.vocab_size;
+    let tok = lfm_wgpu::tokenizer::Tokenizer::synthetic(vocab_size)?;
+    let vocab = Vocabulary::new(&tok, vocab_size)?;
+    // Records that never end within the run: the mask is computed at every kind of position.
+    let schema = serde_json::json!({"type": "array", "minItems": 100000, "items": {"type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 24}, "n": {"type": "integer"},
+        "tags": {"type": "array", "items": {"enum": ["a", "bc", "def"]}}},
+        "required": ["name", "n", "tags"], "additionalProperties": false}});
+    let (mut free, mut constrained) = (Vec::new(), Vec::new());
+    let (mut mask_s, mut forced, mut produced) = (0.0, 0, 0);
+    for rep in 0..reps {
+        progress(&format!("structured tg{gen_n}, repetition {}/{reps}", rep + 1));
+        s.set_sampling(lfm_wgpu::sampling::SamplingParams::model_card(rep as u64))?;
+        s.reset();
+        let st = s.generate(prompt, gen_n + 1, false, &mut |_| true)?;
+        free.push((st.new_tokens - 1) as f64 / st.decode_s);
+        s.reset();
+        let mut c = vocab.constraint(&Format::JsonSchema(schema.clone()), "benchmark schema")?;
+        let st = s.generate_constrained(prompt, gen_n + 1, false, &mut c, &mut |_| true)?;
+        constrained.push((st.new_tokens - 1) as f64 / st.decode_s);
+        (mask_s, forced, produced) = (mask_s + st.mask_s, forced + st.forced_tokens, produced + st.new_tokens);
+    }
+    s.set_sampling(lfm_wgpu::sampling::SamplingParams::greedy())?;
+    Ok(Constrained {
+        free: mean_sd(&free),
+        constrained: mean_sd(&constrained),
+        mask_per_token: mask_s / produced.max(1) as f64,
+        forced_share: forced as f64 / produced.max(1) as f64,
+    })
 }
 
 /// Per-kernel table of one profiled submission, by kernel family, slowest first.

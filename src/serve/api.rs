@@ -204,6 +204,36 @@ fn check(name: &str, v: f32, ok: bool, range: &str) -> Result<(), ApiError> {
     }
 }
 
+impl ChatRequest {
+    /// The format `response_format` asks for, if any. A schema is always enforced (as with
+    /// `strict: true`): the engine constrains decoding, so there is no weaker mode.
+    pub fn format(&self) -> Result<Option<crate::constrain::Format>, ApiError> {
+        use crate::constrain::Format;
+        let Some(rf) = self.response_format.as_ref().filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let bad = |msg: &str| ApiError::field("response_format", msg.to_string());
+        match rf.get("type").and_then(Json::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(Format::JsonObject)),
+            Some("json_schema") => {
+                let spec = rf
+                    .get("json_schema")
+                    .ok_or_else(|| bad("response_format json_schema needs a json_schema object"))?;
+                match spec.get("schema") {
+                    Some(schema @ Json::Object(_)) => Ok(Some(Format::JsonSchema(schema.clone()))),
+                    // OpenAI: an absent schema allows any JSON.
+                    None => Ok(Some(Format::JsonSchema(serde_json::json!({})))),
+                    Some(_) => Err(bad("response_format.json_schema.schema must be an object")),
+                }
+            }
+            _ => Err(bad(
+                "response_format.type must be \"text\", \"json_object\" or \"json_schema\"",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,34 +302,6 @@ mod tests {
             let e = parse::<ChatRequest>(body).unwrap_err();
             assert_eq!(e.status.as_u16(), 400);
             assert!(e.message.starts_with("invalid request body"), "{e:?}");
-        }
-    }
-}
-
-impl ChatRequest {
-    /// The format `response_format` asks for, if any. A schema is always enforced (as with
-    /// `strict: true`): the engine constrains decoding, so there is no weaker mode.
-    pub fn format(&self) -> Result<Option<crate::constrain::Format>, ApiError> {
-        use crate::constrain::Format;
-        let Some(rf) = self.response_format.as_ref().filter(|v| !v.is_null()) else {
-            return Ok(None);
-        };
-        let bad = |msg: &str| ApiError::field("response_format", msg.to_string());
-        match rf.get("type").and_then(Json::as_str) {
-            Some("text") => Ok(None),
-            Some("json_object") => Ok(Some(Format::JsonObject)),
-            Some("json_schema") => {
-                let spec = rf
-                    .get("json_schema")
-                    .ok_or_else(|| bad("response_format json_schema needs a json_schema object"))?;
-                match spec.get("schema") {
-                    Some(schema @ Json::Object(_)) => Ok(Some(Format::JsonSchema(schema.clone()))),
-                    // OpenAI: an absent schema allows any JSON.
-                    None => Ok(Some(Format::JsonSchema(serde_json::json!({})))),
-                    Some(_) => Err(bad("response_format.json_schema.schema must be an object")),
-                }
-            }
-            _ => Err(bad("response_format.type must be \"text\", \"json_object\" or \"json_schema\"")),
         }
     }
 }

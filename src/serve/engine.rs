@@ -11,13 +11,13 @@
 use super::detok::Detok;
 use super::error::ApiError;
 use super::metrics::{Generation, Metrics};
+use crate::constrain::Constraint;
 use crate::model::session::Session;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use crate::Error;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use crate::constrain::Constraint;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -39,7 +39,7 @@ pub struct Job {
     /// When the request arrived (time to first token is counted from here).
     pub arrived: Instant,
     /// Structured output: the compiled `response_format`, taken by the engine when it runs.
-    pub constraint: Mutex<Option<Constraint>>,
+    pub constraint: Mutex<Option<Box<Constraint>>>,
 }
 
 impl Job {
@@ -96,17 +96,18 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&self, job: Job) -> Result<(), Job> {
+    /// Queues `job`; false (the job dropped) when the queue is full.
+    fn push(&self, job: Job) -> bool {
         let mut q = lock(&self.jobs);
         if q.len() >= self.capacity {
             q.retain(|j| !j.abandoned());
         }
         if q.len() >= self.capacity {
-            return Err(job);
+            return false;
         }
         q.push_back(job);
         self.ready.notify_one();
-        Ok(())
+        true
     }
 
     /// The next job; None once `stop` is raised and the queue is empty.
@@ -183,10 +184,10 @@ impl Engine {
             Health::Unusable(m) => return Err(ApiError::internal(format!("the GPU device is unusable: {m}"))),
             Health::Loading | Health::Ready => {}
         }
-        self.shared
-            .queue
-            .push(job)
-            .map_err(|_| ApiError::queue_full(self.shared.queue.capacity))
+        match self.shared.queue.push(job) {
+            true => Ok(()),
+            false => Err(ApiError::queue_full(self.shared.queue.capacity)),
+        }
     }
 
     /// Jobs waiting (not the running one).
@@ -348,7 +349,7 @@ fn run_job(s: &mut Session, tok: &Tokenizer, job: &Job, shared: &Shared) -> crat
     let prompt = &job.prompt[reused..];
     let constraint = job.constraint.lock().map(|mut c| c.take()).unwrap_or(None);
     let stats = match constraint {
-        Some(mut c) => s.generate_constrained(prompt, job.max_new, true, &mut c, &mut on_token)?,
+        Some(mut c) => s.generate_constrained(prompt, job.max_new, true, c.as_mut(), &mut on_token)?,
         None => s.generate(prompt, job.max_new, true, &mut on_token)?,
     };
     if stats.dead_end {
@@ -376,11 +377,7 @@ fn run_job(s: &mut Session, tok: &Tokenizer, job: &Job, shared: &Shared) -> crat
         let _ = job.events.send(Event::Text(rest));
     }
     let outcome = Outcome {
-        finish: if finished {
-            Finish::Stop
-        } else {
-            Finish::Length
-        },
+        finish: if finished { Finish::Stop } else { Finish::Length },
         prompt_tokens: job.prompt.len(),
         cached_tokens: reused,
         completion_tokens,

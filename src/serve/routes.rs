@@ -222,7 +222,7 @@ fn start(
             let c = vocab
                 .constraint(&f, "response_format")
                 .map_err(|e| ApiError::field("response_format", e.to_string()))?;
-            Some(c)
+            Some(Box::new(c))
         }
     };
     let (events, rx) = mpsc::unbounded_channel();

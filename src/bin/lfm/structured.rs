@@ -30,15 +30,17 @@ impl FormatArgs {
     fn format(&self) -> Result<Option<(Format, String)>> {
         let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
         Ok(if let Some(p) = &self.json_schema {
-            let schema = serde_json::from_str(&read(p)?)
-                .with_context(|| format!("{}: not a JSON document", p.display()))?;
+            let schema =
+                serde_json::from_str(&read(p)?).with_context(|| format!("{}: not a JSON document", p.display()))?;
             Some((Format::JsonSchema(schema), p.display().to_string()))
         } else if self.json {
             Some((Format::JsonObject, "--json".into()))
         } else if let Some(p) = &self.grammar {
             Some((Format::Lark(read(p)?), p.display().to_string()))
         } else {
-            self.regex.as_ref().map(|rx| (Format::Regex(rx.clone()), "--regex".into()))
+            self.regex
+                .as_ref()
+                .map(|rx| (Format::Regex(rx.clone()), "--regex".into()))
         })
     }
 
