@@ -21,6 +21,9 @@ use llguidance::{Matcher, ParserFactory};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod tools;
+pub use tools::{tool_call_format, ToolChoice};
+
 /// What the output must be.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Format {
@@ -46,12 +49,17 @@ impl Format {
 }
 
 /// The JSON grammar of `schema` with the engine's layout unless the schema sets its own.
-fn json_grammar(mut schema: Value) -> TopLevelGrammar {
+fn json_grammar(schema: Value) -> TopLevelGrammar {
+    TopLevelGrammar::from_grammar(GrammarWithLexer::from_json_schema(guided_schema(schema)))
+}
+
+/// `schema` with the engine's JSON layout (`x-guidance`) unless it sets its own.
+fn guided_schema(mut schema: Value) -> Value {
     if let Value::Object(o) = &mut schema {
         o.entry("x-guidance")
             .or_insert_with(|| json!({"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": false}));
     }
-    TopLevelGrammar::from_grammar(GrammarWithLexer::from_json_schema(schema))
+    schema
 }
 
 /// The tokenizer as llguidance sees it: token bytes, the stop token, and retokenization.
@@ -153,6 +161,28 @@ impl Vocabulary {
             matcher,
             origin: origin.to_owned(),
             words: self.words,
+        })
+    }
+}
+
+impl Vocabulary {
+    /// The constraint for tool calls (see [`tool_call_format`]). When the combined grammar
+    /// does not compile, each tool's parameters are compiled alone to name the one at fault.
+    pub fn tool_constraint(
+        &self,
+        tools: &[Value],
+        choice: &ToolChoice,
+        parallel: bool,
+        answer: Option<&Format>,
+    ) -> Result<Constraint> {
+        let format = tool_call_format(tools, choice, parallel, answer)?;
+        self.constraint(&format, "tools").map_err(|e| {
+            let culprit = tools.iter().enumerate().find_map(|(i, t)| {
+                let params = t.get("function").unwrap_or(t).get("parameters")?;
+                let origin = format!("tools[{i}].function.parameters");
+                self.constraint(&Format::JsonSchema(params.clone()), &origin).err()
+            });
+            culprit.unwrap_or(e)
         })
     }
 }

@@ -336,7 +336,7 @@ impl Tokenizer {
     /// = 7), the 256 byte tokens and deterministic random words: the benchmark's tokenizer for
     /// the synthetic model, so that structured output is measured at the real vocab size.
     pub fn synthetic(vocab: usize) -> Result<Self> {
-        const SPECIAL: [&str; 8] = [
+        const SPECIAL: [&str; 10] = [
             "<|pad|>",
             "<|startoftext|>",
             "<|endoftext|>",
@@ -345,12 +345,17 @@ impl Tokenizer {
             "<|fim_suf|>",
             "<|im_start|>",
             IM_END,
+            crate::chat::TOOL_CALL_START,
+            crate::chat::TOOL_CALL_END,
         ];
         let path = PathBuf::from("<synthetic tokenizer>");
         if vocab < SPECIAL.len() + 256 {
             return Err(Error::Tokenizer {
                 path,
-                msg: format!("a synthetic vocabulary needs at least 264 ids, not {vocab}"),
+                msg: format!(
+                    "a synthetic vocabulary needs at least {} ids, not {vocab}",
+                    SPECIAL.len() + 256
+                ),
             });
         }
         // GPT-2's byte ↔ char table: printable bytes stand for themselves, the rest 256 + n.

@@ -43,7 +43,12 @@ impl Server {
     fn start_on(fixture: &str, extra: &[&str]) -> Server {
         let model = fixture_dir(fixture);
         let mut child = Command::new(env!("CARGO_BIN_EXE_lfm"))
-            .args(["serve", "--model", model.to_str().unwrap(), "--port", "0", "--ctx", CTX])
+            .args(["serve", "--model", model.to_str().unwrap(), "--port", "0"])
+            .args(if extra.contains(&"--ctx") {
+                &[][..]
+            } else {
+                &["--ctx", CTX][..]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -519,25 +524,58 @@ fn a_queued_stream_gets_keep_alive_comments_while_it_waits() {
     assert!(!finish.is_empty(), "{text:?}");
 }
 
+/// `required` and a named `tool_choice` force a call through a grammar built from the tools'
+/// schemas: even the tiny random model answers with a call that parses, names an offered tool
+/// and has arguments valid against its schema (`jsonschema`), streamed and whole alike.
 #[test]
-fn tool_choice_forces_a_call_and_unparsed_calls_stay_content() {
-    let s = Server::start(&[]);
-    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
-    let mut body = chat_body(&json!([{"role": "user", "content": "Weather in Paris?"}]), 6);
-    body["tools"] = tools;
-    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
-    let whole = s.ok("/v1/chat/completions", &body);
-    let m = &whole["choices"][0]["message"];
-    // The tiny random model cannot finish the call: what it wrote is kept, the forced start
-    // included, and nothing is made up.
-    let text = content(&whole);
-    assert!(text.starts_with("<|tool_call_start|>[get_weather("), "{whole}");
-    assert!(m.get("tool_calls").is_none(), "{whole}");
-    body["stream"] = json!(true);
-    let (streamed, finish, _) = read_chat_stream(s.stream("/v1/chat/completions", &body).all());
-    assert_eq!(streamed, text);
-    assert_eq!(finish, whole["choices"][0]["finish_reason"].as_str().unwrap());
+fn forced_tool_calls_parse_and_validate() {
+    // The tools' schemas take about 530 tokens of tiny_b's 384-id vocabulary.
+    let s = Server::start(&["--ctx", "768"]);
+    let weather = json!({"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 8}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+        "required": ["city"], "additionalProperties": false});
+    let alarm = json!({"type": "object", "properties": {"time": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"}},
+        "required": ["time"], "additionalProperties": false});
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": weather}},
+        {"type": "function", "function": {"name": "set_alarm", "description": "Alarm", "parameters": alarm}}]);
+    let named = json!({"type": "function", "function": {"name": "set_alarm"}});
+    for (choice, seed) in [(json!("required"), 1), (json!("required"), 2), (named, 3)] {
+        let mut body = chat_body(&json!([{"role": "user", "content": "Weather in Paris?"}]), 80);
+        body["tools"] = tools.clone();
+        body["tool_choice"] = choice.clone();
+        body["parallel_tool_calls"] = json!(false);
+        body["temperature"] = json!(1.0);
+        body["seed"] = json!(seed);
+        let whole = s.ok("/v1/chat/completions", &body);
+        let case = format!("{choice} seed {seed}: {whole}");
+        assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls", "{case}");
+        let m = &whole["choices"][0]["message"];
+        assert!(m["content"].is_null(), "{case}");
+        let calls = m["tool_calls"].as_array().unwrap_or_else(|| panic!("{case}"));
+        assert_eq!(calls.len(), 1, "{case}");
+        let f = &calls[0]["function"];
+        let name = f["name"].as_str().unwrap();
+        if choice.is_object() {
+            assert_eq!(name, "set_alarm", "{case}");
+        }
+        let schema = if name == "get_weather" { &weather } else { &alarm };
+        let args: Json = serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap();
+        let validator = jsonschema::validator_for(schema).unwrap();
+        assert!(validator.is_valid(&args), "{case}");
+        body["stream"] = json!(true);
+        let (streamed, text, finish) = accumulate_tool_calls(s.stream("/v1/chat/completions", &body).all());
+        assert_eq!((text.as_str(), finish.as_str()), ("", "tool_calls"), "{case}");
+        assert_eq!(streamed.len(), 1, "{case}");
+        assert_eq!(streamed[0]["function"], *f, "{case}");
+    }
+    // A tool schema the grammar cannot honour is a 400 naming the tool.
+    let mut body = chat_body(&json!([{"role": "user", "content": "Hi"}]), 4);
+    body["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters": {"anyOf": [{}]}}}]);
+    let (status, e) = s.post("/v1/chat/completions", &body);
+    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("tools")), "{e}");
+    let msg = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("tools[0].function.parameters"), "{msg}");
 }
 
 /// What the `openai` client's stream accumulation makes of a chat stream's `tool_calls`
@@ -576,8 +614,8 @@ fn accumulate_tool_calls(events: Vec<String>) -> (Vec<Json>, String, String) {
 /// sampled answer is `<|tool_call_start|>[forecast(day=3)]<|tool_call_end|>`: the text comes
 /// from the engine's forward pass and sampler token by token, and passes through the stream's
 /// tool-call parser. Without tools the markers stay in `content` (the raw text, parsed here
-/// with `toolcall::parse_calls`); with tools, auto / required / named choices (the last two
-/// continue the prompt's forced start) give that call, streamed and whole alike.
+/// with `toolcall::parse_calls`); with tools, auto / required / named choices (each under
+/// the tools' grammar) give that call, streamed and whole alike.
 #[test]
 fn a_generated_tool_call_streams_as_the_client_accumulates_it() {
     use lfm_wgpu::serve::toolcall::{parse_calls, TOOL_CALL_END, TOOL_CALL_START};
@@ -606,8 +644,10 @@ fn a_generated_tool_call_streams_as_the_client_accumulates_it() {
     );
 
     let named = json!({"type": "function", "function": {"name": "forecast"}});
-    // (tool_choice, tokens the model writes: a forced start is the prompt's)
-    for (choice, tokens) in [(json!("auto"), 17), (json!("required"), 15), (named, 7)] {
+    // Every choice gives the same 17 tokens: the tools' grammar forces the start of a
+    // required or named call as generated tokens, and allows the model's own call.
+    for choice in [json!("auto"), json!("required"), named] {
+        let tokens = 17;
         for temperature in [json!(0), json!(1.0)] {
             let mut req = ask(24);
             req["tools"] = tools.clone();

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{default_gpu, fixture_dir};
-use lfm_wgpu::constrain::{Constraint, Format, Vocabulary};
+use lfm_wgpu::constrain::{Constraint, Format, ToolChoice, Vocabulary};
 use lfm_wgpu::gpu::DType;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::session::{Session, SessionOptions};
@@ -308,4 +308,205 @@ fn bad_schemas_and_grammars_are_errors() {
             }
         }
     }
+}
+
+/// Tools whose every argument is bounded, so that a random model's forced call ends.
+fn tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {
+            "type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 8},
+                "unit": {"enum": ["c", "f"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 14}},
+            "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "set_alarm", "parameters": {
+            "type": "object", "properties": {
+                "time": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
+                "label": {"type": "string", "maxLength": 6},
+                "repeat": {"type": "boolean"}},
+            "required": ["time"]}}},
+        {"type": "function", "function": {"name": "db.lookup", "parameters": {
+            "type": "object", "properties": {
+                "ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 99}, "maxItems": 3},
+                "filter": {"$ref": "#/$defs/filter"}},
+            "required": ["ids", "filter"],
+            "$defs": {"filter": {"type": "object", "properties": {"kind": {"enum": ["a", "b", null]}},
+                                 "required": ["kind"], "additionalProperties": false}}}}},
+        {"type": "function", "function": {"name": "now"}},
+    ])
+}
+
+/// Feeds `text`'s tokens to `c`; the error names the text accepted before the refused token.
+fn feed_text(c: &mut Constraint, tok: &Tokenizer, text: &str) -> Result<(), String> {
+    let ids = tok.encode(text, false).unwrap();
+    for (i, &id) in ids.iter().enumerate() {
+        if c.accept(id).is_err() {
+            return Err(format!("refused after {:?}", tok.decode(&ids[..i], false)));
+        }
+    }
+    Ok(())
+}
+
+/// The tool-call grammars accept well-formed calls (text around them under `auto`) and
+/// refuse calls that break the schemas, the key order or the choice.
+#[test]
+fn tool_call_grammars_accept_calls_and_refuse_bad_ones() {
+    let tok = Tokenizer::from_dir(&fixture_dir("tiny_b")).unwrap();
+    let vocab = Vocabulary::new(&tok, 384).unwrap();
+    let tools = tools();
+    let tools = tools.as_array().unwrap();
+    let call = r#"<|tool_call_start|>[get_weather(city="Oslo", days=3), now()]<|tool_call_end|>"#;
+    let named = ToolChoice::Function("set_alarm".into());
+    let cases: Vec<(ToolChoice, bool, String, bool)> = vec![
+        (ToolChoice::Auto, true, format!("Let me check. {call} Done."), true),
+        (ToolChoice::Auto, true, "Just text, no call.".into(), true),
+        (
+            ToolChoice::Auto,
+            true,
+            r#"x <|tool_call_start|>[get_weather(town="Oslo")]"#.into(),
+            false,
+        ),
+        (ToolChoice::Required, true, call.into(), true),
+        (ToolChoice::Required, true, format!("Sure. {call}"), false),
+        (ToolChoice::Required, false, call.into(), false),
+        (
+            ToolChoice::Required,
+            true,
+            r#"<|tool_call_start|>[get_weather(days=3, city="Oslo")]"#.into(),
+            false,
+        ),
+        (
+            ToolChoice::Required,
+            true,
+            r#"<|tool_call_start|>[get_weather(city="Oslo", days="3")]"#.into(),
+            false,
+        ),
+        (
+            ToolChoice::Required,
+            true,
+            r#"<|tool_call_start|>[get_weather(city="Oslo, Norway")]"#.into(),
+            false,
+        ),
+        (
+            ToolChoice::Required,
+            true,
+            r#"<|tool_call_start|>[get_weather(days=3)]"#.into(),
+            false,
+        ),
+        (
+            ToolChoice::Required,
+            true,
+            r#"<|tool_call_start|>[db.lookup(ids=[1, 2], filter={"kind": null})]<|tool_call_end|>"#.into(),
+            true,
+        ),
+        (
+            ToolChoice::Required,
+            true,
+            r#"<|tool_call_start|>[db.lookup(ids=[1, 2], filter={"kind": "c"})]"#.into(),
+            false,
+        ),
+        (
+            named.clone(),
+            true,
+            r#"<|tool_call_start|>[set_alarm(time="07:30", repeat=true)]<|tool_call_end|>"#.into(),
+            true,
+        ),
+        (
+            named.clone(),
+            true,
+            r#"<|tool_call_start|>[set_alarm(time="7:30")]"#.into(),
+            false,
+        ),
+        (named, true, call.into(), false),
+    ];
+    for (choice, parallel, text, ok) in cases {
+        let mut c = vocab.tool_constraint(tools, &choice, parallel, None).unwrap();
+        let fed = feed_text(&mut c, &tok, &text);
+        let case = format!("{choice:?} parallel {parallel}: {text:?}: {fed:?}");
+        assert_eq!(fed.is_ok() && c.is_accepting(), ok, "{case}");
+    }
+    // `auto` with a response format: that answer or a call, nothing else.
+    let answer = Format::JsonSchema(json!({"type": "object", "properties": {"a": {"type": "integer"}},
+        "required": ["a"], "additionalProperties": false}));
+    for (text, ok) in [(r#"{"a": 5}"#, true), (call, true), ("text", false)] {
+        let mut c = vocab
+            .tool_constraint(tools, &ToolChoice::Auto, true, Some(&answer))
+            .unwrap();
+        let fed = feed_text(&mut c, &tok, text);
+        assert_eq!(fed.is_ok() && c.is_accepting(), ok, "{text}: {fed:?}");
+    }
+    // Parameters without properties take any keyword arguments with JSON values.
+    let open = json!([{"type": "function", "function": {"name": "b", "parameters": {"type": "object"}}}]);
+    let mut c = vocab
+        .tool_constraint(open.as_array().unwrap(), &ToolChoice::Required, true, None)
+        .unwrap();
+    let text = r#"<|tool_call_start|>[b(x=1, y_2={"k": [true]})]<|tool_call_end|>"#;
+    assert!(feed_text(&mut c, &tok, text).is_ok() && c.is_accepting(), "{text}");
+    // A schema llguidance cannot enforce is named by its tool.
+    let bad = json!([tools[0], {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "string", "format": "no-such-format"}}}}}]);
+    let e = vocab
+        .tool_constraint(bad.as_array().unwrap(), &ToolChoice::Auto, true, None)
+        .err()
+        .expect("an unknown format is refused");
+    assert!(e.to_string().starts_with("tools[1].function.parameters: "), "{e}");
+}
+
+/// Forced tool calls on the fixture models (sampled, several seeds, `required` and a named
+/// function): every answer is one call list that the server's tool-call parser reads, naming
+/// an offered tool, with arguments valid against that tool's schema (checked by `jsonschema`).
+#[test]
+fn forced_tool_calls_parse_and_validate() {
+    use lfm_wgpu::serve::toolcall::{parse_calls, TOOL_CALL_END, TOOL_CALL_START};
+    let tools = tools();
+    let tools = tools.as_array().unwrap();
+    let schema_of = |name: &str| {
+        let f = &tools.iter().find(|t| t["function"]["name"] == name).unwrap()["function"];
+        f.get("parameters")
+            .cloned()
+            .unwrap_or(json!({"type": "object", "additionalProperties": false}))
+    };
+    let choices = [
+        ToolChoice::Required,
+        ToolChoice::Function("get_weather".into()),
+        ToolChoice::Function("set_alarm".into()),
+        ToolChoice::Function("db.lookup".into()),
+    ];
+    let mut calls_seen = 0;
+    for name in ["tiny_b", "tiny_c"] {
+        let (mut s, tok, vocab) = load(name);
+        let prompt = tok.encode("Call a tool:", true).unwrap();
+        for choice in &choices {
+            for seed in 0..4u64 {
+                s.set_sampling(SamplingParams {
+                    temperature: 1.0,
+                    top_k: [0, 40][seed as usize % 2],
+                    seed,
+                    ..SamplingParams::greedy()
+                })
+                .unwrap();
+                let mut c = vocab.tool_constraint(tools, choice, false, None).unwrap();
+                let (ids, ended) = generate(&mut s, &tok, &prompt, &mut c, 300);
+                let text = tok.decode(&ids, false);
+                let case = format!("{name} {choice:?} seed {seed}: {text:?}");
+                assert!(ended, "{case}: no end within 300 tokens");
+                let body = text
+                    .strip_prefix(TOOL_CALL_START)
+                    .and_then(|t| t.strip_suffix(TOOL_CALL_END))
+                    .unwrap_or_else(|| panic!("{case}: not one call list"));
+                let calls = parse_calls(body).unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(calls.len(), 1, "{case}");
+                if let ToolChoice::Function(f) = choice {
+                    assert_eq!(&calls[0].name, f, "{case}");
+                }
+                let args: Value = serde_json::from_str(&calls[0].arguments).unwrap();
+                let validator = jsonschema::validator_for(&schema_of(&calls[0].name)).unwrap();
+                if let Err(e) = validator.validate(&args) {
+                    panic!("{case}: {args} does not validate: {e}");
+                }
+                calls_seen += 1;
+            }
+        }
+    }
+    eprintln!("{calls_seen} forced calls parsed and validated");
 }

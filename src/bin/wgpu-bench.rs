@@ -396,7 +396,8 @@ fn main() -> Result<()> {
             "prefill_profile": pprof,
             "constrained": structured.as_ref().map(|c| serde_json::json!({
                 "free_tok_s": c.free, "constrained_tok_s": c.constrained,
-                "mask_s_per_token": c.mask_per_token, "forced_share": c.forced_share})),
+                "mask_s_per_token": c.mask_per_token, "forced_share": c.forced_share,
+                "tools_auto_tok_s": c.tools_auto, "tools_auto_mask_s_per_token": c.tools_mask_per_token})),
         });
         say!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
@@ -481,6 +482,13 @@ fn main() -> Result<()> {
             c.mask_per_token * 1e3,
             100.0 * c.forced_share
         );
+        say!(
+            "tool calls (tool_choice auto, free text: every token masked): {:.2} ± {:.2} t/s ({:.0}% of free); mask {:.3} ms/token",
+            c.tools_auto.0,
+            c.tools_auto.1,
+            100.0 * c.tools_auto.0 / c.free.0,
+            c.tools_mask_per_token * 1e3
+        );
     }
     if let Some(p) = profile {
         print_profile("decode step", &p, copy_bw);
@@ -498,10 +506,13 @@ struct Constrained {
     constrained: (f64, f64),
     mask_per_token: f64,
     forced_share: f64,
+    /// Free text under `tool_choice: "auto"`'s grammar (every token masked, none forced).
+    tools_auto: (f64, f64),
+    tools_mask_per_token: f64,
 }
 
 fn constrained_tg(s: &mut Session, prompt: &[u32], gen_n: usize, reps: usize) -> Result<Constrained> {
-    use lfm_wgpu::constrain::{Format, Vocabulary};
+    use lfm_wgpu::constrain::{Format, ToolChoice, Vocabulary};
     let vocab_size = s.model.cfg.vocab_size;
     let tok = lfm_wgpu::tokenizer::Tokenizer::synthetic(vocab_size)?;
     let vocab = Vocabulary::new(&tok, vocab_size)?;
@@ -510,8 +521,14 @@ fn constrained_tg(s: &mut Session, prompt: &[u32], gen_n: usize, reps: usize) ->
         "properties": {"name": {"type": "string", "maxLength": 24}, "n": {"type": "integer"},
         "tags": {"type": "array", "items": {"enum": ["a", "bc", "def"]}}},
         "required": ["name", "n", "tags"], "additionalProperties": false}});
-    let (mut free, mut constrained) = (Vec::new(), Vec::new());
+    let tools = [
+        serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"]}}}),
+    ];
+    let (mut free, mut constrained, mut auto) = (Vec::new(), Vec::new(), Vec::new());
     let (mut mask_s, mut forced, mut produced) = (0.0, 0, 0);
+    let (mut auto_mask_s, mut auto_produced) = (0.0, 0);
     for rep in 0..reps {
         progress(&format!("structured tg{gen_n}, repetition {}/{reps}", rep + 1));
         s.set_sampling(lfm_wgpu::sampling::SamplingParams::model_card(rep as u64))?;
@@ -523,6 +540,11 @@ fn constrained_tg(s: &mut Session, prompt: &[u32], gen_n: usize, reps: usize) ->
         let st = s.generate_constrained(prompt, gen_n + 1, false, &mut c, &mut |_| true)?;
         constrained.push((st.new_tokens - 1) as f64 / st.decode_s);
         (mask_s, forced, produced) = (mask_s + st.mask_s, forced + st.forced_tokens, produced + st.new_tokens);
+        s.reset();
+        let mut c = vocab.tool_constraint(&tools, &ToolChoice::Auto, true, None)?;
+        let st = s.generate_constrained(prompt, gen_n + 1, false, &mut c, &mut |_| true)?;
+        auto.push((st.new_tokens - 1) as f64 / st.decode_s);
+        (auto_mask_s, auto_produced) = (auto_mask_s + st.mask_s, auto_produced + st.new_tokens);
     }
     s.set_sampling(lfm_wgpu::sampling::SamplingParams::greedy())?;
     Ok(Constrained {
@@ -530,6 +552,8 @@ fn constrained_tg(s: &mut Session, prompt: &[u32], gen_n: usize, reps: usize) ->
         constrained: mean_sd(&constrained),
         mask_per_token: mask_s / produced.max(1) as f64,
         forced_share: forced as f64 / produced.max(1) as f64,
+        tools_auto: mean_sd(&auto),
+        tools_mask_per_token: auto_mask_s / auto_produced.max(1) as f64,
     })
 }
 

@@ -60,6 +60,8 @@ pub struct ChatRequest {
     /// `{"type": "text" | "json_object"}` or `{"type": "json_schema", "json_schema":
     /// {"name", "schema", "strict"}}`: the answer is constrained to it.
     pub response_format: Option<Json>,
+    /// `false`: a tool-call answer holds one call (default: several may).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// One message as a client sends it.

@@ -4,14 +4,18 @@
 //! The LFM2 template reads only `role` and `content`, and LFM2 saw its own tool calls as text
 //! in the assistant turn, so an assistant message's `tool_calls` are written back the way the
 //! model writes them: `<|tool_call_start|>[name(arg=value, …)]<|tool_call_end|>`, values as
-//! Python literals. `tool_choice` `"none"` leaves the tools out; `"required"` and a named
-//! function start the answer with `<|tool_call_start|>[` (and the name), so the model can
-//! only continue a call; the forced start is part of the answer the client gets.
+//! Python literals. `tool_choice` `"none"` leaves the tools out. Otherwise the answer is
+//! constrained by a grammar built from the tools' schemas ([`ChatPrompt::calls`]): `"auto"`
+//! allows text and calls, `"required"` and a named function force a call. Without structured
+//! output (a tokenizer llguidance cannot read), `"required"` and a named function instead
+//! start the answer with `<|tool_call_start|>[` (and the name) in the prompt, so the model can
+//! only continue a call; that forced start is part of the answer the client gets.
 
 use super::api::{ChatRequest, MessageIn};
 use super::error::ApiError;
 use super::toolcall::{TOOL_CALL_END, TOOL_CALL_START};
 use crate::chat::{ChatTemplate, Message, Role};
+use crate::constrain::ToolChoice;
 use crate::tokenizer::Tokenizer;
 use serde_json::Value as Json;
 
@@ -21,12 +25,20 @@ pub struct ChatPrompt {
     pub ids: Vec<u32>,
     /// Parse tool-call spans in the answer (tools were offered).
     pub tools: bool,
-    /// Text the prompt already starts the answer with (a forced tool call).
+    /// Text the prompt already starts the answer with (a forced tool call, without a grammar).
     pub forced: String,
+    /// The tools the answer's calls are constrained to, and the choice (with a grammar).
+    pub calls: Option<(Vec<Json>, ToolChoice)>,
 }
 
-/// Renders and tokenizes the conversation of `req`.
-pub fn chat(req: &ChatRequest, template: &ChatTemplate, tok: &Tokenizer) -> Result<ChatPrompt, ApiError> {
+/// Renders and tokenizes the conversation of `req`. `grammar`: tool calls will be constrained
+/// by a grammar (else a forced call is started in the prompt).
+pub fn chat(
+    req: &ChatRequest,
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    grammar: bool,
+) -> Result<ChatPrompt, ApiError> {
     if req.messages.is_empty() {
         return Err(ApiError::field("messages", "messages must not be empty"));
     }
@@ -36,7 +48,12 @@ pub fn chat(req: &ChatRequest, template: &ChatTemplate, tok: &Tokenizer) -> Resu
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
-    let (tools, forced) = tool_choice(req)?;
+    let (tools, choice) = tool_choice(req)?;
+    let forced = match (&choice, grammar) {
+        (Some(ToolChoice::Required), false) => format!("{TOOL_CALL_START}["),
+        (Some(ToolChoice::Function(name)), false) => format!("{TOOL_CALL_START}[{name}("),
+        _ => String::new(),
+    };
     let mut text = template
         .render(&messages, tools.as_deref(), true)
         .map_err(|e| ApiError::field("messages", e.to_string()))?;
@@ -48,12 +65,13 @@ pub fn chat(req: &ChatRequest, template: &ChatTemplate, tok: &Tokenizer) -> Resu
         ids,
         tools: tools.is_some(),
         forced,
+        calls: tools.zip(choice).filter(|_| grammar),
     })
 }
 
-/// The tools the template sees and the forced start of the answer, from `tools` and
-/// `tool_choice`.
-fn tool_choice(req: &ChatRequest) -> Result<(Option<Vec<Json>>, String), ApiError> {
+/// The tools the template sees and what the answer may call, from `tools` and `tool_choice`
+/// (no choice without tools).
+fn tool_choice(req: &ChatRequest) -> Result<(Option<Vec<Json>>, Option<ToolChoice>), ApiError> {
     let tools = req.tools.clone().filter(|t| !t.is_empty());
     let name_of = |t: &Json| {
         t.get("function")
@@ -62,12 +80,16 @@ fn tool_choice(req: &ChatRequest) -> Result<(Option<Vec<Json>>, String), ApiErro
             .and_then(Json::as_str)
             .map(str::to_owned)
     };
+    let auto = |tools: Option<Vec<Json>>| {
+        let choice = tools.as_ref().map(|_| ToolChoice::Auto);
+        (tools, choice)
+    };
     let choice = req.tool_choice.as_ref().unwrap_or(&Json::Null);
     match (choice, tools) {
-        (Json::Null, tools) => Ok((tools, String::new())),
-        (Json::String(s), tools) if s == "auto" => Ok((tools, String::new())),
-        (Json::String(s), _) if s == "none" => Ok((None, String::new())),
-        (Json::String(s), Some(tools)) if s == "required" => Ok((Some(tools), format!("{TOOL_CALL_START}["))),
+        (Json::Null, tools) => Ok(auto(tools)),
+        (Json::String(s), tools) if s == "auto" => Ok(auto(tools)),
+        (Json::String(s), _) if s == "none" => Ok((None, None)),
+        (Json::String(s), Some(tools)) if s == "required" => Ok((Some(tools), Some(ToolChoice::Required))),
         (Json::Object(o), Some(tools)) => {
             let name = o
                 .get("function")
@@ -84,7 +106,7 @@ fn tool_choice(req: &ChatRequest) -> Result<(Option<Vec<Json>>, String), ApiErro
                     format!("no tool named {name:?} in tools"),
                 ));
             }
-            Ok((Some(chosen), format!("{TOOL_CALL_START}[{name}(")))
+            Ok((Some(chosen), Some(ToolChoice::Function(name.to_owned()))))
         }
         (Json::String(s), None) if s == "required" => {
             Err(ApiError::field("tool_choice", "tool_choice \"required\" needs tools"))
@@ -275,7 +297,7 @@ mod tests {
               "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}"#,
         )
         .unwrap();
-        let p = chat(&req, &t, &tok).unwrap();
+        let p = chat(&req, &t, &tok, false).unwrap();
         let text = tok.decode(&p.ids, false);
         assert!(text.contains("<|im_start|>user\nWeather in Paris?<|im_end|>"), "{text}");
         assert!(
@@ -293,13 +315,20 @@ mod tests {
             text.ends_with("<|im_start|>assistant\n<|tool_call_start|>[get_weather("),
             "{text}"
         );
-        assert!(p.tools);
+        assert!(p.tools && p.calls.is_none());
         assert_eq!(p.forced, "<|tool_call_start|>[get_weather(");
+        // With a grammar the call is left to it: the prompt ends with the generation prompt.
+        let g = chat(&req, &t, &tok, true).unwrap();
+        assert!(g.forced.is_empty());
+        assert!(tok.decode(&g.ids, false).ends_with("<|im_start|>assistant\n"));
+        let (tools, choice) = g.calls.expect("calls constrained");
+        assert_eq!(tools.len(), 1, "only the chosen tool");
+        assert_eq!(choice, ToolChoice::Function("get_weather".into()));
 
         let mut none = req.clone();
         none.tool_choice = Some(Json::String("none".into()));
-        let p = chat(&none, &t, &tok).unwrap();
-        assert!(!p.tools && p.forced.is_empty());
+        let p = chat(&none, &t, &tok, true).unwrap();
+        assert!(!p.tools && p.forced.is_empty() && p.calls.is_none());
         assert!(!tok.decode(&p.ids, false).contains("List of tools"));
 
         for (choice, tools) in [
@@ -313,7 +342,7 @@ mod tests {
                 r.tools = None;
             }
             assert_eq!(
-                chat(&r, &t, &tok).unwrap_err().param.as_deref(),
+                chat(&r, &t, &tok, true).unwrap_err().param.as_deref(),
                 Some("tool_choice"),
                 "{choice}"
             );
@@ -321,7 +350,7 @@ mod tests {
         let mut r = req.clone();
         r.messages[0].role = "robot".into();
         assert_eq!(
-            chat(&r, &t, &tok).unwrap_err().param.as_deref(),
+            chat(&r, &t, &tok, true).unwrap_err().param.as_deref(),
             Some("messages[0].role")
         );
     }

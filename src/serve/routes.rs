@@ -8,7 +8,7 @@ use super::metrics::Metrics;
 use super::prompt;
 use super::respond::{self, ChatChunks, Chunker, Meta, TextChunks};
 use crate::chat::ChatTemplate;
-use crate::constrain::{Format, Vocabulary};
+use crate::constrain::{Constraint, Format, ToolChoice, Vocabulary};
 use crate::tokenizer::Tokenizer;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -201,7 +201,7 @@ fn start(
     s: &AppState,
     gen: &GenFields,
     ids: Vec<u32>,
-    format: Option<Format>,
+    constraint: Option<Box<Constraint>>,
     arrived: Instant,
 ) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
     gen.check_n()?;
@@ -212,18 +212,6 @@ fn start(
         Some(n) => n,
         None if ids.len() >= s.ctx => return Err(ApiError::context_length(s.ctx, ids.len(), 1)),
         None => s.ctx - ids.len(),
-    };
-    let constraint = match format {
-        None => None,
-        Some(f) => {
-            let vocab = s.structured.as_ref().map_err(|why| {
-                ApiError::field("response_format", format!("structured output is unavailable: {why}"))
-            })?;
-            let c = vocab
-                .constraint(&f, "response_format")
-                .map_err(|e| ApiError::field("response_format", e.to_string()))?;
-            Some(Box::new(c))
-        }
     };
     let (events, rx) = mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -238,6 +226,36 @@ fn start(
         constraint: std::sync::Mutex::new(constraint),
     })?;
     Ok((rx, CancelOnDrop(cancel)))
+}
+
+/// Compiles what the answer is constrained to: the tool calls (with the `response_format`
+/// as the text answer of `auto`), or the `response_format` alone.
+fn constraint(
+    s: &AppState,
+    format: Option<Format>,
+    calls: Option<&(Vec<JsonValue>, ToolChoice)>,
+    parallel: bool,
+) -> Result<Option<Box<Constraint>>, ApiError> {
+    if format.is_none() && calls.is_none() {
+        return Ok(None);
+    }
+    let field = if calls.is_some() { "tools" } else { "response_format" };
+    let vocab = s
+        .structured
+        .as_ref()
+        .map_err(|why| ApiError::field(field, format!("structured output is unavailable: {why}")))?;
+    let c = match (calls, format) {
+        (Some((tools, choice)), format) => vocab.tool_constraint(tools, choice, parallel, format.as_ref()),
+        (None, Some(f)) => vocab.constraint(&f, "response_format"),
+        (None, None) => return Ok(None),
+    };
+    c.map(|c| Some(Box::new(c))).map_err(|e| {
+        let param = match &e {
+            crate::Error::Constraint { origin, .. } if origin.starts_with("tools") => "tools",
+            _ => "response_format",
+        };
+        ApiError::field(param, e.to_string())
+    })
 }
 
 fn meta(s: &AppState, prefix: &str) -> Meta {
@@ -256,10 +274,11 @@ async fn chat_completions(State(s): State<St>, body: Bytes) -> Result<Response, 
     let arrived = Instant::now();
     let req: ChatRequest = api::parse(&body)?;
     check_model(&s, req.gen.model.as_deref())?;
-    let p = prompt::chat(&req, &s.template, &s.tok)?;
+    let p = prompt::chat(&req, &s.template, &s.tok, s.structured.is_ok())?;
     let think = req.reasoning_format.as_deref() != Some("none");
-    let format = req.format()?;
-    let (rx, guard) = start(&s, &req.gen, p.ids, format, arrived)?;
+    let parallel = req.parallel_tool_calls.unwrap_or(true);
+    let constraint = constraint(&s, req.format()?, p.calls.as_ref(), parallel)?;
+    let (rx, guard) = start(&s, &req.gen, p.ids, constraint, arrived)?;
     let meta = meta(&s, "chatcmpl");
     if req.gen.stream() {
         let chunks = ChatChunks::new(meta, p.tools, think, p.forced, req.gen.include_usage());

@@ -13,9 +13,7 @@
 
 use serde_json::{Map, Number, Value as Json};
 
-/// The special tokens that wrap a tool-call list in LFM2 output.
-pub const TOOL_CALL_START: &str = "<|tool_call_start|>";
-pub const TOOL_CALL_END: &str = "<|tool_call_end|>";
+pub use crate::chat::{TOOL_CALL_END, TOOL_CALL_START};
 
 /// Deepest nesting of lists / dicts / calls accepted.
 const MAX_DEPTH: usize = 64;
@@ -391,6 +389,7 @@ impl<'a> Py<'a> {
             '\\' => Some(Some('\\')),
             '\'' => Some(Some('\'')),
             '"' => Some(Some('"')),
+            '/' => Some(Some('/')), // JSON's escape (values forced by a schema are JSON)
             'n' => Some(Some('\n')),
             't' => Some(Some('\t')),
             'r' => Some(Some('\r')),

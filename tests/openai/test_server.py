@@ -154,7 +154,7 @@ class Answers(unittest.TestCase):
         self.assertEqual(content, m.content or "")
         self.assertEqual([calls[i] for i in sorted(calls)],
                          [{"name": t.function.name, "arguments": t.function.arguments} for t in m.tool_calls or []])
-        # The tiny random model cannot finish the forced call; what it wrote is kept.
+        # Within 6 tokens the forced call may not close: what was written is kept, or it parses.
         self.assertTrue((m.content or "").startswith("<|tool_call_start|>[get_weather(") or m.tool_calls)
 
 
