@@ -20,10 +20,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::path::Path;
 
-/// The special tokens around a tool-call list in LFM2 output.
-pub const TOOL_CALL_START: &str = "<|tool_call_start|>";
-pub const TOOL_CALL_END: &str = "<|tool_call_end|>";
-
 /// The LFM2 template (docs §13): BOS, an optional system turn carrying the tool list, ChatML turns,
 /// tool results wrapped in `<|tool_response_start|>…<|tool_response_end|>`.
 pub const LFM2_TEMPLATE: &str = include_str!("chat/lfm2.jinja");

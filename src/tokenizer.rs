@@ -45,6 +45,9 @@ use std::path::{Path, PathBuf};
 
 /// The token that ends a chat turn in LFM2 (id 7); always a stop token when present.
 pub const IM_END: &str = "<|im_end|>";
+/// The special tokens around a tool-call list in LFM2 output.
+pub const TOOL_CALL_START: &str = "<|tool_call_start|>";
+pub const TOOL_CALL_END: &str = "<|tool_call_end|>";
 
 /// A loaded tokenizer with its special tokens.
 #[derive(Clone)]
@@ -345,8 +348,8 @@ impl Tokenizer {
             "<|fim_suf|>",
             "<|im_start|>",
             IM_END,
-            crate::chat::TOOL_CALL_START,
-            crate::chat::TOOL_CALL_END,
+            TOOL_CALL_START,
+            TOOL_CALL_END,
         ];
         let path = PathBuf::from("<synthetic tokenizer>");
         if vocab < SPECIAL.len() + 256 {

@@ -20,8 +20,8 @@
 //! naming the tool.
 
 use super::{guided_schema, Format};
-use crate::chat::{TOOL_CALL_END, TOOL_CALL_START};
 use crate::error::{Error, Result};
+use crate::tokenizer::{TOOL_CALL_END, TOOL_CALL_START};
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 

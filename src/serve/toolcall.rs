@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Number, Value as Json};
 
-pub use crate::chat::{TOOL_CALL_END, TOOL_CALL_START};
+pub use crate::tokenizer::{TOOL_CALL_END, TOOL_CALL_START};
 
 /// Deepest nesting of lists / dicts / calls accepted.
 const MAX_DEPTH: usize = 64;
