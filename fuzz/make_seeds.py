@@ -117,6 +117,20 @@ def main():
     put("chat_template", "misc", b"\0".join([b"{{ bos_token }}{{ strftime_now('%Y-%m-%d %A') }}{% macro f(n) %}"
                                               b"{% if n > 0 %}{{ f(n - 1) }}{% endif %}{{ n }}{% endmacro %}{{ f(5) }}"
                                               b"{% if not add_generation_prompt %}{{ raise_exception('no prompt') }}{% endif %}"] + conv[:1]))
+    # constrain: kind byte, format text, NUL, token picks (see fuzz_targets/constrain.rs).
+    picks = bytes((7 + 13 * i) % 256 for i in range(40))
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6},
+              "n": {"type": "integer", "minimum": -3, "maximum": 300}, "tags": {"type": "array",
+              "items": {"enum": ["a", "bc", None]}, "maxItems": 3}}, "required": ["name"]}
+    put("constrain", "schema", b"\x00" + json.dumps(schema).encode() + b"\0" + picks)
+    put("constrain", "lark", b"\x01" + b'start: "(" item ("," item)* ")"\nitem: /[a-c]{1,2}/ | NUMBER\nNUMBER: /[0-9]+/\n'
+        + b"\0" + picks)
+    put("constrain", "regex", b"\x02" + rb"(yes|no) [0-9]{1,3}!\n?" + b"\0" + picks)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+              "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}},
+             {"type": "function", "function": {"name": "now"}}]
+    for i, choice in enumerate(["auto", "required", "named"]):
+        put("constrain", f"tools-{choice}", bytes([3 + 4 * i]) + json.dumps(tools).encode() + b"\0" + picks)
     # quantized_meta: the micro model written by `lfm quantize` in each format.
     lfm = os.environ.get("LFM")
     if lfm:
