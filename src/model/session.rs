@@ -292,13 +292,13 @@ impl Session {
             Mode::Decode => (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
             _ => 1,
         };
-        let start = std::time::Instant::now();
+        let (start, submitted_before) = (std::time::Instant::now(), self.cost.get().submit_s);
         let during = format!("{which:?} step at position {} ({n} tokens)", self.pos);
         let index = gpu.scoped(&during, || self.submit(which, n, splits, id_to, read_logit_row, draw));
         if which == Mode::Decode {
-            // The whole host side of the step: uniform, recording, submits, error scopes.
+            // The host side of the step (uniform, recording, error scopes) less the submits.
             let mut c = self.cost.get();
-            c.encode_s += start.elapsed().as_secs_f64();
+            c.encode_s += start.elapsed().as_secs_f64() - (c.submit_s - submitted_before);
             self.cost.set(c);
         }
         index

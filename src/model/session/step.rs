@@ -15,14 +15,21 @@ use std::ops::Range;
 /// Most decode steps one [`GpuStepTimer`] records (two timestamps each).
 pub const MAX_TIMED_STEPS: u32 = 1024;
 
+/// Bytes between two steps' resolved timestamps: a query resolve's destination offset must
+/// be a multiple of 256 (`QUERY_RESOLVE_BUFFER_ALIGNMENT`).
+const RESOLVE_STRIDE: u64 = wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT;
+
 /// Host cost of the decode steps since [`Session::reset_host_cost`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HostCost {
     /// Decode steps submitted.
     pub steps: usize,
-    /// Host time writing uniforms, recording the passes and submitting them (error scopes
-    /// included).
+    /// Host time writing uniforms and recording the passes (error scopes included), not
+    /// counting the submit calls.
     pub encode_s: f64,
+    /// Host time inside `queue.submit` (on a driver that runs the work in the submitting
+    /// thread, lavapipe, this includes the GPU's execution).
+    pub submit_s: f64,
     /// Host time blocked waiting for the GPU (reading back sampled ids).
     pub wait_s: f64,
     /// Dispatches, compute passes and queue submissions recorded.
@@ -37,6 +44,7 @@ impl HostCost {
         let n = self.steps.max(1) as f64;
         HostCostPerStep {
             encode_s: self.encode_s / n,
+            submit_s: self.submit_s / n,
             wait_s: self.wait_s / n,
             dispatches: self.dispatches as f64 / n,
             passes: self.passes as f64 / n,
@@ -49,6 +57,7 @@ impl HostCost {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HostCostPerStep {
     pub encode_s: f64,
+    pub submit_s: f64,
     pub wait_s: f64,
     pub dispatches: f64,
     pub passes: f64,
@@ -101,7 +110,7 @@ impl Session {
             }),
             resolve: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("decode step timer resolve"),
-                size: 2 * MAX_TIMED_STEPS as u64 * 8,
+                size: MAX_TIMED_STEPS as u64 * RESOLVE_STRIDE,
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             }),
@@ -119,13 +128,14 @@ impl Session {
             return Ok(Some(Vec::new()));
         }
         let gpu = &self.model.gpu;
-        let raw = gpu.read(&t.resolve, 0, 2 * t.used as u64 * 8)?;
-        let ticks: &[u64] = bytemuck::cast_slice(&raw);
+        let raw = gpu.read(&t.resolve, 0, t.used as u64 * RESOLVE_STRIDE)?;
         let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
         Ok(Some(
-            ticks
-                .chunks_exact(2)
-                .map(|p| p[1].saturating_sub(p[0]) as f64 * period)
+            raw.chunks_exact(RESOLVE_STRIDE as usize)
+                .map(|step| {
+                    let ticks: [u64; 2] = bytemuck::pod_read_unaligned(&step[..16]);
+                    ticks[1].saturating_sub(ticks[0]) as f64 * period
+                })
                 .collect(),
         ))
     }
@@ -161,7 +171,12 @@ impl Session {
         // Timestamp slots of this step: the first part's start, the last part's end.
         let mut timer_slot = self.gpu_timer.borrow_mut();
         let timer = match (&*timer_slot, decode) {
-            (Some(t), true) if t.used < MAX_TIMED_STEPS => Some((t.queries.clone(), t.resolve.clone(), 2 * t.used)),
+            (Some(t), true) if t.used < MAX_TIMED_STEPS => Some((
+                t.queries.clone(),
+                t.resolve.clone(),
+                2 * t.used,
+                t.used as u64 * RESOLVE_STRIDE,
+            )),
             _ => None,
         };
         let shape = StepShape {
@@ -169,6 +184,7 @@ impl Session {
             splits,
         };
         let (mut dispatches, count) = (0, parts.len());
+        let mut submit_s = 0.0;
         let mut index = None;
         for (k, range) in parts.into_iter().enumerate() {
             let last = k + 1 == count;
@@ -176,7 +192,7 @@ impl Session {
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
             {
-                let timestamp_writes = timer.as_ref().map(|(q, _, i)| wgpu::ComputePassTimestampWrites {
+                let timestamp_writes = timer.as_ref().map(|(q, _, i, _)| wgpu::ComputePassTimestampWrites {
                     query_set: q,
                     beginning_of_pass_write_index: (k == 0).then_some(*i),
                     end_of_pass_write_index: last.then_some(*i + 1),
@@ -203,11 +219,14 @@ impl Session {
                     let bytes = self.model.cfg.vocab_size as u64 * 4;
                     enc.copy_buffer_to_buffer(&self.state.logits, 0, &self.state.staging_logits, 0, bytes);
                 }
-                if let Some((q, resolve, i)) = &timer {
-                    enc.resolve_query_set(q, *i..*i + 2, resolve, *i as u64 * 8);
+                if let Some((q, resolve, i, at)) = &timer {
+                    enc.resolve_query_set(q, *i..*i + 2, resolve, *at);
                 }
             }
-            index = Some(gpu.queue.submit([enc.finish()]));
+            let cmd = enc.finish();
+            let submitting = std::time::Instant::now();
+            index = Some(gpu.queue.submit([cmd]));
+            submit_s += submitting.elapsed().as_secs_f64();
         }
         if decode {
             if let Some(t) = timer_slot.as_mut() {
@@ -218,6 +237,7 @@ impl Session {
             c.dispatches += dispatches;
             c.passes += count;
             c.submissions += count;
+            c.submit_s += submit_s;
             self.cost.set(c);
         }
         index.ok_or_else(|| Error::Invalid("a step with nothing to submit".into()))
@@ -255,6 +275,7 @@ mod tests {
         let c = HostCost {
             steps: 4,
             encode_s: 0.002,
+            submit_s: 0.008,
             wait_s: 0.4,
             dispatches: 1200,
             passes: 8,
@@ -263,6 +284,7 @@ mod tests {
         let p = c.per_step();
         assert!((p.encode_s - 0.0005).abs() < 1e-12);
         assert!((p.wait_s - 0.1).abs() < 1e-12);
+        assert!((p.submit_s - 0.002).abs() < 1e-12);
         assert_eq!((p.dispatches, p.passes, p.submissions), (300.0, 2.0, 2.0));
         assert_eq!(HostCost::default().per_step(), HostCostPerStep::default());
     }
