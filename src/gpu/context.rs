@@ -3,6 +3,7 @@
 //! Knows nothing of models. Every option that changes which kernels run lives in
 //! [`GpuOptions`], exposed as CLI flags and, for tests, as environment variables.
 
+use super::memory::AdapterMemory;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -56,31 +57,11 @@ impl GpuOptions {
     }
 }
 
-/// Device-local memory the driver reports (Vulkan: the device-local heaps), if it can tell.
-pub fn adapter_memory(adapter: &wgpu::Adapter) -> Option<u64> {
-    #[cfg(any(target_os = "linux", target_os = "windows", target_os = "android"))]
-    {
-        // SAFETY: the raw handles are only used for a read-only property query while the
-        // adapter (and so the instance) is alive.
-        let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
-        let props = unsafe {
-            hal.shared_instance()
-                .raw_instance()
-                .get_physical_device_memory_properties(hal.raw_physical_device())
-        };
-        let heaps = &props.memory_heaps[..props.memory_heap_count as usize];
-        let local: u64 = heaps
-            .iter()
-            .filter(|h| h.flags.contains(ash::vk::MemoryHeapFlags::DEVICE_LOCAL))
-            .map(|h| h.size)
-            .sum();
-        (local > 0).then_some(local)
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "android")))]
-    {
-        let _ = adapter;
-        None
-    }
+/// The memory the adapter has for a model and where the figure came from: the user's
+/// figure, else the backend's (Vulkan heaps, Metal working set, DXGI), else the system RAM
+/// less a margin (see [`super::memory`]).
+pub fn adapter_memory(adapter: &wgpu::Adapter, user: Option<u64>) -> Option<AdapterMemory> {
+    super::memory::adapter_memory(adapter, user)
 }
 
 pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
@@ -113,9 +94,11 @@ pub struct Gpu {
     /// Largest binding a weight matrix chunk may take (≤ the granted limit; lowered by
     /// `max_binding_bytes` to exercise the split path), a multiple of 256.
     pub max_binding: u64,
-    /// Device-local memory: `LFM_GPU_MEMORY` / `--gpu-memory`, else what the driver
-    /// reports (Vulkan heaps); None when unknown (Metal, DX12, GL).
+    /// Memory for the model: `LFM_GPU_MEMORY` / `--gpu-memory`, else what the backend
+    /// reports, else the system RAM less a margin; None when nothing is known.
     pub memory: Option<u64>,
+    /// That figure with its source (`lfm info` shows it).
+    pub memory_info: Option<AdapterMemory>,
     /// Weights are uploaded into buffers mapped directly (MAP_WRITE storage buffers), with no
     /// staging copy: on a CPU or integrated Vulkan adapter (memory shared with the host) whose
     /// driver allows it (`MAPPABLE_PRIMARY_BUFFERS`); at the full shape this saves the 0.75 GiB
@@ -172,7 +155,8 @@ impl Gpu {
             }
         };
         let info = adapter.get_info();
-        let memory = opts.memory_bytes.or_else(|| adapter_memory(&adapter));
+        let memory_info = adapter_memory(&adapter, opts.memory_bytes);
+        let memory = memory_info.map(|m| m.bytes);
         let have = adapter.features();
         let offered = adapter.limits();
         let mut wanted = wgpu::Features::empty();
@@ -252,6 +236,9 @@ impl Gpu {
             limits.max_buffer_size,
             limits.max_compute_workgroup_storage_size
         );
+        if let Some(m) = memory_info {
+            log::info!("memory: {} B ({})", m.bytes, m.source.describe());
+        }
         log::info!(
             "features: shader-f16 {}, subgroups {}, timestamps {}",
             caps.f16,
@@ -266,6 +253,7 @@ impl Gpu {
             caps,
             max_binding,
             memory,
+            memory_info,
             weight_usage: match direct_upload {
                 true => wgpu::BufferUsages::MAP_WRITE,
                 false => wgpu::BufferUsages::empty(),

@@ -1,7 +1,9 @@
 //! wgpu only; knows nothing of models: the device context and buffer helpers.
 
 pub mod context;
+pub mod memory;
 pub mod tensor;
 
 pub use context::{Caps, Gpu, GpuOptions};
+pub use memory::{AdapterMemory, MemorySource};
 pub use tensor::{DType, GpuMatrix, MatChunk};

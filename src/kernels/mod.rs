@@ -619,13 +619,20 @@ impl Program {
         timed
     }
 
-    /// Records every dispatch into `pass` with grids sized for `shape`.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, shape: StepShape) {
-        self.record_range(pass, shape, 0..self.dispatches.len());
+    /// Records every dispatch into `pass` with grids sized for `shape`; returns how many
+    /// (empty grids are skipped).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, shape: StepShape) -> usize {
+        self.record_range(pass, shape, 0..self.dispatches.len())
     }
 
-    /// Records dispatches `range` into `pass`.
-    pub fn record_range(&self, pass: &mut wgpu::ComputePass<'_>, shape: StepShape, range: std::ops::Range<usize>) {
+    /// Records dispatches `range` into `pass`; returns how many (empty grids are skipped).
+    pub fn record_range(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        shape: StepShape,
+        range: std::ops::Range<usize>,
+    ) -> usize {
+        let mut recorded = 0;
         for d in &self.dispatches[range] {
             let [x, y, z] = d.grid.map(|g| g.eval(shape));
             if x == 0 || y == 0 || z == 0 {
@@ -634,6 +641,8 @@ impl Program {
             pass.set_pipeline(&d.pipeline.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
             pass.dispatch_workgroups(x, y, z);
+            recorded += 1;
         }
+        recorded
     }
 }

@@ -11,7 +11,7 @@ use super::synthetic::Synthetic;
 use super::weights::{storage_format, MatSpec, Source, WeightSink, Weights};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{AdapterMemory, Gpu};
 use crate::layout::plan_segments;
 use crate::units::gib;
 
@@ -211,28 +211,74 @@ fn first_fitting(
     Ok(None)
 }
 
-/// The most precise of f16, q8_0, q4_0 that fits the adapter's memory; None when the memory
-/// is unknown or none fits (loading then refuses with advice, see [`MemoryEstimate::check`]).
-pub fn most_precise_fitting(
+/// Share of the adapter's memory a default dtype may fill (the rest is left to other
+/// programs and the driver): the line above which loading warns.
+pub const DEFAULT_FILL: (u64, u64) = (9, 10);
+
+/// The weight dtype used when none is asked for, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultDtype {
+    pub dtype: DType,
+    /// The memory figure it was chosen against (None: nothing known).
+    pub memory: Option<AdapterMemory>,
+    /// False when even q4_0 needs more than [`DEFAULT_FILL`] of it (loading then refuses
+    /// or warns, with advice).
+    pub fits: bool,
+}
+
+/// The most precise of f16, q8_0, q4_0 whose model with a `ctx`-token cache fills at most
+/// [`DEFAULT_FILL`] of `memory`; q4_0 when none does; q8_0 when the memory is unknown (half
+/// of f16's memory at nearly its accuracy). A pure function of the memory figure and the
+/// model's shape (`max_binding` / `max_state_binding` as in [`MemoryEstimate::new`]), so it
+/// is tested without a GPU.
+pub fn default_dtype(
+    memory: Option<AdapterMemory>,
+    cfg: &Config,
+    kv: Option<DType>,
+    ctx: usize,
+    ubatch: usize,
+    max_binding: u64,
+    max_state_binding: u64,
+) -> Result<DefaultDtype> {
+    let Some(m) = memory else {
+        return Ok(DefaultDtype {
+            dtype: DType::Q8_0,
+            memory,
+            fits: true,
+        });
+    };
+    let budget = m.bytes / DEFAULT_FILL.1 * DEFAULT_FILL.0;
+    for d in [DType::F16, DType::Q8_0, DType::Q4_0] {
+        let kv = kv.unwrap_or(default_kv_dtype(d));
+        let e = MemoryEstimate::new(cfg, d, kv, ctx, ubatch, max_binding, max_state_binding)?;
+        if e.total() <= budget {
+            return Ok(DefaultDtype {
+                dtype: d,
+                memory,
+                fits: true,
+            });
+        }
+    }
+    Ok(DefaultDtype {
+        dtype: DType::Q4_0,
+        memory,
+        fits: false,
+    })
+}
+
+/// [`default_dtype`] for the adapter `gpu` (its memory figure and granted limits).
+pub fn default_dtype_for(
     gpu: &Gpu,
     cfg: &Config,
     kv: Option<DType>,
     ctx: usize,
     ubatch: usize,
-) -> Result<Option<DType>> {
-    let Some(available) = gpu.memory else {
-        return Ok(None);
-    };
-    let fit = first_fitting(
-        gpu,
-        cfg,
-        &[DType::F16, DType::Q8_0, DType::Q4_0],
-        kv,
-        ctx,
-        ubatch,
-        available,
-    )?;
-    Ok(fit.map(|e| e.dtype))
+) -> Result<DefaultDtype> {
+    let state_max = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
+    default_dtype(gpu.memory_info, cfg, kv, ctx, ubatch, gpu.max_binding, state_max)
 }
 
 /// Peak resident host memory of this process so far (Linux `VmHWM`), if the OS tells.
@@ -241,4 +287,103 @@ pub fn peak_host_memory() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::memory::{choose, from_metal, from_vulkan_heaps, Heap};
+    const GIB: u64 = 1 << 30;
+
+    /// The full LFM2-8B-A1B shape, `lfm chat`'s default context and ubatch, and wgpu's
+    /// largest binding.
+    fn pick(memory: Option<AdapterMemory>) -> DefaultDtype {
+        let cfg = Config::lfm2_8b_a1b(24).unwrap();
+        let max = (2u64 << 30) - 256;
+        default_dtype(memory, &cfg, None, 4096, 512, max, max).unwrap()
+    }
+
+    #[test]
+    fn a_16_gb_mac_gets_q8_0_never_f16() {
+        // recommendedMaxWorkingSetSize of a 16 GB M1/M2/M3 (about two thirds of the RAM).
+        let d = pick(from_metal(11_453_251_584));
+        assert_eq!((d.dtype, d.fits), (DType::Q8_0, true));
+        // The same Mac when Metal tells nothing: system RAM less the margin.
+        let d = pick(choose(None, None, Some(16 * GIB)));
+        assert_eq!(d.dtype, DType::Q8_0);
+    }
+
+    #[test]
+    fn small_and_large_unified_memory() {
+        // 8 GB Mac: about 5.3 GiB of working set, only q4_0 fits.
+        assert_eq!(pick(from_metal(5_726_623_744)).dtype, DType::Q4_0);
+        // 36 GB Mac: about 27 GiB, f16 fits.
+        assert_eq!(pick(from_metal(28_991_029_248)).dtype, DType::F16);
+        // 4 GiB: nothing fits; q4_0, flagged.
+        let d = pick(from_metal(4 * GIB));
+        assert_eq!((d.dtype, d.fits), (DType::Q4_0, false));
+    }
+
+    #[test]
+    fn vulkan_figures_and_unknown_memory() {
+        let dgpu = from_vulkan_heaps(
+            &[Heap {
+                size: 24 * GIB,
+                device_local: true,
+            }],
+            false,
+            None,
+        );
+        assert_eq!(pick(dgpu).dtype, DType::F16);
+        let dgpu8 = from_vulkan_heaps(
+            &[Heap {
+                size: 8 * GIB,
+                device_local: true,
+            }],
+            false,
+            None,
+        );
+        assert_eq!(pick(dgpu8).dtype, DType::Q4_0, "q8_0's 8.3 GiB is over 90% of 8 GiB");
+        // A 32 GB laptop iGPU: 512 MiB carve-out + 15.5 GiB host heap.
+        let igpu = from_vulkan_heaps(
+            &[
+                Heap {
+                    size: GIB / 2,
+                    device_local: true,
+                },
+                Heap {
+                    size: 31 * GIB / 2,
+                    device_local: false,
+                },
+            ],
+            true,
+            Some(32 * GIB),
+        );
+        assert_eq!(pick(igpu).dtype, DType::Q8_0);
+        assert_eq!(
+            pick(None),
+            DefaultDtype {
+                dtype: DType::Q8_0,
+                memory: None,
+                fits: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_choice_follows_the_estimate_at_the_budget_edge() {
+        let cfg = Config::lfm2_8b_a1b(24).unwrap();
+        let max = (2u64 << 30) - 256;
+        let f16 = MemoryEstimate::new(&cfg, DType::F16, DType::F16, 4096, 512, max, max)
+            .unwrap()
+            .total();
+        let just = |bytes: u64| choose(Some(bytes), None, None);
+        let at = f16.div_ceil(DEFAULT_FILL.0) * DEFAULT_FILL.1 + DEFAULT_FILL.1;
+        assert_eq!(pick(just(at)).dtype, DType::F16);
+        assert_eq!(
+            pick(just(f16)).dtype,
+            DType::Q8_0,
+            "f16 at 100% of the memory is not a default"
+        );
+    }
 }

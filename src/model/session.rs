@@ -14,10 +14,14 @@ use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::kernels::{Kernels, Program, StepShape, Uniforms};
 use crate::sampling::SamplingParams;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod constrained;
+mod step;
+
+pub use step::{split_ranges, HostCost, HostCostPerStep, MAX_TIMED_STEPS};
 
 /// The id the argmax and sample kernels write when the logits row holds NaN or ±inf.
 pub const NON_FINITE_ID: u32 = u32::MAX;
@@ -57,6 +61,11 @@ pub struct Session {
     /// Raised from elsewhere (Ctrl-C, a closed connection) to stop a prefill between chunks
     /// and a generation between tokens.
     cancel: Arc<AtomicBool>,
+    /// Submissions a decode step is cut into ([`Session::set_decode_submissions`]).
+    decode_parts: usize,
+    /// Host cost of the decode steps so far, and their GPU timer when armed (step.rs).
+    cost: Cell<HostCost>,
+    gpu_timer: RefCell<Option<step::GpuStepTimer>>,
 }
 
 /// What one [`Session::generate`] did.
@@ -138,6 +147,9 @@ impl Session {
             history: Vec::new(),
             last: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            decode_parts: 1,
+            cost: Cell::new(HostCost::default()),
+            gpu_timer: RefCell::new(None),
         })
     }
 
@@ -280,57 +292,16 @@ impl Session {
             Mode::Decode => (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
             _ => 1,
         };
+        let (start, submitted_before) = (std::time::Instant::now(), self.cost.get().submit_s);
         let during = format!("{which:?} step at position {} ({n} tokens)", self.pos);
-        gpu.scoped(&during, || self.submit(which, n, splits, id_to, read_logit_row, draw))
-    }
-
-    /// Writes the step uniform, records `which` (and the sampler when `draw`) and submits once.
-    fn submit(
-        &self,
-        which: Mode,
-        n: usize,
-        splits: u32,
-        id_to: Option<&wgpu::Buffer>,
-        read_logit_row: bool,
-        draw: bool,
-    ) -> Result<wgpu::SubmissionIndex> {
-        let gpu = &self.model.gpu;
-        let step = [n as u32, self.pos as u32, splits, 0];
-        gpu.queue.write_buffer(&self.state.step, 0, bytemuck::cast_slice(&step));
-        let program = match which {
-            Mode::Prefill => &self.prefill,
-            Mode::Decode => &self.decode,
-            Mode::PrefillAllLogits => self.prefill_all.as_ref().expect("built before use"),
-        };
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("forward"),
-                timestamp_writes: None,
-            });
-            program.record(
-                &mut pass,
-                StepShape {
-                    n_tokens: n as u32,
-                    splits,
-                },
-            );
-            if draw {
-                self.sampler
-                    .program
-                    .record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
-            }
+        let index = gpu.scoped(&during, || self.submit(which, n, splits, id_to, read_logit_row, draw));
+        if which == Mode::Decode {
+            // The host side of the step (uniform, recording, error scopes) less the submits.
+            let mut c = self.cost.get();
+            c.encode_s += start.elapsed().as_secs_f64() - (c.submit_s - submitted_before);
+            self.cost.set(c);
         }
-        if let Some(staging) = id_to {
-            enc.copy_buffer_to_buffer(&self.state.ids, 0, staging, 0, 4);
-        }
-        if read_logit_row {
-            let bytes = self.model.cfg.vocab_size as u64 * 4;
-            enc.copy_buffer_to_buffer(&self.state.logits, 0, &self.state.staging_logits, 0, bytes);
-        }
-        Ok(gpu.queue.submit([enc.finish()]))
+        index
     }
 
     fn read_id(&self) -> Result<u32> {
@@ -658,7 +629,12 @@ impl Session {
                 false => None,
             };
             self.history.push(input); // step j's input, counted in `pos` when queued
-            let id = match self.read_id_from(self.id_staging(j), Some(index)) {
+            let waited = std::time::Instant::now();
+            let read = self.read_id_from(self.id_staging(j), Some(index));
+            let mut c = self.cost.get();
+            c.wait_s += waited.elapsed().as_secs_f64();
+            self.cost.set(c);
+            let id = match read {
                 Ok(id) => id,
                 Err(e) => {
                     self.last = None;

@@ -22,7 +22,7 @@ pub fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
-        let mem = opts.memory_bytes.or_else(|| context::adapter_memory(a));
+        let mem = context::adapter_memory(a, opts.memory_bytes);
         say!(
             "[{i}] {} ({:?}, {:?}) driver: {} {}\n    memory: {}  shader-f16: {}  subgroups: {}  timestamps: {}\n    max storage binding: {} MiB  max buffer: {} MiB  workgroup storage: {} KiB",
             info.name,
@@ -30,7 +30,7 @@ pub fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
             info.backend,
             info.driver,
             info.driver_info,
-            mem.map_or("unknown".into(), gib),
+            mem.map_or("unknown".into(), |m| format!("{} ({})", gib(m.bytes), m.source.describe())),
             a.features().contains(wgpu::Features::SHADER_F16),
             a.features().contains(wgpu::Features::SUBGROUP),
             a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
@@ -124,7 +124,11 @@ fn memory_table(g: &Gpu, c: &Config, gguf: Option<&GgufModel>) -> Result<()> {
     say!(
         "\nGPU memory (weights + KV cache + scratch, ubatch 512) on {} ({}):",
         g.info.name,
-        avail.map_or("memory unknown".into(), |m| format!("{} available", gib(m)))
+        g.memory_info.map_or("memory unknown".into(), |m| format!(
+            "{} available, {}",
+            gib(m.bytes),
+            m.source.describe()
+        ))
     );
     let ctxs = [4096usize, 8192, 32768];
     put!("| {:<16} |", "dtype");

@@ -25,7 +25,7 @@ use lfm_wgpu::gpu::{context, DType, Gpu, GpuOptions};
 use lfm_wgpu::interrupt;
 use lfm_wgpu::model::files::ModelFiles;
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::memory::most_precise_fitting;
+use lfm_wgpu::model::memory::default_dtype_for;
 use lfm_wgpu::model::session::{Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::sampling::{SamplingParams, TokenConstraint};
@@ -409,13 +409,16 @@ fn load(m: Opened, args: &LoadArgs) -> Result<(Session, f64)> {
         (Some(stored), _) => stored,
         (None, Some(d)) => d,
         // Without --dtype: the most precise of f16, q8_0, q4_0 that fits the adapter.
-        (None, None) => match most_precise_fitting(&gpu, files.config(), kv_dtype, ctx, ubatch)? {
-            Some(d) if d != DType::F16 => {
-                eprintln!("[f16 weights do not fit the adapter: loading as {d}]");
-                d
+        (None, None) => {
+            let d = default_dtype_for(&gpu, files.config(), kv_dtype, ctx, ubatch)?;
+            if d.dtype != DType::F16 {
+                let mem = d.memory.map_or("unknown memory".into(), |m| {
+                    format!("{} ({})", gib(m.bytes), m.source.describe())
+                });
+                eprintln!("[f16 weights do not fit the adapter's {mem}: loading as {}]", d.dtype);
             }
-            _ => DType::F16,
-        },
+            d.dtype
+        }
     };
     let t = std::time::Instant::now();
     let opts = SessionOptions { ctx, ubatch, kv_dtype };

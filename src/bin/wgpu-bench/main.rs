@@ -1,7 +1,7 @@
 //! `wgpu-bench`: how fast LFM2-MoE runs on a wgpu adapter, in llama-bench's shape.
 //!
 //! `wgpu-bench [--model DIR] [--dtype q4_0] [--layers N] [-p 512] [-n 128] [-r 5] [--depth D]
-//!             [--adapter A] [--backend B] [--profile] [--kernels] [--json]`
+//!             [--adapter A] [--backend B] [--profile] [--kernels] [--submits 1,2,4] [--json]`
 //!
 //! With no --model it benchmarks the full LFM2-8B-A1B shape with synthetic weights
 //! (deterministic, no download). It reports ppN / tgN tok/s (mean ± sd), time to first token,
@@ -9,6 +9,10 @@
 //! share of the copy bandwidth this run measures on the same device, prefill FLOP/s against
 //! a measured FMA peak, and GPU memory. --profile adds a per-kernel decode breakdown from
 //! timestamp queries; --kernels times the decode mat-vecs at the model's shapes per format.
+//! Every tg run also reports the host cost per decode token (host_cost.rs): encoding and
+//! submitting, time blocked on the GPU, GPU time, dispatches, passes and submissions.
+
+mod host_cost;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -91,6 +95,10 @@ struct Args {
     /// model's size) against the same sampled decode without it
     #[arg(long)]
     constrained: bool,
+    /// Submissions per decode token (comma-separated to compare several: 1,2,4); the tg
+    /// test uses the first
+    #[arg(long, default_value = "1")]
+    submits: String,
     /// JSON instead of tables
     #[arg(long)]
     json: bool,
@@ -307,7 +315,9 @@ fn main() -> Result<()> {
     if a.kernels {
         return kernel_mode(&kernels, &cfg, copy_bw, a.formats.as_deref(), a.json);
     }
+    let submits = host_cost::parse_list(&a.submits)?;
     let mut s = Session::new(model.clone(), &sopts)?;
+    s.set_decode_submissions(submits[0])?;
     let gpu_bytes = model.weight_bytes + s.state.bytes();
     // The time to read the checkpoint once (page cache as the load left it), to set the
     // load time against.
@@ -344,6 +354,13 @@ fn main() -> Result<()> {
             bw.push((s.decode_weight_bytes() + kv_mean) as f64 * gen_n as f64 / dt);
         }
     }
+    let host = match gen_n {
+        0 => Vec::new(),
+        n => {
+            progress(&format!("host cost per token, {} submission settings", submits.len()));
+            host_cost::measure(&mut s, &prompt[..depth.max(1)], n, &submits)?
+        }
+    };
     let structured = match a.constrained && gen_n > 0 {
         true => Some(constrained_tg(&mut s, &prompt[..depth.max(1)], gen_n, reps)?),
         false => None,
@@ -392,6 +409,7 @@ fn main() -> Result<()> {
                 {"test": format!("tg{gen_n}"), "depth": depth, "tok_s_mean": tgm, "tok_s_sd": tgs,
                  "bytes_per_token": per_token, "effective_bandwidth_bytes_s": bwm, "share_of_copy_bandwidth": bwm / copy_bw},
             ],
+            "host_cost": host.iter().map(|h| h.json()).collect::<Vec<_>>(),
             "profile": prof,
             "prefill_profile": pprof,
             "constrained": structured.as_ref().map(|c| serde_json::json!({
@@ -469,6 +487,13 @@ fn main() -> Result<()> {
                 100.0 * bwm / copy_bw
             )
         );
+    }
+    if !host.is_empty() {
+        say!("\nhost cost per decode token (ms; GPU from pass timestamps):");
+        say!("{}", host_cost::HostReport::HEADER);
+        for h in &host {
+            say!("{}", h.row());
+        }
     }
     if let Some(c) = &structured {
         say!(
