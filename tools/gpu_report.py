@@ -37,7 +37,7 @@ def bench_rows(runs: dict) -> list:
         pp, tg = r["tests"][0], r["tests"][1]
         host = (r.get("host_cost") or [{}])[0]
         rows.append(
-            "| {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ({:.1}%) | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {:.2f} ± {:.2f} | {:.2f} ± {:.2f} | {:.2f} ({:.1f}%) | {} | {} | {} | {} | {} |".format(
                 name[3:],
                 r["layers"],
                 pp["tok_s_mean"], pp["tok_s_sd"],
@@ -62,7 +62,7 @@ def submit_rows(runs: dict) -> list:
         rows += [
             f"\nDecode submissions per token ({name}):\n",
             "| submits | tg t/s | encode ms/tok | submit() ms/tok | blocked ms/tok | GPU ms/tok | passes/tok |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for h in hc:
             rows.append(
