@@ -2,6 +2,9 @@
 //! place, names from a model stay inside its directory, numbers are checked (no silent NaN),
 //! sizes are bounded before use, errors come before the long load, and the terminal and
 //! pipes are handled. Each test reproduces a case that failed before.
+//!
+//! Unix only: the cases are built from symlinks, `/dev/zero` and signals.
+#![cfg(unix)]
 
 mod common;
 

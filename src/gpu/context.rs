@@ -128,6 +128,13 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 }
 
 impl Gpu {
+    /// Largest state buffer (KV cache, scratch): never split, so the granted binding size.
+    pub fn max_state_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
     pub fn new(opts: &GpuOptions) -> Result<Arc<Gpu>> {
         let backends = opts.backend.unwrap_or(wgpu::Backends::PRIMARY);
         let mut list = adapters(backends);

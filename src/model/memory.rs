@@ -126,10 +126,7 @@ impl MemoryEstimate {
         ctx: usize,
         ubatch: usize,
     ) -> Result<Self> {
-        let state_max = gpu
-            .limits
-            .max_storage_buffer_binding_size
-            .min(gpu.limits.max_buffer_size);
+        let state_max = gpu.max_state_binding();
         Self::of_source(src, dtype, kv_dtype, ctx, ubatch, gpu.max_binding, state_max)
     }
 
@@ -274,10 +271,7 @@ pub fn default_dtype_for(
     ctx: usize,
     ubatch: usize,
 ) -> Result<DefaultDtype> {
-    let state_max = gpu
-        .limits
-        .max_storage_buffer_binding_size
-        .min(gpu.limits.max_buffer_size);
+    let state_max = gpu.max_state_binding();
     default_dtype(gpu.memory_info, cfg, kv, ctx, ubatch, gpu.max_binding, state_max)
 }
 

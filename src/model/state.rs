@@ -211,10 +211,7 @@ impl StateSizes {
 impl State {
     pub fn new(gpu: &Gpu, cfg: &Config, ctx: usize, ubatch: usize, kv_dtype: DType) -> Result<Self> {
         // State buffers are never split: they get the granted binding size.
-        let max_bytes = gpu
-            .limits
-            .max_storage_buffer_binding_size
-            .min(gpu.limits.max_buffer_size);
+        let max_bytes = gpu.max_state_binding();
         let sz = StateSizes::new(cfg, ctx, ubatch, kv_dtype, max_bytes)?;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let mk = |label: &str, size: u64| -> Result<wgpu::Buffer> {
