@@ -155,7 +155,7 @@ class Answers(unittest.TestCase):
         self.assertEqual([calls[i] for i in sorted(calls)],
                          [{"name": t.function.name, "arguments": t.function.arguments} for t in m.tool_calls or []])
         # Within 6 tokens the forced call may not close: what was written is kept, or it parses.
-        self.assertTrue((m.content or "").startswith("<|tool_call_start|>[get_weather(") or m.tool_calls)
+        self.assertTrue((m.content or "").startswith("<|tool_call_start|>") or m.tool_calls)
 
 
 def accumulate(stream):
