@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 mod tools;
-pub use tools::{tool_call_format, ToolChoice};
+pub use tools::{argument_schemas, tool_call_format, ToolChoice};
 
 /// What the output must be.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,7 +167,7 @@ impl Vocabulary {
 
 impl Vocabulary {
     /// The constraint for tool calls (see [`tool_call_format`]). When the combined grammar
-    /// does not compile, each tool's parameters are compiled alone to name the one at fault.
+    /// does not compile, each argument's schema is compiled alone to name the one at fault.
     pub fn tool_constraint(
         &self,
         tools: &[Value],
@@ -177,11 +177,10 @@ impl Vocabulary {
     ) -> Result<Constraint> {
         let format = tool_call_format(tools, choice, parallel, answer)?;
         self.constraint(&format, "tools").map_err(|e| {
-            let culprit = tools.iter().enumerate().find_map(|(i, t)| {
-                let params = t.get("function").unwrap_or(t).get("parameters")?;
-                let origin = format!("tools[{i}].function.parameters");
-                self.constraint(&Format::JsonSchema(params.clone()), &origin).err()
-            });
+            let args = argument_schemas(tools).unwrap_or_default();
+            let culprit = args
+                .into_iter()
+                .find_map(|(origin, schema)| self.constraint(&Format::JsonSchema(schema), &origin).err());
             culprit.unwrap_or(e)
         })
     }

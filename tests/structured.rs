@@ -449,7 +449,10 @@ fn tool_call_grammars_accept_calls_and_refuse_bad_ones() {
         .tool_constraint(bad.as_array().unwrap(), &ToolChoice::Auto, true, None)
         .err()
         .expect("an unknown format is refused");
-    assert!(e.to_string().starts_with("tools[1].function.parameters: "), "{e}");
+    assert!(
+        e.to_string().starts_with("tools[1].function.parameters.properties.x: "),
+        "{e}"
+    );
 }
 
 /// Forced tool calls on the fixture models (sampled, several seeds, `required` and a named

@@ -63,6 +63,20 @@ struct Tool {
     open: bool,
 }
 
+/// Each argument's value schema as the grammar uses it (with the parameters' definitions),
+/// named `tools[i].function.parameters.properties.KEY`: what to compile alone to find the one
+/// llguidance refuses when the whole grammar does not compile.
+pub fn argument_schemas(tools: &[Value]) -> Result<Vec<(String, Value)>> {
+    let mut out = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        let t = tool(i, t)?;
+        for (k, schema) in t.args {
+            out.push((format!("{}.parameters.properties.{k}", t.origin), schema));
+        }
+    }
+    Ok(out)
+}
+
 /// The grammar of `choice` over `tools` (OpenAI tool objects, `{"type": "function",
 /// "function": {"name", "parameters"}}`, or the bare function objects). `parallel`: a call
 /// list may hold several calls. `answer`: in `Auto`, the format a text answer must have.

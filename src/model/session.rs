@@ -91,6 +91,16 @@ pub struct GenStats {
     pub complete: bool,
 }
 
+impl GenStats {
+    /// Nothing generated yet for a prompt of `prompt_tokens`.
+    fn for_prompt(prompt_tokens: usize) -> Self {
+        GenStats {
+            prompt_tokens,
+            ..Default::default()
+        }
+    }
+}
+
 impl Session {
     pub fn new(model: Arc<GpuModel>, opts: &SessionOptions) -> Result<Self> {
         let gpu = model.gpu.clone();
@@ -680,10 +690,7 @@ impl Session {
         checkpoint: bool,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<GenStats> {
-        let mut st = GenStats {
-            prompt_tokens: prompt.len(),
-            ..Default::default()
-        };
+        let mut st = GenStats::for_prompt(prompt.len());
         if max_new == 0 {
             return Ok(st);
         }

@@ -25,10 +25,7 @@ impl Session {
         constraint: &mut dyn TokenConstraint,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<GenStats> {
-        let mut st = GenStats {
-            prompt_tokens: prompt.len(),
-            ..Default::default()
-        };
+        let mut st = GenStats::for_prompt(prompt.len());
         if max_new == 0 {
             return Ok(st);
         }
