@@ -3,8 +3,11 @@
 // columns for one row (token, or (token, slot) pair when GATHER); threads stride over K in
 // groups of 8 weights (dequantized in registers); the R (2R with GLU) partial sums of each
 // thread are reduced per subgroup (subgroupAdd; without subgroups each thread is its own slot),
-// the subgroup sums meet in workgroup memory behind a single barrier. Grid (ceil(n/R), T or T·topk). GATHER reads the pair's expert from
-// route_a and skips experts outside this chunk: only the routed experts' weights are read.
+// the subgroup sums meet in workgroup memory behind a single barrier. Grid (ceil(n/R), T or
+// T·topk). GATHER reads the pair's expert from route_a and skips experts outside this chunk:
+// only the routed experts' weights are read. COMBINE (with GATHER) takes one token per row and
+// sums its topk slots in the workgroup, each times its routing weight when SCALE: with ACC
+// that is the experts' down projection and the residual combine in one dispatch.
 const WG: u32 = 64u;
 const R: u32 = 8u;
 
@@ -14,38 +17,59 @@ var<workgroup> partial: array<array<f32, WG>, 17>; // [2R + 1][WG]: row sums, th
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     let lid = lane.id;
     let row = wg.y;
-    var xrow = row;
-    var wrow0 = 0u;
-    if GATHER {
-        let e = route_a[row];
-        if e < p.e0 || e >= p.e0 + p.ne {
-            return;
-        }
-        xrow = row / p.xdiv;
-        wrow0 = (e - p.e0) * p.n_per_e;
-    }
     let n0 = wg.x * R;
     let groups = p.k / 8u;
     var acc: array<f32, R>;
     var acc_up: array<f32, R>;
     var ss = 0.0;
-    for (var g = lid; g < groups; g += WG) {
-        var xa = x[(xrow * p.ldx) / 4u + 2u * g];
-        var xb = x[(xrow * p.ldx) / 4u + 2u * g + 1u];
-        if NORM {
-            ss += dot(xa, xa) + dot(xb, xb);
-            let k = 8u * g;
-            xa *= vec4<f32>(route_w[k], route_w[k + 1u], route_w[k + 2u], route_w[k + 3u]);
-            xb *= vec4<f32>(route_w[k + 4u], route_w[k + 5u], route_w[k + 6u], route_w[k + 7u]);
+    var slots = 1u;
+    if COMBINE {
+        slots = p.topk;
+    }
+    for (var slot_i = 0u; slot_i < slots; slot_i++) {
+        var pair = row;
+        if COMBINE {
+            pair = row * p.topk + slot_i;
         }
-        let xs = dot(xa + xb, vec4<f32>(1.0));
-        for (var r = 0u; r < R; r++) {
-            let n = min(n0 + r, p.n - 1u);
-            let e8 = (wrow0 + n) * p.k + 8u * g;
-            acc[r] += dot8_w(e8, xa, xb, xs);
-            if GLU {
-                acc_up[r] += dot8_w_up(e8, xa, xb, xs);
+        var xrow = pair;
+        var wrow0 = 0u;
+        var weight = 1.0;
+        if GATHER {
+            let e = route_a[pair];
+            if e < p.e0 || e >= p.e0 + p.ne {
+                if COMBINE {
+                    continue;
+                }
+                return;
             }
+            xrow = pair / p.xdiv;
+            wrow0 = (e - p.e0) * p.n_per_e;
+            if COMBINE && SCALE {
+                weight = route_w[pair];
+            }
+        }
+        var part: array<f32, R>;
+        for (var g = lid; g < groups; g += WG) {
+            var xa = x[(xrow * p.ldx) / 4u + 2u * g];
+            var xb = x[(xrow * p.ldx) / 4u + 2u * g + 1u];
+            if NORM {
+                ss += dot(xa, xa) + dot(xb, xb);
+                let k = 8u * g;
+                xa *= vec4<f32>(route_w[k], route_w[k + 1u], route_w[k + 2u], route_w[k + 3u]);
+                xb *= vec4<f32>(route_w[k + 4u], route_w[k + 5u], route_w[k + 6u], route_w[k + 7u]);
+            }
+            let xs = dot(xa + xb, vec4<f32>(1.0));
+            for (var r = 0u; r < R; r++) {
+                let n = min(n0 + r, p.n - 1u);
+                let e8 = (wrow0 + n) * p.k + 8u * g;
+                part[r] += dot8_w(e8, xa, xb, xs);
+                if GLU {
+                    acc_up[r] += dot8_w_up(e8, xa, xb, xs);
+                }
+            }
+        }
+        for (var r = 0u; r < R; r++) {
+            acc[r] += weight * part[r];
         }
     }
     let leader = sg_leader(lane);

@@ -328,6 +328,7 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
             moe: None,
             scale: false,
             norm: c.norm.then_some((&gb, eps)),
+            combine: false,
         };
         match c.rows {
             Some(rows) => {
@@ -572,6 +573,15 @@ struct MoeCase {
     scale: bool,
     /// x row = pair / xdiv: topk for gate/up (x rows are tokens), 1 for down (pairs).
     xdiv: usize,
+    /// Decode down projection summing each token's pairs into y row t (with ACC).
+    combine: bool,
+}
+
+impl MoeCase {
+    /// The same case with the pairs summed per token, when the case can be (decode, no GLU).
+    fn combined(self, shape: Shape) -> Option<MoeCase> {
+        (shape == Shape::Decode && !self.glu).then_some(MoeCase { combine: true, ..self })
+    }
 }
 
 /// Routing buffers filled on the host: distinct experts per token (as top-k gives), random
@@ -622,7 +632,8 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
     let (gw, ws) = weights(dev, rng, "experts.gate", dtype, dims, 1.0);
     let up = c.glu.then(|| weights(dev, rng, "experts.up", dtype, dims, 1.0));
     let gu = up.as_ref().map(|u| &u.0);
-    let y0 = rand_vec(rng, pairs * c.n, -1.0, 1.0);
+    let y_rows = if c.combine { c.t } else { pairs };
+    let y0 = rand_vec(rng, y_rows * c.n, -1.0, 1.0);
     let hr = host_routing(rng, c.t, c.topk, c.experts);
     let (xb, yb) = (dev.f32s(&x), dev.f32s(&y0));
     let (ib, wb, ob, rb) = (
@@ -649,17 +660,21 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
                 y: &yb,
                 ldy: c.n as u32,
                 bias: None,
-                acc: false,
+                acc: c.combine,
                 moe: Some((&routing, c.xdiv as u32)),
                 scale: c.scale,
                 norm: None,
+                combine: c.combine,
             },
         )
     });
-    let got = dev.read_f32(&yb, pairs * c.n);
+    let got = dev.read_f32(&yb, y_rows * c.n);
 
     let expert = |m: &[f32], e: usize| host(c.n, c.k, &m[e * c.n * c.k..(e + 1) * c.n * c.k]);
-    let mut want = vec![0f32; pairs * c.n];
+    let mut want = match c.combine {
+        true => y0.clone(),
+        false => vec![0f32; pairs * c.n],
+    };
     for p in 0..pairs {
         let e = hr.ids[p] as usize;
         let xr = &x[(p / c.xdiv) * c.k..][..c.k];
@@ -673,7 +688,10 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
             if c.scale {
                 v *= hr.weights[p];
             }
-            want[p * c.n + j] = v;
+            match c.combine {
+                true => want[(p / c.topk) * c.n + j] += v,
+                false => want[p * c.n + j] = v,
+            }
         }
     }
     let what = format!("{} moe {shape:?} w={dtype} {c:?} chunks={}", dev.name, gw.chunks.len());
@@ -693,6 +711,7 @@ fn moe_pair(t: usize, topk: usize, experts: usize, h: usize, im: usize) -> [MoeC
             glu: true,
             scale: false,
             xdiv: topk,
+            combine: false,
         },
         MoeCase {
             t,
@@ -703,6 +722,7 @@ fn moe_pair(t: usize, topk: usize, experts: usize, h: usize, im: usize) -> [MoeC
             glu: false,
             scale: true,
             xdiv: 1,
+            combine: false,
         },
     ]
 }
@@ -731,6 +751,7 @@ fn linear_moe_gather() {
         glu: false,
         scale: true,
         xdiv: 2,
+        combine: false,
     });
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);
@@ -742,6 +763,9 @@ fn linear_moe_gather() {
                         ..c
                     };
                     check_moe(&dev, &mut rng, shape, dtype, c);
+                    if let Some(c) = c.combined(shape) {
+                        check_moe(&dev, &mut rng, shape, dtype, c);
+                    }
                 }
             }
         }
@@ -788,9 +812,11 @@ fn split_bindings() {
                             k: fit(dtype, c.k),
                             ..c
                         };
-                        let chunks = check_moe(&dev, &mut rng, shape, dtype, c);
-                        if dtype.layout(c.experts * c.n, c.k).0 > 8192 {
-                            assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
+                        for c in std::iter::once(c).chain(c.combined(shape)) {
+                            let chunks = check_moe(&dev, &mut rng, shape, dtype, c);
+                            if dtype.layout(c.experts * c.n, c.k).0 > 8192 {
+                                assert!(chunks > 1, "{}: {c:?} was not split", dev.name);
+                            }
                         }
                     }
                 }

@@ -61,12 +61,15 @@ def submit_rows(runs: dict) -> list:
             continue
         rows += [
             f"\nDecode submissions per token ({name}):\n",
-            "| submits | tg t/s | encode ms/tok | submit() ms/tok | blocked ms/tok | GPU ms/tok | passes/tok |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| submits | tg t/s | idle encode + submit ms/tok | encode ms/tok | submit() ms/tok | blocked ms/tok | GPU ms/tok | passes/tok |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for h in hc:
+            idle = None
+            if h.get("idle_encode_s_per_token") is not None:
+                idle = h["idle_encode_s_per_token"] + h["idle_submit_s_per_token"]
             rows.append(
-                f"| {h['submissions_per_token']} | {h['tok_s']:.2f} | {ms(h['encode_s_per_token'])} | {ms(h['submit_s_per_token'])} | "
+                f"| {h['submissions_per_token']} | {h['tok_s']:.2f} | {ms(idle)} | {ms(h['encode_s_per_token'])} | {ms(h['submit_s_per_token'])} | "
                 f"{ms(h['blocked_s_per_token'])} | {ms(h['gpu_s_per_token'])} | {h['passes_per_token']:.1f} |"
             )
     return rows

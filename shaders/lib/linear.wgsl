@@ -6,6 +6,8 @@
 // GATHER: routed experts; rows are (token, slot) pairs, x row = pair / xdiv, y row = pair,
 //         W rows of expert e start at (e − e0)·n_per_e (this chunk holds experts e0..e0+ne).
 // BIAS adds bias[col]; SCALE multiplies by the pair's routing weight; ACC adds into y.
+// COMBINE (mat-vec only, with GATHER): one row per token summing its topk pairs (each scaled
+//         by its routing weight when SCALE) into y row = token.
 // NORM (mat-vec only): x is the raw residual stream, RMS-normalised on the fly:
 //   y = rsqrt(mean(x²) + eps) · W·(x ⊙ g), with g read from binding 9 (no NORM variant scales).
 override GLU: bool = false;
@@ -14,6 +16,7 @@ override BIAS: bool = false;
 override SCALE: bool = false;
 override ACC: bool = false;
 override NORM: bool = false;
+override COMBINE: bool = false;
 
 struct Params {
     k: u32,       // inner dimension (W cols)
@@ -53,7 +56,7 @@ fn store(yrow: u32, pair: u32, col: u32, acc: f32, acc_up: f32) {
     if BIAS {
         v += bias[col];
     }
-    if SCALE {
+    if SCALE && !COMBINE {
         v *= route_w[pair];
     }
     let i = yrow * p.ldy + col;

@@ -54,6 +54,9 @@ pub struct Linear {
     pub acc: bool,
     /// RMSNorm of x fused in (decode mat-vec).
     pub norm: bool,
+    /// Decode mat-vec over routed experts (with `gather`): one row per token, its top-k
+    /// pairs summed in the workgroup (the experts' down projection and the combine in one).
+    pub combine: bool,
 }
 
 impl Linear {
@@ -144,9 +147,13 @@ impl Kernel {
                 scale: bits & 8 != 0,
                 acc: bits & 16 != 0,
                 norm: bits & 32 != 0,
+                combine: false,
             };
             v.push(Kernel::Matvec(l));
             v.push(Kernel::Matmul(l));
+            if l.gather && !l.glu && !l.norm {
+                v.push(Kernel::Matvec(Linear { combine: true, ..l }));
+            }
         }
         v
     }
@@ -222,6 +229,7 @@ impl Kernel {
                 ("SCALE", b(l.scale)),
                 ("ACC", b(l.acc)),
                 ("NORM", b(l.norm)),
+                ("COMBINE", b(l.combine)),
             ]
             .into_iter()
             .chain(matches!(self, Kernel::Matmul(_)).then_some(("TM", (l.matmul_rows() / 16) as f64)))

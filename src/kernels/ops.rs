@@ -175,6 +175,8 @@ pub struct LinearOp<'a> {
     /// Decode only: RMS-normalise x on the fly with these weights and eps (the RMSNorm
     /// before the projection fused into it; x is then the raw residual stream).
     pub norm: Option<(&'a wgpu::Buffer, f32)>,
+    /// Decode with `moe`: y row t += Σ_slot of the token's pairs (down projection + combine).
+    pub combine: bool,
 }
 
 /// Builds a [`Program`]: every op creates its bind groups and parameters once, here.
@@ -364,6 +366,12 @@ impl<'a> Recorder<'a> {
                 w.label
             )));
         }
+        if op.combine && (shape != Shape::Decode || op.moe.is_none() || op.w_up.is_some() || op.norm.is_some()) {
+            return Err(Error::Invalid(format!(
+                "{}: summing a token's routed pairs is a decode mat-vec variant over experts, without GLU or a fused norm",
+                w.label
+            )));
+        }
         if let Some(up) = op.w_up {
             let same = |(a, b): (&crate::gpu::MatChunk, &crate::gpu::MatChunk)| {
                 (a.row0, a.rows, a.dtype) == (b.row0, b.rows, b.dtype)
@@ -386,6 +394,7 @@ impl<'a> Recorder<'a> {
             scale: op.scale,
             norm: op.norm.is_some(),
             acc: op.acc,
+            combine: op.combine,
         };
         let kernel = match shape {
             Shape::Prefill => Kernel::Matmul(variant),
@@ -432,7 +441,11 @@ impl<'a> Recorder<'a> {
                 ],
                 (Shape::Decode, Some(r)) => [
                     Dim::Fixed(n.div_ceil(MATVEC_ROWS)),
-                    Dim::TokensMul(r.topk),
+                    if op.combine {
+                        Dim::Tokens
+                    } else {
+                        Dim::TokensMul(r.topk)
+                    },
                     Dim::Fixed(1),
                 ],
                 (Shape::Decode, None) => [

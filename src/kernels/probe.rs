@@ -205,10 +205,12 @@ pub fn time_decode_matvecs(
                     y: &y,
                     ldy: if moe { group as u32 } else { n as u32 },
                     bias: None,
-                    acc: false,
+                    // Experts' down projection as decode runs it: summed into the residual.
+                    acc: moe && !glu,
                     moe: moe.then_some((&routing, if glu { topk } else { 1 })),
                     scale: moe && !glu,
                     norm: None,
+                    combine: moe && !glu,
                 },
             )?;
             let prog = r.prog;

@@ -56,6 +56,7 @@ impl<'a> Fwd<'a> {
             moe: None,
             scale: false,
             norm: None,
+            combine: false,
         }
     }
 
@@ -115,14 +116,28 @@ impl<'a> Fwd<'a> {
         self.r.linear(self.shape, &op)
     }
 
-    /// `ypair [pair, H] = w_pair · W_down[e]·act[pair]` for each routed pair.
-    fn experts_down(&mut self, routing: &Routing, down: &GpuMatrix, im: u32) -> Result<()> {
+    /// `h += Σ_slot w_slot · W_down[e_slot]·act[slot]` over each token's routed pairs: in
+    /// decode one mat-vec summing a token's pairs; in prefill per pair into `ypair`, then
+    /// the combine.
+    fn experts_down(&mut self, label: &str, routing: &Routing, down: &GpuMatrix, im: u32) -> Result<()> {
+        let s = self.s;
+        if self.mode == Mode::Decode {
+            let op = LinearOp {
+                moe: Some((routing, 1)),
+                scale: true,
+                acc: true,
+                combine: true,
+                ..self.op(&s.act, im, down, &s.h, self.h)
+            };
+            return self.r.linear(self.shape, &op);
+        }
         let op = LinearOp {
             moe: Some((routing, 1)),
             scale: true,
-            ..self.op(&self.s.act, im, down, &self.s.ypair, self.h)
+            ..self.op(&s.act, im, down, &s.ypair, self.h)
         };
-        self.r.linear(self.shape, &op)
+        self.r.linear(self.shape, &op)?;
+        self.r.moe_combine(label, &s.ypair, &s.h, self.h as usize, routing.topk)
     }
 }
 
@@ -233,14 +248,7 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
                 // experts: each sees only the pairs routed to it; h += Σ_slot weighted outputs
                 let im = cfg.moe_intermediate_size as u32;
                 f.glu(b, gate, up, &s.act, im, Some(&routing))?;
-                f.experts_down(&routing, down, im)?;
-                f.r.moe_combine(
-                    &name("feed_forward.combine"),
-                    &s.ypair,
-                    &s.h,
-                    cfg.hidden_size,
-                    routing.topk,
-                )?;
+                f.experts_down(&name("feed_forward.combine"), &routing, down, im)?;
             }
         }
         if taps {

@@ -80,7 +80,95 @@ pub fn split_ranges(n: usize, parts: usize) -> Vec<Range<usize>> {
     (0..parts).map(|k| k * n / parts..(k + 1) * n / parts).collect()
 }
 
+/// One submission of a step: its dispatches, and whether it opens or closes the step.
+struct Part {
+    first: bool,
+    last: bool,
+    range: Range<usize>,
+}
+
+/// A timed step's query set, resolve buffer, first query index and resolve offset.
+type TimerSlots = (wgpu::QuerySet, wgpu::Buffer, u32, u64);
+
 impl Session {
+    /// Records `part` of `program` (the sampler after the last part when `draw`; the copies of
+    /// the sampled id and the logits row, and the timestamps' resolve, after the last part)
+    /// into a command buffer; returns it and the dispatches recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_part(
+        &self,
+        program: &crate::kernels::Program,
+        shape: StepShape,
+        part: &Part,
+        timer: Option<&TimerSlots>,
+        draw: bool,
+        id_to: Option<&wgpu::Buffer>,
+        read_logit_row: bool,
+    ) -> (wgpu::CommandBuffer, usize) {
+        let gpu = &self.model.gpu;
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        let mut dispatches = 0;
+        {
+            let timestamp_writes = timer.map(|(q, _, i, _)| wgpu::ComputePassTimestampWrites {
+                query_set: q,
+                beginning_of_pass_write_index: part.first.then_some(*i),
+                end_of_pass_write_index: part.last.then_some(*i + 1),
+            });
+            let timestamp_writes = timestamp_writes
+                .filter(|w| w.beginning_of_pass_write_index.is_some() || w.end_of_pass_write_index.is_some());
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("forward"),
+                timestamp_writes,
+            });
+            dispatches += program.record_range(&mut pass, shape, part.range.clone());
+            if draw && part.last {
+                dispatches += self
+                    .sampler
+                    .program
+                    .record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
+            }
+        }
+        if part.last {
+            if let Some(staging) = id_to {
+                enc.copy_buffer_to_buffer(&self.state.ids, 0, staging, 0, 4);
+            }
+            if read_logit_row {
+                let bytes = self.model.cfg.vocab_size as u64 * 4;
+                enc.copy_buffer_to_buffer(&self.state.logits, 0, &self.state.staging_logits, 0, bytes);
+            }
+            if let Some((q, resolve, i, at)) = timer {
+                enc.resolve_query_set(q, *i..*i + 2, resolve, *at);
+            }
+        }
+        (enc.finish(), dispatches)
+    }
+
+    /// Mean host seconds to record and finish one decode step as one command buffer, inside
+    /// error scopes, `reps` times in a row without submitting: the host's own cost with warm
+    /// caches, which on a CPU adapter the pipelined figures cannot show (there the previous
+    /// token executes on the same cores, evicting the host's data between tokens).
+    pub fn decode_encode_seconds(&self, reps: usize) -> Result<f64> {
+        let shape = StepShape { n_tokens: 1, splits: 1 };
+        let draw = !self.sampler.params.is_greedy();
+        let part = Part {
+            first: true,
+            last: true,
+            range: 0..self.decode.dispatches.len(),
+        };
+        let reps = reps.max(1);
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            self.model.gpu.scoped("recording a decode step", || {
+                let staging = Some(&self.state.staging_id);
+                drop(self.encode_part(&self.decode, shape, &part, None, draw, staging, false));
+                Ok(())
+            })?;
+        }
+        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    }
+
     /// Cuts each decode step into `n` submissions (1..=16; 1 is one command buffer per token).
     pub fn set_decode_submissions(&mut self, n: usize) -> Result<()> {
         if !(1..=16).contains(&n) {
@@ -170,7 +258,7 @@ impl Session {
         };
         // Timestamp slots of this step: the first part's start, the last part's end.
         let mut timer_slot = self.gpu_timer.borrow_mut();
-        let timer = match (&*timer_slot, decode) {
+        let timer: Option<TimerSlots> = match (&*timer_slot, decode) {
             (Some(t), true) if t.used < MAX_TIMED_STEPS => Some((
                 t.queries.clone(),
                 t.resolve.clone(),
@@ -187,43 +275,13 @@ impl Session {
         let mut submit_s = 0.0;
         let mut index = None;
         for (k, range) in parts.into_iter().enumerate() {
-            let last = k + 1 == count;
-            let mut enc = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-            {
-                let timestamp_writes = timer.as_ref().map(|(q, _, i, _)| wgpu::ComputePassTimestampWrites {
-                    query_set: q,
-                    beginning_of_pass_write_index: (k == 0).then_some(*i),
-                    end_of_pass_write_index: last.then_some(*i + 1),
-                });
-                let timestamp_writes = timestamp_writes
-                    .filter(|w| w.beginning_of_pass_write_index.is_some() || w.end_of_pass_write_index.is_some());
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("forward"),
-                    timestamp_writes,
-                });
-                dispatches += program.record_range(&mut pass, shape, range);
-                if draw && last {
-                    dispatches += self
-                        .sampler
-                        .program
-                        .record(&mut pass, StepShape { n_tokens: 1, splits: 1 });
-                }
-            }
-            if last {
-                if let Some(staging) = id_to {
-                    enc.copy_buffer_to_buffer(&self.state.ids, 0, staging, 0, 4);
-                }
-                if read_logit_row {
-                    let bytes = self.model.cfg.vocab_size as u64 * 4;
-                    enc.copy_buffer_to_buffer(&self.state.logits, 0, &self.state.staging_logits, 0, bytes);
-                }
-                if let Some((q, resolve, i, at)) = &timer {
-                    enc.resolve_query_set(q, *i..*i + 2, resolve, *at);
-                }
-            }
-            let cmd = enc.finish();
+            let part = Part {
+                first: k == 0,
+                last: k + 1 == count,
+                range,
+            };
+            let (cmd, recorded) = self.encode_part(program, shape, &part, timer.as_ref(), draw, id_to, read_logit_row);
+            dispatches += recorded;
             let submitting = std::time::Instant::now();
             index = Some(gpu.queue.submit([cmd]));
             submit_s += submitting.elapsed().as_secs_f64();
