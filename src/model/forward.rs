@@ -4,8 +4,9 @@
 //! then the final norm, the head and greedy argmax on the GPU. In decode the norms are fused
 //! into the mat-vecs that consume them.
 
+use super::config::Config;
 use super::gpu_weights::GpuModel;
-use super::state::{LayerState, State};
+use super::state::{KvCache, LayerState, State};
 use super::weights::{Ffn, Op};
 use crate::error::Result;
 use crate::gpu::GpuMatrix;
@@ -31,17 +32,50 @@ struct Normed<'a> {
     norm: Option<(&'a wgpu::Buffer, f32)>,
 }
 
-/// The recorder with what every step of the pass shares: state, shape, width, eps.
+/// The recorder with what every step of the pass shares: config, state, mode, the routing
+/// buffers, and whether intermediates are tapped for `lfm logits --dump`.
 struct Fwd<'a> {
     r: Recorder<'a>,
+    cfg: &'a Config,
     s: &'a State,
     mode: Mode,
     shape: Shape,
     h: u32,
-    eps: f32,
+    routing: Routing<'a>,
+    /// Intermediates named for `lfm logits --dump` (the all-logits program only).
+    taps: bool,
 }
 
 impl<'a> Fwd<'a> {
+    fn new(cfg: &'a Config, s: &'a State, k: &'a Kernels, uniforms: &'a Uniforms, mode: Mode) -> Self {
+        Fwd {
+            r: Recorder::new(k, uniforms, &s.step, &s.dummy, s.kv_dtype),
+            cfg,
+            s,
+            mode,
+            shape: match mode {
+                Mode::Decode => Shape::Decode,
+                _ => Shape::Prefill,
+            },
+            h: cfg.hidden_size as u32,
+            routing: Routing {
+                ids: &s.route_ids,
+                weights: &s.route_w,
+                offsets: &s.route_off,
+                rows: &s.route_rows,
+                topk: cfg.num_experts_per_tok as u32,
+            },
+            taps: mode == Mode::PrefillAllLogits,
+        }
+    }
+
+    /// Names `buffer` (`row_values` a token) for `--dump` after the steps so far.
+    fn tap(&mut self, name: &str, buffer: &wgpu::Buffer, row_values: usize) {
+        if self.taps {
+            self.r.tap(name, buffer, row_values);
+        }
+    }
+
     /// One projection `y [n] = W·x (+ bias)`, with its switches.
     fn op<'b>(&self, x: &'b wgpu::Buffer, ldx: u32, w: &'b GpuMatrix, y: &'b wgpu::Buffer, ldy: u32) -> LinearOp<'b> {
         LinearOp {
@@ -62,15 +96,16 @@ impl<'a> Fwd<'a> {
 
     /// RMSNorm of the residual stream `h` with weights `g`, for the projections that follow.
     fn norm(&mut self, label: &str, g: &'a wgpu::Buffer) -> Result<Normed<'a>> {
+        let eps = self.cfg.norm_eps;
         if self.mode == Mode::Decode {
             return Ok(Normed {
                 x: &self.s.h,
-                norm: Some((g, self.eps)),
+                norm: Some((g, eps)),
             });
         }
         let last_only = false;
         self.r
-            .rmsnorm(label, &self.s.h, g, &self.s.a, self.h as usize, self.eps, last_only)?;
+            .rmsnorm(label, &self.s.h, g, &self.s.a, self.h as usize, eps, last_only)?;
         Ok(Normed {
             x: &self.s.a,
             norm: None,
@@ -87,21 +122,14 @@ impl<'a> Fwd<'a> {
         self.r.linear(self.shape, &op)
     }
 
-    /// `y [n] = SiLU(W_gate·x) ⊙ (W_up·x)`; over the routed (token, slot) pairs with `routing`.
-    fn glu(
-        &mut self,
-        x: Normed,
-        gate: &GpuMatrix,
-        up: &GpuMatrix,
-        y: &wgpu::Buffer,
-        n: u32,
-        routing: Option<&Routing>,
-    ) -> Result<()> {
+    /// `y [n] = SiLU(W_gate·x) ⊙ (W_up·x)`; over the routed (token, slot) pairs when `routed`.
+    fn glu(&mut self, x: Normed, gate: &GpuMatrix, up: &GpuMatrix, n: u32, routed: bool) -> Result<()> {
+        let routing = &self.routing;
         let op = LinearOp {
             w_up: Some(up),
             norm: x.norm,
-            moe: routing.map(|r| (r, r.topk)),
-            ..self.op(x.x, self.h, gate, y, n)
+            moe: routed.then_some((routing, routing.topk)),
+            ..self.op(x.x, self.h, gate, &self.s.act, n)
         };
         self.r.linear(self.shape, &op)
     }
@@ -116,65 +144,90 @@ impl<'a> Fwd<'a> {
         self.r.linear(self.shape, &op)
     }
 
+    /// `o = C ⊙ causal_conv(B ⊙ x)` from `z = B | C | x`, continuing and updating the state.
+    fn conv(
+        &mut self,
+        label: &str,
+        taps: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        state: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (s, cfg) = (self.s, self.cfg);
+        self.r
+            .short_conv(label, &s.z, taps, bias, state, &s.o, cfg.hidden_size, cfg.conv_l_cache)
+    }
+
+    /// Per-head q/k RMSNorm + RoPE + cache write from `z = q | k | v`, then causal GQA into `o`.
+    fn attention(&mut self, label: &str, q_norm: &wgpu::Buffer, k_norm: &wgpu::Buffer, cache: &KvCache) -> Result<()> {
+        let (s, cfg) = (self.s, self.cfg);
+        let heads = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let kv = (&cache.k, &cache.v);
+        let rope = format!("{label}.qk_norm_rope");
+        self.r
+            .qk_rope(&rope, &s.z, q_norm, k_norm, &s.rope, &s.q, kv, heads, cfg.norm_eps)?;
+        let label = format!("{label}.attention");
+        self.r.attention(self.shape, &label, &s.q, kv, &s.part, &s.o, heads)
+    }
+
+    /// Top-k experts and their weights from the router logits (and, in prefill, the pair
+    /// list of each expert).
+    fn route(&mut self, label: &str, expert_bias: Option<&wgpu::Buffer>) -> Result<()> {
+        let cfg = self.cfg;
+        let (e, norm_topk, scale) = (cfg.num_experts, cfg.norm_topk_prob, cfg.routed_scaling_factor);
+        let logits = &self.s.router_logits;
+        let routing = &self.routing;
+        self.r
+            .route(self.shape, label, logits, expert_bias, routing, e, norm_topk, scale)
+    }
+
     /// `h += Σ_slot w_slot · W_down[e_slot]·act[slot]` over each token's routed pairs: in
     /// decode one mat-vec summing a token's pairs; in prefill per pair into `ypair`, then
     /// the combine.
-    fn experts_down(&mut self, label: &str, routing: &Routing, down: &GpuMatrix, im: u32) -> Result<()> {
-        let s = self.s;
-        if self.mode == Mode::Decode {
-            let op = LinearOp {
-                moe: Some((routing, 1)),
-                scale: true,
-                acc: true,
-                combine: true,
-                ..self.op(&s.act, im, down, &s.h, self.h)
-            };
-            return self.r.linear(self.shape, &op);
-        }
+    fn experts_down(&mut self, label: &str, down: &GpuMatrix, im: u32) -> Result<()> {
+        let (s, routing) = (self.s, &self.routing);
+        let decode = self.mode == Mode::Decode;
         let op = LinearOp {
             moe: Some((routing, 1)),
             scale: true,
-            ..self.op(&s.act, im, down, &s.ypair, self.h)
+            acc: decode,
+            combine: decode,
+            ..self.op(&s.act, im, down, if decode { &s.h } else { &s.ypair }, self.h)
         };
         self.r.linear(self.shape, &op)?;
-        self.r.moe_combine(label, &s.ypair, &s.h, self.h as usize, routing.topk)
+        if !decode {
+            self.r
+                .moe_combine(label, &s.ypair, &s.h, self.h as usize, routing.topk)?;
+        }
+        Ok(())
+    }
+
+    /// The final norm and the head into `logits`: in prefill only the last position's row
+    /// (normed into row 0), else every row.
+    fn head(&mut self, final_norm: &'a wgpu::Buffer, head: &GpuMatrix) -> Result<()> {
+        let (s, cfg, v) = (self.s, self.cfg, self.cfg.vocab_size as u32);
+        if self.mode == Mode::Prefill {
+            let (label, last_only) = ("model.embedding_norm", true);
+            let (hs, eps) = (cfg.hidden_size, cfg.norm_eps);
+            self.r.rmsnorm(label, &s.h, final_norm, &s.a, hs, eps, last_only)?;
+            return self.r.matvec_rows(&self.op(&s.a, self.h, head, &s.logits, v), 1);
+        }
+        let x = self.norm("model.embedding_norm", final_norm)?;
+        self.tap("model.embedding_norm", &s.a, cfg.hidden_size);
+        self.proj(x, head, None, &s.logits, v)?;
+        self.tap("lm_head", &s.logits, cfg.vocab_size);
+        Ok(())
     }
 }
 
 /// Records the forward pass of `m` over state `s` for `mode`.
 pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mode) -> Result<Program> {
     let (cfg, w) = (&m.cfg, &m.w);
-    let h = cfg.hidden_size as u32;
-    let shape = match mode {
-        Mode::Decode => Shape::Decode,
-        _ => Shape::Prefill,
-    };
-    let mut f = Fwd {
-        r: Recorder::new(k, uniforms, &s.step, &s.dummy, s.kv_dtype),
-        s,
-        mode,
-        shape,
-        h,
-        eps: cfg.norm_eps,
-    };
-    let heads = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-    let routing = Routing {
-        ids: &s.route_ids,
-        weights: &s.route_w,
-        offsets: &s.route_off,
-        rows: &s.route_rows,
-        topk: cfg.num_experts_per_tok as u32,
-    };
-
-    // Intermediates named for `lfm logits --dump` (the all-logits program only).
-    let taps = mode == Mode::PrefillAllLogits;
-    let hs = cfg.hidden_size;
+    let mut f = Fwd::new(cfg, s, k, uniforms, mode);
+    let (h, hs) = (f.h, cfg.hidden_size);
 
     // model.embed_tokens
     f.r.embed(&s.ids, &w.embed, &s.h)?;
-    if taps {
-        f.r.tap("model.embed_tokens", &s.h, hs);
-    }
+    f.tap("model.embed_tokens", &s.h, hs);
     for (i, (layer, ls)) in w.layers.iter().zip(&s.layers).enumerate() {
         let name = |x: &str| format!("model.layers.{i}.{x}");
         // operator_norm, then conv or self_attn, closing with h += out_proj(…)
@@ -193,8 +246,7 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
             ) => {
                 // conv.in_proj → B | C | x; conv.conv: C ⊙ causal_conv(B ⊙ x) with the state
                 f.proj(a, in_proj, in_bias.as_ref(), &s.z, 3 * h)?;
-                let (hs, kc) = (cfg.hidden_size, cfg.conv_l_cache);
-                f.r.short_conv(&name("conv.conv"), &s.z, conv, conv_bias.as_ref(), state, &s.o, hs, kc)?;
+                f.conv(&name("conv.conv"), conv, conv_bias.as_ref(), state)?;
                 f.residual(&s.o, h, out_proj, out_bias.as_ref())?;
             }
             (
@@ -208,11 +260,9 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
             ) => {
                 // self_attn: q|k|v, per-head q/k norm + RoPE + cache write, causal GQA
                 f.proj(a, qkv, None, &s.z, cfg.qkv_dim() as u32)?;
-                let kv = (&cache.k, &cache.v);
-                let label = name("self_attn.qk_norm_rope");
-                f.r.qk_rope(&label, &s.z, q_norm, k_norm, &s.rope, &s.q, kv, heads, cfg.norm_eps)?;
-                f.r.attention(shape, &name("self_attn.attention"), &s.q, kv, &s.part, &s.o, heads)?;
-                f.residual(&s.o, (heads.0 * heads.2) as u32, out_proj, None)?;
+                f.attention(&name("self_attn"), q_norm, k_norm, cache)?;
+                let o = (cfg.num_attention_heads * cfg.head_dim) as u32;
+                f.residual(&s.o, o, out_proj, None)?;
             }
             _ => unreachable!("layer state is built from the same layer_types"),
         }
@@ -221,7 +271,7 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
         match &layer.ffn {
             Ffn::Dense { gate, up, down } => {
                 let iw = cfg.intermediate_size as u32;
-                f.glu(b, gate, up, &s.act, iw, None)?;
+                f.glu(b, gate, up, iw, false)?;
                 f.residual(&s.act, iw, down, None)?;
             }
             Ffn::Moe {
@@ -233,56 +283,17 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
             } => {
                 // feed_forward.gate: router logits → top-k experts and weights → pair lists
                 f.proj(b, router, None, &s.router_logits, cfg.num_experts as u32)?;
-                let (e, norm_topk, scale) = (cfg.num_experts, cfg.norm_topk_prob, cfg.routed_scaling_factor);
-                let label = name("feed_forward.router");
-                f.r.route(
-                    shape,
-                    &label,
-                    &s.router_logits,
-                    expert_bias.as_ref(),
-                    &routing,
-                    e,
-                    norm_topk,
-                    scale,
-                )?;
+                f.route(&name("feed_forward.router"), expert_bias.as_ref())?;
                 // experts: each sees only the pairs routed to it; h += Σ_slot weighted outputs
                 let im = cfg.moe_intermediate_size as u32;
-                f.glu(b, gate, up, &s.act, im, Some(&routing))?;
-                f.experts_down(&name("feed_forward.combine"), &routing, down, im)?;
+                f.glu(b, gate, up, im, true)?;
+                f.experts_down(&name("feed_forward.combine"), down, im)?;
             }
         }
-        if taps {
-            f.r.tap(&format!("model.layers.{i}"), &s.h, hs);
-        }
+        f.tap(&format!("model.layers.{i}"), &s.h, hs);
     }
     // model.embedding_norm (the final norm), lm_head (tied: the embedding), argmax → next id
-    let v = cfg.vocab_size as u32;
-    match mode {
-        Mode::Prefill => {
-            // Only the last position's logits: its row is normed into row 0.
-            f.r.rmsnorm(
-                "model.embedding_norm",
-                &s.h,
-                &w.final_norm,
-                &s.a,
-                cfg.hidden_size,
-                cfg.norm_eps,
-                true,
-            )?;
-            let head = f.op(&s.a, h, w.head(), &s.logits, v);
-            f.r.matvec_rows(&head, 1)?;
-        }
-        _ => {
-            let x = f.norm("model.embedding_norm", &w.final_norm)?;
-            if taps {
-                f.r.tap("model.embedding_norm", &s.a, hs);
-            }
-            f.proj(x, w.head(), None, &s.logits, v)?;
-            if taps {
-                f.r.tap("lm_head", &s.logits, cfg.vocab_size);
-            }
-        }
-    }
+    f.head(&w.final_norm, w.head())?;
     f.r.argmax(&s.logits, &s.ids, cfg.vocab_size, mode == Mode::PrefillAllLogits)?;
     Ok(f.r.prog)
 }
