@@ -1,7 +1,8 @@
 //! Every pipeline variant the engine can create — each kernel × weight format × KV format ×
 //! native f16 or not × subgroups or not × every override switch — assembled and validated by
 //! naga, with no adapter. The bindings each shader declares are checked against the Rust
-//! interface (`Kernel::slots`: uniform / read / read-write, at binding i), the parameter
+//! interface (`Kernel::slots`: uniform / read / read-write, at binding i, and from binding 2
+//! the field names of the kernel's struct in `kernels::bindings`), the parameter
 //! struct's size against the Rust one (`Kernel::params_bytes`), and every override the Rust
 //! side sets must exist in the shader. The variant without f16 and subgroups is what
 //! a browser's WebGPU gets, so it is validated with exactly those capabilities off.
@@ -70,6 +71,17 @@ fn check(key: &PipelineKey, src: &str) -> Result<(), String> {
                 b.binding,
                 gv.name.as_deref().unwrap_or("?")
             ));
+        }
+        // Storage bindings carry the names of the kernel's bindings struct.
+        if b.binding >= 2 {
+            let want = key.kernel.storage_bindings().1[b.binding as usize - 2];
+            let name = gv.name.as_deref().unwrap_or("?");
+            if name != want {
+                return Err(format!(
+                    "binding {} is `{name}` in WGSL but `{want}` in the Rust bindings struct",
+                    b.binding
+                ));
+            }
         }
         seen.insert(b.binding as usize);
     }
@@ -162,4 +174,8 @@ fn a_bad_shader_is_rejected() {
         check(&key, &wrong_access).is_err(),
         "a binding that disagrees with Kernel::slots passes"
     );
+    let renamed = good.replace("var<storage, read_write> out", "var<storage, read_write> best");
+    let renamed = renamed.replace("out[0]", "best[0]");
+    let e = check(&key, &renamed).expect_err("a binding renamed in WGSL only passes");
+    assert!(e.contains("`best` in WGSL but `out`"), "{e}");
 }

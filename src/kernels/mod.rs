@@ -7,6 +7,7 @@
 //! storage snippets (f32 / native f16 / f16 packed in u32, same function names) and the
 //! reduction snippet (subgroup or workgroup memory), then the kernel's own file.
 
+pub mod bindings;
 pub mod ops;
 pub mod probe;
 
@@ -192,28 +193,37 @@ impl Kernel {
         }
     }
 
-    /// Binding slots after the step uniform (binding 0): binding 1 is the kernel's params.
-    pub fn slots(&self) -> &'static [Slot] {
-        use Slot::*;
-        match self {
-            Kernel::Embed => &[Uniform, Uniform, Read, Read, ReadWrite],
-            Kernel::RmsNorm { .. } => &[Uniform, Uniform, Read, Read, ReadWrite],
-            Kernel::Matmul(_) | Kernel::Matvec(_) => {
-                &[Uniform, Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read]
-            }
-            Kernel::ShortConv => &[Uniform, Uniform, Read, Read, Read, ReadWrite, ReadWrite],
-            Kernel::QkRope => &[
-                Uniform, Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite,
-            ],
-            Kernel::Attention | Kernel::AttentionPrefill => &[Uniform, Uniform, Read, Read, Read, ReadWrite],
-            Kernel::AttnMerge => &[Uniform, Uniform, Read, ReadWrite],
-            Kernel::Router => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite],
-            Kernel::MoeRoute => &[Uniform, Uniform, Read, ReadWrite, ReadWrite],
-            Kernel::MoeCombine => &[Uniform, Uniform, Read, ReadWrite],
-            Kernel::Argmax { .. } => &[Uniform, Uniform, Read, ReadWrite],
-            Kernel::Sample => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, Read],
-            Kernel::FmaPeak => &[Uniform, Uniform, ReadWrite],
+    /// The storage bindings' slots and WGSL names, from binding 2 on ([`bindings`]).
+    pub fn storage_bindings(&self) -> (&'static [Slot], &'static [&'static str]) {
+        use bindings::*;
+        fn of<'a, B: Bindings<'a>>() -> (&'static [Slot], &'static [&'static str]) {
+            (B::SLOTS, B::NAMES)
         }
+        match self {
+            Kernel::Embed => of::<EmbedBindings>(),
+            Kernel::RmsNorm { .. } => of::<RmsNormBindings>(),
+            Kernel::Matmul(_) | Kernel::Matvec(_) => of::<LinearBindings>(),
+            Kernel::ShortConv => of::<ShortConvBindings>(),
+            Kernel::QkRope => of::<QkRopeBindings>(),
+            Kernel::Attention => of::<AttentionBindings>(),
+            Kernel::AttentionPrefill => of::<AttentionPrefillBindings>(),
+            Kernel::AttnMerge => of::<AttnMergeBindings>(),
+            Kernel::Router => of::<RouterBindings>(),
+            Kernel::MoeRoute => of::<MoeRouteBindings>(),
+            Kernel::MoeCombine => of::<MoeCombineBindings>(),
+            Kernel::Argmax { .. } => of::<ArgmaxBindings>(),
+            Kernel::Sample => of::<SampleBindings>(),
+            Kernel::FmaPeak => of::<FmaPeakBindings>(),
+        }
+    }
+
+    /// Every binding's slot: the step uniform (0), the kernel's parameters (1), then its
+    /// storage bindings.
+    pub fn slots(&self) -> Vec<Slot> {
+        [Slot::Uniform, Slot::Uniform]
+            .into_iter()
+            .chain(self.storage_bindings().0.iter().copied())
+            .collect()
     }
 
     /// The pipeline-overridable constants this variant sets (`override` in its WGSL).

@@ -2,6 +2,7 @@
 //! method per operation that appends its dispatches — one per weight chunk where a
 //! weight is split — to the [`Program`] being built.
 
+use super::bindings::*;
 use super::{Dim, Dispatch, Kernel, Kernels, Linear, Program, Uniforms};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuMatrix};
@@ -210,13 +211,13 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn push<P: Pod>(
+    fn push<'b, P: Pod, B: Bindings<'b>>(
         &mut self,
         label: String,
         kernel: Kernel,
         weights: DType,
         params: &P,
-        buffers: &[&wgpu::Buffer],
+        bindings: &B,
         grid: [Dim; 3],
     ) -> Result<()> {
         let gpu = &self.k.gpu;
@@ -239,6 +240,13 @@ impl<'a> Recorder<'a> {
                 kernel.params_bytes()
             )));
         }
+        if B::NAMES != kernel.storage_bindings().1 {
+            return Err(Error::Invalid(format!(
+                "{label}: bindings {:?} recorded for {kernel:?}, which binds {:?}",
+                B::NAMES,
+                kernel.storage_bindings().1
+            )));
+        }
         let pipeline = self.k.get(self.k.key(kernel, weights, self.kv))?;
         let pb = self.uniforms.push(gpu, params)?;
         let mut entries = vec![
@@ -251,7 +259,7 @@ impl<'a> Recorder<'a> {
                 resource: pb.binding(),
             },
         ];
-        for (i, b) in buffers.iter().enumerate() {
+        for (i, b) in bindings.buffers().into_iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: 2 + i as u32,
                 resource: b.as_entire_binding(),
@@ -304,7 +312,7 @@ impl<'a> Recorder<'a> {
                 Kernel::Embed,
                 c.dtype,
                 &p,
-                &[ids, &c.buffer, out],
+                &EmbedBindings { ids, w: &c.buffer, out },
                 [Dim::Tokens, Dim::Fixed(1), Dim::Fixed(1)],
             )?;
             // One row per token, spread over the chunks.
@@ -336,7 +344,7 @@ impl<'a> Recorder<'a> {
             Kernel::RmsNorm { last_only },
             DType::F32,
             &p,
-            &[x, w, y],
+            &RmsNormBindings { x, w, y },
             [rows, Dim::Fixed(1), Dim::Fixed(1)],
         )
     }
@@ -459,7 +467,16 @@ impl<'a> Recorder<'a> {
                 kernel,
                 c.dtype,
                 &p,
-                &[op.x, &c.buffer, up, op.y, op.bias.unwrap_or(self.dummy), ra, rb, rw],
+                &LinearBindings {
+                    x: op.x,
+                    w: &c.buffer,
+                    w_up: up,
+                    y: op.y,
+                    bias: op.bias.unwrap_or(self.dummy),
+                    route_a: ra,
+                    route_b: rb,
+                    route_w: rw,
+                },
                 grid,
             )?;
             let mut bytes = c.buffer.size() * if op.w_up.is_some() { 2 } else { 1 };
@@ -497,7 +514,13 @@ impl<'a> Recorder<'a> {
             Kernel::ShortConv,
             DType::F32,
             &p,
-            &[z, taps, bias.unwrap_or(self.dummy), state, y],
+            &ShortConvBindings {
+                z,
+                taps,
+                bias: bias.unwrap_or(self.dummy),
+                state,
+                y,
+            },
             [Dim::Fixed((h as u32).div_ceil(64)), Dim::Fixed(1), Dim::Fixed(1)],
         )
     }
@@ -529,7 +552,15 @@ impl<'a> Recorder<'a> {
             Kernel::QkRope,
             DType::F32,
             &p,
-            &[qkv, q_norm, k_norm, rope, q, k_cache, v_cache],
+            &QkRopeBindings {
+                qkv,
+                q_norm,
+                k_norm,
+                rope,
+                q_out: q,
+                k_cache,
+                v_cache,
+            },
             [Dim::Fixed((nh + nkv) as u32), Dim::Tokens, Dim::Fixed(1)],
         )
     }
@@ -560,7 +591,7 @@ impl<'a> Recorder<'a> {
                 Kernel::AttentionPrefill,
                 DType::F32,
                 &p,
-                &[q, k_cache, v_cache, o],
+                &AttentionPrefillBindings { q, k_cache, v_cache, o },
                 [Dim::TokensDiv(ATTN_QUERY_TILE), Dim::Fixed(nh as u32), Dim::Fixed(1)],
             );
         }
@@ -569,7 +600,12 @@ impl<'a> Recorder<'a> {
             Kernel::Attention,
             DType::F32,
             &p,
-            &[q, k_cache, v_cache, part],
+            &AttentionBindings {
+                q,
+                k_cache,
+                v_cache,
+                part,
+            },
             [Dim::Splits, Dim::Fixed(nh as u32), Dim::Tokens],
         )?;
         let p = PairParams {
@@ -582,7 +618,7 @@ impl<'a> Recorder<'a> {
             Kernel::AttnMerge,
             DType::F32,
             &p,
-            &[part, o],
+            &AttnMergeBindings { part, o },
             [Dim::Fixed(nh as u32), Dim::Tokens, Dim::Fixed(1)],
         )
     }
@@ -614,7 +650,12 @@ impl<'a> Recorder<'a> {
             Kernel::Router,
             DType::F32,
             &p,
-            &[logits, bias.unwrap_or(self.dummy), r.ids, r.weights],
+            &RouterBindings {
+                logits,
+                expert_bias: bias.unwrap_or(self.dummy),
+                ids: r.ids,
+                wts: r.weights,
+            },
             [Dim::TokensDiv(64), Dim::Fixed(1), Dim::Fixed(1)],
         )?;
         if shape == Shape::Prefill {
@@ -628,7 +669,11 @@ impl<'a> Recorder<'a> {
                 Kernel::MoeRoute,
                 DType::F32,
                 &p,
-                &[r.ids, r.offsets, r.rows],
+                &MoeRouteBindings {
+                    ids: r.ids,
+                    off: r.offsets,
+                    rows: r.rows,
+                },
                 [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1)],
             )?;
         }
@@ -654,7 +699,7 @@ impl<'a> Recorder<'a> {
             Kernel::MoeCombine,
             DType::F32,
             &p,
-            &[y, h],
+            &MoeCombineBindings { y, hidden: h },
             [Dim::Fixed((hidden as u32).div_ceil(64)), Dim::Tokens, Dim::Fixed(1)],
         )
     }
@@ -672,7 +717,7 @@ impl<'a> Recorder<'a> {
             Kernel::Argmax { last_row },
             DType::F32,
             &p,
-            &[logits, out],
+            &ArgmaxBindings { logits, out },
             [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1)],
         )
     }
@@ -706,7 +751,13 @@ impl<'a> Recorder<'a> {
             Kernel::Sample,
             DType::F32,
             &p,
-            &[cfg, logits, out, state, allowed],
+            &SampleBindings {
+                cfg,
+                logits,
+                out,
+                state,
+                allowed,
+            },
             [Dim::Fixed(draws), Dim::Fixed(1), Dim::Fixed(1)],
         )
     }
