@@ -70,8 +70,10 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
         "metal" => Ok(wgpu::Backends::METAL),
         "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
         "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        // wgpu's no-op device: validates and records, runs nothing (structure tests).
+        "noop" => Ok(wgpu::Backends::NOOP),
         other => Err(Error::Invalid(format!(
-            "unknown backend {other:?} (vulkan, metal, dx12, gl)"
+            "unknown backend {other:?} (vulkan, metal, dx12, gl, noop)"
         ))),
     }
 }
@@ -110,10 +112,13 @@ pub struct Gpu {
 
 /// All adapters wgpu finds for `backends`.
 pub fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+    let mut desc = wgpu::InstanceDescriptor {
         backends,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
+    };
+    // The no-op device is only there when asked for by name.
+    desc.backend_options.noop.enable = backends == wgpu::Backends::NOOP;
+    let instance = wgpu::Instance::new(desc);
     pollster::block_on(instance.enumerate_adapters(backends))
 }
 

@@ -163,6 +163,15 @@ impl Session {
         })
     }
 
+    /// The recorded program of `mode` (the all-logits prefill once it has been built).
+    pub fn program(&self, mode: Mode) -> Option<&crate::kernels::Program> {
+        match mode {
+            Mode::Prefill => Some(&self.prefill),
+            Mode::Decode => Some(&self.decode),
+            Mode::PrefillAllLogits => self.prefill_all.as_ref(),
+        }
+    }
+
     /// The flag that, once raised, stops the current prefill between chunks and the current
     /// generation before its next token ([`Error::Cancelled`] / a stop). The caller lowers it.
     pub fn set_cancel_flag(&mut self, flag: Arc<AtomicBool>) {
