@@ -7,6 +7,7 @@ pub mod dtype;
 pub mod error;
 pub mod files;
 pub mod gpu;
+#[cfg(feature = "hub")]
 pub mod hub;
 pub mod interrupt;
 pub mod kernels;
@@ -17,6 +18,7 @@ pub mod progress;
 pub mod quant;
 pub mod reference;
 pub mod sampling;
+#[cfg(feature = "server")]
 pub mod serve;
 pub mod tokenizer;
 pub mod units;

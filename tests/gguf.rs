@@ -412,6 +412,7 @@ mod bad_files;
 /// into the HF cache (from a mock hub on loopback), then finds it there offline; an unknown
 /// tag lists what the repo offers.
 #[test]
+#[cfg(feature = "hub")]
 fn repo_and_quant_tag_resolve_to_one_gguf() {
     let tmp = tempfile::tempdir().unwrap();
     let data = std::fs::read(fixture_dir("gguf").join("tiny_d.f32.gguf")).unwrap();

@@ -459,6 +459,7 @@ fn tool_call_grammars_accept_calls_and_refuse_bad_ones() {
 /// function): every answer is one call list that the server's tool-call parser reads, naming
 /// an offered tool, with arguments valid against that tool's schema (checked by `jsonschema`).
 #[test]
+#[cfg(feature = "server")]
 fn forced_tool_calls_parse_and_validate() {
     use lfm_wgpu::serve::toolcall::{parse_calls, TOOL_CALL_END, TOOL_CALL_START};
     let tools = tools();
