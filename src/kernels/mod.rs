@@ -1,13 +1,14 @@
 //! Compute kernels: typed pipeline keys (one `Kernel` variant per WGSL file), a lazy pipeline
-//! cache, the per-op recording methods (`ops.rs`), device probes (`probe.rs`),
-//! a uniform arena for per-dispatch parameters, and [`Program`] — a recorded list of
-//! dispatches (pipeline, bind group, grid) built once and replayed every step.
+//! cache, the per-op recording methods (`ops.rs`; the linear ops in `linear.rs`), device
+//! probes (`probe.rs`), a uniform arena for per-dispatch parameters, and [`Program`] — a
+//! recorded list of dispatches (pipeline, bind group, grid) built once and replayed every step.
 //!
 //! Shaders are assembled from `shaders/lib` snippets: the step uniform, the weight and KV
 //! storage snippets (f32 / native f16 / f16 packed in u32, same function names) and the
 //! reduction snippet (subgroup or workgroup memory), then the kernel's own file.
 
 pub mod bindings;
+pub mod linear;
 pub mod ops;
 pub mod probe;
 

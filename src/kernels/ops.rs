@@ -3,17 +3,14 @@
 //! weight is split — to the [`Program`] being built.
 
 use super::bindings::*;
-use super::{Dim, Dispatch, Kernel, Kernels, Linear, Program, Uniforms};
+use super::linear::{LinearParams, Shape};
+use super::{Dim, Dispatch, Kernel, Kernels, Program, Uniforms};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuMatrix};
 use bytemuck::{Pod, Zeroable};
 
-/// Output columns of a prefill GEMM tile (shaders/matmul.wgsl; rows: `Linear::matmul_rows`).
-const MATMUL_BN: u32 = 64;
 /// Queries per workgroup of prefill attention (shaders/attention_prefill.wgsl, BQ).
 const ATTN_QUERY_TILE: u32 = 8;
-/// Output columns per mat-vec workgroup (shaders/matvec.wgsl).
-const MATVEC_ROWS: u32 = 8;
 
 /// `embed.wgsl`: rows [row0, row0 + rows) of the table are in this chunk.
 #[repr(C)]
@@ -67,23 +64,6 @@ struct NormParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct LinearParams {
-    k: u32,
-    n: u32,
-    col0: u32,
-    ldy: u32,
-    ldx: u32,
-    e0: u32,
-    ne: u32,
-    xdiv: u32,
-    n_per_e: u32,
-    topk: u32,
-    w_scales: u32,
-    eps: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
 struct RopeParams {
     nh: u32,
     nkv: u32,
@@ -111,13 +91,6 @@ struct RouterParams {
     has_bias: u32,
     scale: f32,
     _p: [u32; 3],
-}
-
-/// Whether a linear op runs for a prompt (tiled GEMM) or one token (mat-vec).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
-    Prefill,
-    Decode,
 }
 
 impl Kernel {
@@ -155,31 +128,6 @@ pub struct Routing<'a> {
     pub topk: u32,
 }
 
-/// Arguments of one linear op beyond its input/weights/output.
-pub struct LinearOp<'a> {
-    pub x: &'a wgpu::Buffer,
-    /// Row stride of x (values).
-    pub ldx: u32,
-    pub w: &'a GpuMatrix,
-    /// Up projection for GLU (gate is `w`).
-    pub w_up: Option<&'a GpuMatrix>,
-    pub y: &'a wgpu::Buffer,
-    /// Row stride of y (values).
-    pub ldy: u32,
-    pub bias: Option<&'a wgpu::Buffer>,
-    /// Add into y instead of overwriting it (fused residual).
-    pub acc: bool,
-    /// Routed experts: rows are (token, slot) pairs; `xdiv` maps a pair to its x row.
-    pub moe: Option<(&'a Routing<'a>, u32)>,
-    /// Multiply by the pair's routing weight.
-    pub scale: bool,
-    /// Decode only: RMS-normalise x on the fly with these weights and eps (the RMSNorm
-    /// before the projection fused into it; x is then the raw residual stream).
-    pub norm: Option<(&'a wgpu::Buffer, f32)>,
-    /// Decode with `moe`: y row t += Σ_slot of the token's pairs (down projection + combine).
-    pub combine: bool,
-}
-
 /// Builds a [`Program`]: every op creates its bind groups and parameters once, here.
 pub struct Recorder<'a> {
     pub k: &'a Kernels,
@@ -211,7 +159,7 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn push<'b, P: Pod, B: Bindings<'b>>(
+    pub(super) fn push<'b, P: Pod, B: Bindings<'b>>(
         &mut self,
         label: String,
         kernel: Kernel,
@@ -292,7 +240,7 @@ impl<'a> Recorder<'a> {
         });
     }
 
-    fn set_weight_bytes(&mut self, bytes: u64) {
+    pub(super) fn set_weight_bytes(&mut self, bytes: u64) {
         if let Some(d) = self.prog.dispatches.last_mut() {
             d.weight_bytes = bytes;
         }
@@ -347,147 +295,6 @@ impl<'a> Recorder<'a> {
             &RmsNormBindings { x, w, y },
             [rows, Dim::Fixed(1), Dim::Fixed(1)],
         )
-    }
-
-    /// y (+)= W·x with the variants of [`LinearOp`], as tiled GEMM or mat-vec.
-    pub fn linear(&mut self, shape: Shape, op: &LinearOp<'_>) -> Result<()> {
-        self.linear_grid(shape, op, None)
-    }
-
-    /// Mat-vec over the first `rows` rows of x whatever the step's T (the prefill head, which
-    /// only needs the last position, normed into row 0).
-    pub fn matvec_rows(&mut self, op: &LinearOp<'_>, rows: u32) -> Result<()> {
-        self.linear_grid(Shape::Decode, op, Some(rows))
-    }
-
-    fn linear_grid(&mut self, shape: Shape, op: &LinearOp<'_>, rows: Option<u32>) -> Result<()> {
-        let w = op.w;
-        if !op.ldx.is_multiple_of(4) || !w.cols.is_multiple_of(8) {
-            return Err(Error::Invalid(format!(
-                "{}: x stride {} must be a multiple of 4 and K {} of 8",
-                w.label, op.ldx, w.cols
-            )));
-        }
-        if op.norm.is_some() && (shape != Shape::Decode || op.scale) {
-            return Err(Error::Invalid(format!(
-                "{}: the fused RMSNorm is a decode mat-vec variant without routing-weight scaling",
-                w.label
-            )));
-        }
-        if op.combine && (shape != Shape::Decode || op.moe.is_none() || op.w_up.is_some() || op.norm.is_some()) {
-            return Err(Error::Invalid(format!(
-                "{}: summing a token's routed pairs is a decode mat-vec variant over experts, without GLU or a fused norm",
-                w.label
-            )));
-        }
-        if let Some(up) = op.w_up {
-            let same = |(a, b): (&crate::gpu::MatChunk, &crate::gpu::MatChunk)| {
-                (a.row0, a.rows, a.dtype) == (b.row0, b.rows, b.dtype)
-            };
-            if up.rows != w.rows
-                || up.cols != w.cols
-                || up.chunks.len() != w.chunks.len()
-                || !w.chunks.iter().zip(&up.chunks).all(same)
-            {
-                return Err(Error::Invalid(format!(
-                    "{} and {}: a gated pair needs the same shape, chunks and formats",
-                    w.label, up.label
-                )));
-            }
-        }
-        let variant = Linear {
-            glu: op.w_up.is_some(),
-            gather: op.moe.is_some(),
-            bias: op.bias.is_some(),
-            scale: op.scale,
-            norm: op.norm.is_some(),
-            acc: op.acc,
-            combine: op.combine,
-        };
-        let kernel = match shape {
-            Shape::Prefill => Kernel::Matmul(variant),
-            Shape::Decode => Kernel::Matvec(variant),
-        };
-        for (i, c) in w.chunks.iter().enumerate() {
-            let up = op.w_up.map_or(&c.buffer, |u| &u.chunks[i].buffer);
-            let (n, col0, e0, ne, n_per_e) = match op.moe {
-                Some(_) => {
-                    let g = w.group_rows as u32;
-                    (g, 0, c.row0 / g, c.rows / g, g)
-                }
-                None => (c.rows, c.row0, 0, 1, 0),
-            };
-            let (routing, xdiv) = op.moe.map_or((None, 1), |(r, d)| (Some(r), d));
-            let p = LinearParams {
-                k: w.cols as u32,
-                n,
-                col0,
-                ldy: op.ldy,
-                ldx: op.ldx,
-                e0,
-                ne,
-                xdiv,
-                n_per_e,
-                topk: routing.map_or(1, |r| r.topk),
-                w_scales: c.scale_word,
-                eps: op.norm.map_or(0.0, |(_, eps)| eps),
-            };
-            let (ra, rb, mut rw) = match (routing, shape) {
-                (Some(r), Shape::Prefill) => (r.offsets, r.rows, r.weights),
-                (Some(r), Shape::Decode) => (r.ids, self.dummy, r.weights),
-                (None, _) => (self.dummy, self.dummy, self.dummy),
-            };
-            if let Some((g, _)) = op.norm {
-                // The variants that normalise never read routing weights: the slot is free.
-                rw = g;
-            }
-            let grid = match (shape, routing) {
-                (Shape::Prefill, _) => [
-                    Dim::Fixed(n.div_ceil(MATMUL_BN)),
-                    Dim::TokensDiv(variant.matmul_rows()),
-                    Dim::Fixed(ne),
-                ],
-                (Shape::Decode, Some(r)) => [
-                    Dim::Fixed(n.div_ceil(MATVEC_ROWS)),
-                    if op.combine {
-                        Dim::Tokens
-                    } else {
-                        Dim::TokensMul(r.topk)
-                    },
-                    Dim::Fixed(1),
-                ],
-                (Shape::Decode, None) => [
-                    Dim::Fixed(n.div_ceil(MATVEC_ROWS)),
-                    rows.map_or(Dim::Tokens, Dim::Fixed),
-                    Dim::Fixed(1),
-                ],
-            };
-            self.push(
-                format!("{}[{i}]", w.label),
-                kernel,
-                c.dtype,
-                &p,
-                &LinearBindings {
-                    x: op.x,
-                    w: &c.buffer,
-                    w_up: up,
-                    y: op.y,
-                    bias: op.bias.unwrap_or(self.dummy),
-                    route_a: ra,
-                    route_b: rb,
-                    route_w: rw,
-                },
-                grid,
-            )?;
-            let mut bytes = c.buffer.size() * if op.w_up.is_some() { 2 } else { 1 };
-            if let (Some(r), Shape::Decode) = (routing, shape) {
-                // A token reads its top-k experts; this chunk holds ne of the E.
-                let experts = (w.rows / w.group_rows) as u64;
-                bytes = bytes / ne as u64 * r.topk as u64 * ne as u64 / experts;
-            }
-            self.set_weight_bytes(bytes);
-        }
-        Ok(())
     }
 
     /// y [T, H] = C ⊙ conv(B ⊙ x) from z [T, 3H], continuing and updating `state`.

@@ -10,7 +10,8 @@ use super::state::{KvCache, LayerState, State};
 use super::weights::{Ffn, Op};
 use crate::error::Result;
 use crate::gpu::GpuMatrix;
-use crate::kernels::ops::{LinearOp, Recorder, Routing, Shape};
+use crate::kernels::linear::{LinearOp, Shape};
+use crate::kernels::ops::{Recorder, Routing};
 use crate::kernels::{Kernels, Program, Uniforms};
 
 /// Which program to build.
