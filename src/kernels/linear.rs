@@ -5,40 +5,15 @@
 
 use super::bindings::LinearBindings;
 use super::ops::{Recorder, Routing};
-use super::{Dim, Kernel, Linear};
+use super::params::LinearParams;
+use super::{Dim, Kernel, Linear, Shape};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuMatrix, MatChunk};
-use bytemuck::{Pod, Zeroable};
 
 /// Output columns of a prefill GEMM tile (shaders/matmul.wgsl; rows: `Linear::matmul_rows`).
 const MATMUL_BN: u32 = 64;
 /// Output columns per mat-vec workgroup (shaders/matvec.wgsl).
 const MATVEC_ROWS: u32 = 8;
-
-/// `Params` of shaders/lib/linear.wgsl, for one weight chunk.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct LinearParams {
-    k: u32,
-    n: u32,
-    col0: u32,
-    ldy: u32,
-    ldx: u32,
-    e0: u32,
-    ne: u32,
-    xdiv: u32,
-    n_per_e: u32,
-    topk: u32,
-    w_scales: u32,
-    eps: f32,
-}
-
-/// Whether a linear op runs for a prompt (tiled GEMM) or one token (mat-vec).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
-    Prefill,
-    Decode,
-}
 
 /// Arguments of one linear op beyond its input/weights/output.
 pub struct LinearOp<'a> {

@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod linear;
 pub mod ops;
+pub mod params;
 pub mod probe;
 
 use crate::error::{Error, Result};
@@ -44,6 +45,13 @@ pub enum Kernel {
     Sample,
     /// Device probe: FMA throughput (wgpu-bench).
     FmaPeak,
+}
+
+/// Whether a linear op runs for a prompt (tiled GEMM) or one token (mat-vec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Prefill,
+    Decode,
 }
 
 /// Variant switches of the linear kernels (see shaders/lib/linear.wgsl).

@@ -1,119 +1,15 @@
-//! Host side of every kernel: parameter structs (mirroring each WGSL `Params`) and one
-//! method per operation that appends its dispatches — one per weight chunk where a
+//! Host side of every kernel but the linear ones (`linear.rs`): one method per operation that appends its dispatches — one per weight chunk where a
 //! weight is split — to the [`Program`] being built.
 
 use super::bindings::*;
-use super::linear::{LinearParams, Shape};
-use super::{Dim, Dispatch, Kernel, Kernels, Program, Uniforms};
+use super::params::*;
+use super::{Dim, Dispatch, Kernel, Kernels, Program, Shape, Uniforms};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuMatrix};
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 
 /// Queries per workgroup of prefill attention (shaders/attention_prefill.wgsl, BQ).
 const ATTN_QUERY_TILE: u32 = 8;
-
-/// `embed.wgsl`: rows [row0, row0 + rows) of the table are in this chunk.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct EmbedParams {
-    row0: u32,
-    rows: u32,
-    h: u32,
-    w_scales: u32,
-}
-
-/// `short_conv.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ConvParams {
-    h: u32,
-    k: u32,
-    has_bias: u32,
-    _a: u32,
-}
-
-/// `attn_merge.wgsl`, `moe_route.wgsl`, `moe_combine.wgsl`: two sizes (heads × head size,
-/// experts × slots, hidden × slots).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct PairParams {
-    a: u32,
-    b: u32,
-    _p: [u32; 2],
-}
-
-/// `argmax.wgsl` (`advance`, `masked` unused) and `sample.wgsl`: the row length, whether the
-/// draw counts (decode) or is one of a batch of test draws, and whether the allowed-token
-/// mask applies.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct PickParams {
-    vocab: u32,
-    advance: u32,
-    masked: u32,
-    _p: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct NormParams {
-    n: u32,
-    eps: f32,
-    _p: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RopeParams {
-    nh: u32,
-    nkv: u32,
-    d: u32,
-    ld: u32,
-    eps: f32,
-    _p: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AttnParams {
-    nh: u32,
-    nkv: u32,
-    d: u32,
-    scale: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RouterParams {
-    e: u32,
-    k: u32,
-    norm: u32,
-    has_bias: u32,
-    scale: f32,
-    _p: [u32; 3],
-}
-
-impl Kernel {
-    /// Bytes of the parameter struct the host writes for this kernel (binding 1): the WGSL
-    /// `Params` must have this size (`tests/shaders.rs` checks it, and `Recorder::push` that
-    /// the struct pushed is this one).
-    pub fn params_bytes(&self) -> usize {
-        use std::mem::size_of;
-        match self {
-            Kernel::RmsNorm { .. } => size_of::<NormParams>(),
-            Kernel::Matmul(_) | Kernel::Matvec(_) => size_of::<LinearParams>(),
-            Kernel::QkRope => size_of::<RopeParams>(),
-            Kernel::Attention | Kernel::AttentionPrefill => size_of::<AttnParams>(),
-            Kernel::Router => size_of::<RouterParams>(),
-            Kernel::Embed => size_of::<EmbedParams>(),
-            Kernel::ShortConv => size_of::<ConvParams>(),
-            Kernel::AttnMerge | Kernel::MoeRoute | Kernel::MoeCombine => size_of::<PairParams>(),
-            Kernel::Argmax { .. } | Kernel::Sample => size_of::<PickParams>(),
-            // probe::fma_peak: [iterations, 0, 0, 0].
-            Kernel::FmaPeak => size_of::<[u32; 4]>(),
-        }
-    }
-}
 
 /// Routing buffers of one MoE layer.
 pub struct Routing<'a> {

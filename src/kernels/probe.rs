@@ -1,8 +1,9 @@
 //! Device probes for benchmarks: measured copy bandwidth and FMA peak — the yardsticks
 //! wgpu-bench reports the engine's kernels against, measured by the same binary in the same run.
 
-use super::linear::{LinearOp, Shape};
+use super::linear::LinearOp;
 use super::ops::{Recorder, Routing};
+use super::Shape;
 use super::{Kernel, Kernels, StepShape, Uniforms};
 use crate::error::Result;
 use crate::gpu::GpuMatrix;

@@ -10,9 +10,9 @@ use super::state::{KvCache, LayerState, State};
 use super::weights::{Ffn, Op};
 use crate::error::Result;
 use crate::gpu::GpuMatrix;
-use crate::kernels::linear::{LinearOp, Shape};
+use crate::kernels::linear::LinearOp;
 use crate::kernels::ops::{Recorder, Routing};
-use crate::kernels::{Kernels, Program, Uniforms};
+use crate::kernels::{Kernels, Program, Shape, Uniforms};
 
 /// Which program to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
