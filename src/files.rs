@@ -89,10 +89,13 @@ impl AtomicFile {
     /// Flushes, syncs and renames the temporary over the target.
     pub fn commit(mut self) -> Result<()> {
         let out = self.out.take().expect("committed once");
-        let file = out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
-        let Some(tmp) = self.tmp.take() else { return Ok(()) };
-        file.sync_all().map_err(|e| Error::io(&self.path, e))?;
-        drop(file);
+        // The file is closed at the end of this block, before the rename.
+        let tmp = {
+            let file = out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
+            let Some(tmp) = self.tmp.take() else { return Ok(()) };
+            file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+            tmp
+        };
         let renamed = std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e));
         if renamed.is_err() {
             let _ = std::fs::remove_file(&tmp);

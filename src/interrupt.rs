@@ -4,14 +4,15 @@
 //! written ([`crate::files::remove_pending`]) and exits with status 130.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Once};
+use std::sync::{Arc, LazyLock};
 
 static FLAG: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 static SOFT: AtomicBool = AtomicBool::new(false);
-static INSTALL: Once = Once::new();
 
 /// Installs the handler (once; later calls do nothing).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn install() -> crate::Result<()> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
     let mut result = Ok(());
     INSTALL.call_once(|| {
         let flag = flag();
@@ -26,6 +27,12 @@ pub fn install() -> crate::Result<()> {
         .map_err(|e| crate::Error::Invalid(format!("installing the Ctrl-C handler: {e}")));
     });
     result
+}
+
+/// A web page has no Ctrl-C: its stop button raises [`flag`] itself.
+#[cfg(target_arch = "wasm32")]
+pub fn install() -> crate::Result<()> {
+    Ok(())
 }
 
 /// The flag Ctrl-C raises while stoppable (shared with sessions as their cancel flag).
