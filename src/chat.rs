@@ -470,8 +470,8 @@ fn py_float(f: f64) -> String {
 /// `strftime_now(format)`: the current UTC time, with the common directives
 /// (`%Y %m %d %H %M %S %b %B %a %A %j %y %%`); others are copied as written.
 fn strftime_now(format: String) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let secs = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     strftime(&format, secs)

@@ -8,7 +8,7 @@ use super::{Kernel, Kernels, StepShape, Uniforms};
 use crate::error::Result;
 use crate::gpu::GpuMatrix;
 use crate::gpu::{DType, Gpu};
-use std::time::Instant;
+use web_time::Instant;
 
 /// Copy bandwidth in bytes/s: (bytes read + bytes written) / time of buffer-to-buffer copies
 /// of `size` bytes, best of `reps` submissions of 4 copies each.

@@ -311,7 +311,7 @@ impl Session {
             Mode::Decode => (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
             _ => 1,
         };
-        let (start, submitted_before) = (std::time::Instant::now(), self.cost.get().submit_s);
+        let (start, submitted_before) = (web_time::Instant::now(), self.cost.get().submit_s);
         let during = format!("{which:?} step at position {} ({n} tokens)", self.pos);
         let index = gpu.scoped(&during, || self.submit(which, n, splits, id_to, read_logit_row, draw));
         if which == Mode::Decode {
@@ -648,7 +648,7 @@ impl Session {
                 false => None,
             };
             self.history.push(input); // step j's input, counted in `pos` when queued
-            let waited = std::time::Instant::now();
+            let waited = web_time::Instant::now();
             let read = self.read_id_from(self.id_staging(j), Some(index));
             let mut c = self.cost.get();
             c.wait_s += waited.elapsed().as_secs_f64();
@@ -703,14 +703,14 @@ impl Session {
         if max_new == 0 {
             return Ok(st);
         }
-        let t = std::time::Instant::now();
+        let t = web_time::Instant::now();
         let (first, _) = self.prefill(prompt, false)?;
         st.prefill_s = t.elapsed().as_secs_f64();
         if checkpoint {
             self.checkpoint();
         }
         st.new_tokens = 1;
-        let t = std::time::Instant::now();
+        let t = web_time::Instant::now();
         let mut go = on_token(first) && !self.cancelled();
         if go && max_new > 1 {
             let want = max_new - 1;

@@ -10,7 +10,7 @@ use super::{GenStats, Mode, Session};
 use crate::error::{Error, Result};
 use crate::kernels::StepShape;
 use crate::sampling::{Next, TokenConstraint};
-use std::time::Instant;
+use web_time::Instant;
 
 impl Session {
     /// As [`Session::generate`], with every token allowed by `constraint`: prefills `prompt`

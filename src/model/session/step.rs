@@ -158,7 +158,7 @@ impl Session {
             range: 0..self.decode.dispatches.len(),
         };
         let reps = reps.max(1);
-        let t = std::time::Instant::now();
+        let t = web_time::Instant::now();
         for _ in 0..reps {
             self.model.gpu.scoped("recording a decode step", || {
                 let staging = Some(&self.state.staging_id);
@@ -282,7 +282,7 @@ impl Session {
             };
             let (cmd, recorded) = self.encode_part(program, shape, &part, timer.as_ref(), draw, id_to, read_logit_row);
             dispatches += recorded;
-            let submitting = std::time::Instant::now();
+            let submitting = web_time::Instant::now();
             index = Some(gpu.queue.submit([cmd]));
             submit_s += submitting.elapsed().as_secs_f64();
         }
