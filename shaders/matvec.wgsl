@@ -1,7 +1,8 @@
 // Mat-vec for decode (interface in lib/linear.wgsl; NORM folds the preceding RMSNorm in:
 // the workgroup reads all of x anyway, so Σx² rides along): each workgroup computes R output
 // columns for one row (token, or (token, slot) pair when GATHER); threads stride over K in
-// groups of 8 weights (dequantized in registers); the R (2R with GLU) partial sums of each
+// groups of 8 weights (block formats, W_WIDE: 32, one block or sub-block, so its scales are
+// read once) dequantized in registers; the R (2R with GLU) partial sums of each
 // thread are reduced per subgroup (subgroupAdd; without subgroups each thread is its own slot),
 // the subgroup sums meet in workgroup memory behind a single barrier. Grid (ceil(n/R), T or
 // T·topk). GATHER reads the pair's expert from route_a and skips experts outside this chunk:
@@ -49,7 +50,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
             }
         }
         var part: array<f32, R>;
-        for (var g = lid; g < groups; g += WG) {
+        // Block formats: 32 weights (one block or sub-block) per thread and step.
+        for (var g = lid; W_WIDE && g < groups / 4u; g += WG) {
+            var xw: X32;
+            for (var j = 0u; j < 8u; j++) {
+                var v = x[(xrow * p.ldx) / 4u + 8u * g + j];
+                if NORM {
+                    ss += dot(v, v);
+                    let k = 32u * g + 4u * j;
+                    v *= vec4<f32>(route_w[k], route_w[k + 1u], route_w[k + 2u], route_w[k + 3u]);
+                }
+                xw.v[j] = v;
+            }
+            for (var j = 0u; j < 4u; j++) {
+                xw.s8[j] = dot(xw.v[2u * j] + xw.v[2u * j + 1u], vec4<f32>(1.0));
+            }
+            for (var r = 0u; r < R; r++) {
+                let n = min(n0 + r, p.n - 1u);
+                let e32 = (wrow0 + n) * p.k + 32u * g;
+                part[r] += dot32_w(e32, xw);
+                if GLU {
+                    acc_up[r] += dot32_w_up(e32, xw);
+                }
+            }
+        }
+        for (var g = lid; !W_WIDE && g < groups; g += WG) {
             var xa = x[(xrow * p.ldx) / 4u + 2u * g];
             var xb = x[(xrow * p.ldx) / 4u + 2u * g + 1u];
             if NORM {

@@ -1,6 +1,7 @@
 // Weights stored as bfloat16, two per u32 (element 2k in the low half). Interface: see
 // weights.wgsl.
 alias W_T = vec4<u32>;
+const W_WIDE: bool = false;
 
 fn bf16x2(w: u32) -> vec2<f32> {
     return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
@@ -14,4 +15,13 @@ fn load8_BUF(e: u32) -> W8 {
 fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
     let w = load8_BUF(e);
     return dot(w.lo, xa) + dot(w.hi, xb);
+}
+
+// Four 8-weight dots (float formats stay 8 wide in the mat-vec; this completes the interface).
+fn dot32_BUF(e: u32, x: X32) -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        s += dot8_BUF(e + 8u * j, x.v[2u * j], x.v[2u * j + 1u], x.s8[j]);
+    }
+    return s;
 }

@@ -1,5 +1,6 @@
 // Weights stored as f16, two per u32 (no SHADER_F16 needed). Interface: see weights.wgsl.
 alias W_T = vec4<u32>;
+const W_WIDE: bool = false;
 // @per-buffer
 fn load8_BUF(e: u32) -> W8 {
     let v = BUF[e / 8u];
@@ -11,4 +12,13 @@ fn load8_BUF(e: u32) -> W8 {
 fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
     let w = load8_BUF(e);
     return dot(w.lo, xa) + dot(w.hi, xb);
+}
+
+// Four 8-weight dots (float formats stay 8 wide in the mat-vec; this completes the interface).
+fn dot32_BUF(e: u32, x: X32) -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        s += dot8_BUF(e + 8u * j, x.v[2u * j], x.v[2u * j + 1u], x.s8[j]);
+    }
+    return s;
 }

@@ -4,6 +4,7 @@
 // word p.w_scales on the f16 scales d in pairs (Q4_0), or one (d, m) f16 pair per block (Q4_1).
 // WITH_MIN is set by the assembler. Interface: see weights.wgsl.
 alias W_T = u32;
+const W_WIDE: bool = true;
 // @per-buffer
 // (d, m) of block b with value = d·q + m (Q4_0: m = −8d, exact since d is an f16).
 fn dm_BUF(b: u32) -> vec2<f32> {
@@ -26,4 +27,15 @@ fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
     let i = b * 4u + (o % 16u) / 4u;
     let shift = (o / 16u) * 4u;
     return dm.x * (dot(q4x4(BUF[i], shift), xa) + dot(q4x4(BUF[i + 1u], shift), xb)) + dm.y * xsum;
+}
+// A whole block: word j holds elements 4j..4j+3 (low nibbles) and 16+4j..19+4j (high).
+fn dot32_BUF(e: u32, x: X32) -> f32 {
+    let b = e / 32u;
+    let dm = dm_BUF(b);
+    var s = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        let w = BUF[b * 4u + j];
+        s += dot(q4x4(w, 0u), x.v[j]) + dot(q4x4(w, 4u), x.v[4u + j]);
+    }
+    return dm.x * s + dm.y * dot(x.s8, vec4<f32>(1.0));
 }

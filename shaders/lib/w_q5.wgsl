@@ -4,6 +4,7 @@
 // scales d in pairs (Q5_0), or one (d, m) f16 pair per block (Q5_1). WITH_MIN is set by the
 // assembler. Interface: see weights.wgsl.
 alias W_T = u32;
+const W_WIDE: bool = true;
 
 // The 5-bit values of 4 elements: nibbles at `shift` of w, fifth bits from bits 0..4 of h.
 fn q5x4(w: u32, shift: u32, h: u32) -> vec4<f32> {
@@ -34,4 +35,16 @@ fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
     let dm = dm_BUF(e / 32u);
     let q = q8_BUF(e);
     return dm.x * (dot(q.lo, xa) + dot(q.hi, xb)) + dm.y * xsum;
+}
+// A whole block: nibbles as in Q4, the fifth bits of element j at bit j of word 4.
+fn dot32_BUF(e: u32, x: X32) -> f32 {
+    let b = e / 32u;
+    let dm = dm_BUF(b);
+    let h = BUF[b * 5u + 4u];
+    var s = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        let w = BUF[b * 5u + j];
+        s += dot(q5x4(w, 0u, h >> (4u * j)), x.v[j]) + dot(q5x4(w, 4u, h >> (16u + 4u * j)), x.v[4u + j]);
+    }
+    return dm.x * s + dm.y * dot(x.s8, vec4<f32>(1.0));
 }

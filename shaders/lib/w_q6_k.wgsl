@@ -4,6 +4,7 @@
 // nibble of byte 64h + 32(g % 2) + l, high when g ≥ 2; bits 2g of byte 128 + 32h + l); from
 // word p.w_scales + 5b: 16 int8 scales, then d as an f16. Interface: see weights.wgsl.
 alias W_T = u32;
+const W_WIDE: bool = true;
 // @per-buffer
 // d·sc of the 16 values that hold element e.
 fn scale_BUF(e: u32) -> f32 {
@@ -39,4 +40,20 @@ fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
     let ds = scale_BUF(e);
     let q = q8_BUF(e);
     return ds * (dot(q.lo, xa) + dot(q.hi, xb) - 32.0 * xsum);
+}
+// 32 values: two scales (elements 0..15 and 16..31), element 4j + k in byte k of words j.
+fn dot32_BUF(e: u32, x: X32) -> f32 {
+    let b = e / 256u;
+    let o = e % 256u;
+    let half = o / 128u;
+    let g = (o % 128u) / 32u;
+    let i = b * 48u + half * 16u + (g % 2u) * 8u;
+    let h = b * 48u + 32u + half * 8u;
+    let shift = (g / 2u) * 4u;
+    var a = vec2<f32>(0.0);
+    for (var j = 0u; j < 8u; j++) {
+        let q = ((BUF[i + j] >> shift) & 0x0f0f0f0fu) | (((BUF[h + j] >> (2u * g)) & 0x03030303u) << 4u);
+        a[j / 4u] += dot(bytes4(q), x.v[j]);
+    }
+    return scale_BUF(e) * (a.x - 32.0 * (x.s8.x + x.s8.y)) + scale_BUF(e + 16u) * (a.y - 32.0 * (x.s8.z + x.s8.w));
 }

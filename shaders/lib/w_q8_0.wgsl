@@ -2,6 +2,7 @@
 // quants of block b in words 8b..8b+8, scales as f16 pairs from word p.w_scales on.
 // Interface: see weights.wgsl.
 alias W_T = u32;
+const W_WIDE: bool = true;
 // @per-buffer
 fn load8_BUF(e: u32) -> W8 {
     let b = e / 32u;
@@ -15,4 +16,14 @@ fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
     let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
     let i = b * 8u + (e % 32u) / 4u;
     return d * (dot(i8x4(BUF[i]), xa) + dot(i8x4(BUF[i + 1u]), xb));
+}
+// A whole block, the scale applied once.
+fn dot32_BUF(e: u32, x: X32) -> f32 {
+    let b = e / 32u;
+    let d = unpack2x16float(BUF[p.w_scales + b / 2u])[b & 1u];
+    var s = 0.0;
+    for (var j = 0u; j < 8u; j++) {
+        s += dot(i8x4(BUF[b * 8u + j]), x.v[j]);
+    }
+    return d * s;
 }

@@ -6,6 +6,7 @@
 // 8 sub-blocks (one word holds two sub-blocks').
 // FIFTH_BIT is set by the assembler. Interface: see weights.wgsl.
 alias W_T = u32;
+const W_WIDE: bool = true;
 const QW: u32 = select(32u, 40u, FIFTH_BIT);
 // @per-buffer
 // (d·sc, dmin·m) of the sub-block of element e.
@@ -45,4 +46,21 @@ fn dot8_BUF(e: u32, xa: vec4<f32>, xb: vec4<f32>, xsum: f32) -> f32 {
     let sm = scale_BUF(e);
     let q = q8_BUF(e);
     return sm.x * (dot(q.lo, xa) + dot(q.hi, xb)) - sm.y * xsum;
+}
+// A whole sub-block (one scale and min): element 4j + k in byte k of word j.
+fn dot32_BUF(e: u32, x: X32) -> f32 {
+    let b = e / 256u;
+    let s = (e % 256u) / 32u;
+    let sm = scale_BUF(e);
+    let i = b * QW + (s / 2u) * 8u;
+    let shift = (s % 2u) * 4u;
+    var acc = 0.0;
+    for (var j = 0u; j < 8u; j++) {
+        var q = (BUF[i + j] >> shift) & 0x0f0f0f0fu;
+        if FIFTH_BIT {
+            q |= ((BUF[b * QW + 32u + j] >> s) & 0x01010101u) << 4u;
+        }
+        acc += dot(bytes4(q), x.v[j]);
+    }
+    return sm.x * acc - sm.y * dot(x.s8, vec4<f32>(1.0));
 }

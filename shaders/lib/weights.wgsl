@@ -4,11 +4,20 @@
 //   load8_BUF(e) -> W8   the 8 weights starting at element e (e % 8 == 0) of binding BUF
 //   dot8_BUF(e, xa, xb, xsum) -> f32   those 8 weights dotted with 8 activations (xsum: their
 //                        sum, which lets quantized formats apply the scale and offset once)
+//   W_WIDE               whether the mat-vec reads this format 32 weights at a time (block
+//                        formats: one block or sub-block, so its scales are read once)
+//   dot32_BUF(e, x) -> f32   the 32 weights from element e (e % 32 == 0) dotted with x
 // Block formats keep their quant words first and their scale words from p.w_scales on, in the
 // layout of src/blocks.rs.
 struct W8 {
     lo: vec4<f32>,
     hi: vec4<f32>,
+}
+
+// 32 activations (v[j]: elements 4j..4j+3) and the sums of each 8 (s8[j]: elements 8j..8j+7).
+struct X32 {
+    v: array<vec4<f32>, 8>,
+    s8: vec4<f32>,
 }
 
 // The four bytes of v as 0…255.
