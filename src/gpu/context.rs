@@ -110,8 +110,8 @@ pub struct Gpu {
     lost: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-/// All adapters wgpu finds for `backends`.
-pub fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+/// All adapters wgpu finds for `backends` (async: a web page cannot block on it).
+pub async fn find_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let mut desc = wgpu::InstanceDescriptor {
         backends,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
@@ -119,56 +119,49 @@ pub fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     // The no-op device is only there when asked for by name.
     desc.backend_options.noop.enable = backends == wgpu::Backends::NOOP;
     let instance = wgpu::Instance::new(desc);
-    pollster::block_on(instance.enumerate_adapters(backends))
+    instance.enumerate_adapters(backends).await
 }
 
-fn rank(t: wgpu::DeviceType) -> u8 {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    }
+/// [`find_adapters`], blocking (native programs).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    pollster::block_on(find_adapters(backends))
 }
 
-impl Gpu {
-    /// Largest state buffer (KV cache, scratch): never split, so the granted binding size.
-    pub fn max_state_binding(&self) -> u64 {
-        self.limits
-            .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size)
-    }
-
-    pub fn new(opts: &GpuOptions) -> Result<Arc<Gpu>> {
-        let backends = opts.backend.unwrap_or(wgpu::Backends::PRIMARY);
-        let mut list = adapters(backends);
-        let adapter = match &opts.adapter {
-            Some(sel) => {
-                let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
-                let idx = match sel.parse::<usize>() {
-                    Ok(i) if i < list.len() => Some(i),
-                    _ => names
-                        .iter()
-                        .position(|n| n.to_lowercase().contains(&sel.to_lowercase())),
-                };
-                let idx = idx.ok_or_else(|| Error::NoAdapter {
-                    detail: format!(" matching {sel:?} (found: {})", names.join(", ")),
-                })?;
-                list.swap_remove(idx)
-            }
-            None => {
-                // High performance first: discrete, integrated, virtual, other, CPU.
-                list.sort_by_key(|a| rank(a.get_info().device_type));
-                if list.is_empty() {
-                    return Err(Error::NoAdapter { detail: String::new() });
-                }
-                list.remove(0)
-            }
+/// The adapter `selector` names (an index in `list`, or a case-insensitive substring of its
+/// name), else the highest-performance one: discrete, integrated, virtual, other, CPU.
+fn choose_adapter(mut list: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu::Adapter> {
+    let Some(sel) = selector else {
+        list.sort_by_key(|a| rank(a.get_info().device_type));
+        return match list.is_empty() {
+            true => Err(Error::NoAdapter { detail: String::new() }),
+            false => Ok(list.remove(0)),
         };
-        let info = adapter.get_info();
-        let memory_info = adapter_memory(&adapter, opts.memory_bytes);
-        let memory = memory_info.map(|m| m.bytes);
+    };
+    let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
+    let idx = match sel.parse::<usize>() {
+        Ok(i) if i < list.len() => Some(i),
+        _ => names
+            .iter()
+            .position(|n| n.to_lowercase().contains(&sel.to_lowercase())),
+    };
+    let idx = idx.ok_or_else(|| Error::NoAdapter {
+        detail: format!(" matching {sel:?} (found: {})", names.join(", ")),
+    })?;
+    Ok(list.swap_remove(idx))
+}
+
+/// The features and limits the engine asks of an adapter.
+struct DevicePlan {
+    caps: Caps,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+    /// Weights uploaded through mapped buffers (see [`Gpu::weight_usage`]).
+    direct_upload: bool,
+}
+
+impl DevicePlan {
+    fn for_adapter(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, opts: &GpuOptions) -> Result<DevicePlan> {
         let have = adapter.features();
         let offered = adapter.limits();
         let mut wanted = wgpu::Features::empty();
@@ -213,13 +206,50 @@ impl Gpu {
                 limit: offered.max_compute_invocations_per_workgroup as u64,
             });
         }
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("lfm-wgpu"),
-            required_features: wanted,
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        Ok(DevicePlan {
+            caps,
+            features: wanted,
+            limits,
+            direct_upload,
+        })
+    }
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl Gpu {
+    /// Largest state buffer (KV cache, scratch): never split, so the granted binding size.
+    pub fn max_state_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// Opens the device `opts` choose, with the limits and features the engine uses (async:
+    /// a web page cannot block on the adapter and device requests).
+    pub async fn request(opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        let backends = opts.backend.unwrap_or(wgpu::Backends::PRIMARY);
+        let adapter = choose_adapter(find_adapters(backends).await, opts.adapter.as_deref())?;
+        let info = adapter.get_info();
+        let memory_info = adapter_memory(&adapter, opts.memory_bytes);
+        let plan = DevicePlan::for_adapter(&adapter, &info, opts)?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lfm-wgpu"),
+                required_features: plan.features,
+                required_limits: plan.limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             log::error!("uncaptured wgpu error: {e}");
         }));
@@ -232,8 +262,32 @@ impl Gpu {
                 }
             });
         }
-        let granted = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let granted = plan
+            .limits
+            .max_storage_buffer_binding_size
+            .min(plan.limits.max_buffer_size);
         let max_binding = opts.max_binding_bytes.map_or(granted, |m| m.min(granted)) / 256 * 256;
+        let gpu = Gpu {
+            device,
+            queue,
+            info,
+            limits: plan.limits,
+            caps: plan.caps,
+            max_binding,
+            memory: memory_info.map(|m| m.bytes),
+            memory_info,
+            weight_usage: match plan.direct_upload {
+                true => wgpu::BufferUsages::MAP_WRITE,
+                false => wgpu::BufferUsages::empty(),
+            },
+            lost,
+        };
+        gpu.log();
+        Ok(Arc::new(gpu))
+    }
+
+    fn log(&self) {
+        let (info, limits) = (&self.info, &self.limits);
         log::info!(
             "adapter: {} ({:?}, {:?}, driver {} {})",
             info.name,
@@ -243,35 +297,27 @@ impl Gpu {
             info.driver_info
         );
         log::info!(
-            "limits: storage binding {} B (planning with {max_binding}), buffer {} B, workgroup storage {} B",
+            "limits: storage binding {} B (planning with {}), buffer {} B, workgroup storage {} B",
             limits.max_storage_buffer_binding_size,
+            self.max_binding,
             limits.max_buffer_size,
             limits.max_compute_workgroup_storage_size
         );
-        if let Some(m) = memory_info {
+        if let Some(m) = self.memory_info {
             log::info!("memory: {} B ({})", m.bytes, m.source.describe());
         }
         log::info!(
             "features: shader-f16 {}, subgroups {}, timestamps {}",
-            caps.f16,
-            caps.subgroups,
-            caps.timestamps
+            self.caps.f16,
+            self.caps.subgroups,
+            self.caps.timestamps
         );
-        Ok(Arc::new(Gpu {
-            device,
-            queue,
-            info,
-            limits,
-            caps,
-            max_binding,
-            memory,
-            memory_info,
-            weight_usage: match direct_upload {
-                true => wgpu::BufferUsages::MAP_WRITE,
-                false => wgpu::BufferUsages::empty(),
-            },
-            lost,
-        }))
+    }
+
+    /// [`Gpu::request`], blocking (native programs).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        pollster::block_on(Self::request(opts))
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes; a captured error becomes
