@@ -55,5 +55,11 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
         let q = ((BUF[i + j] >> shift) & 0x0f0f0f0fu) | (((BUF[h + j] >> (2u * g)) & 0x03030303u) << 4u);
         a[j / 4u] += dot(bytes4(q), x.v[j]);
     }
-    return scale_BUF(e) * (a.x - 32.0 * (x.s8.x + x.s8.y)) + scale_BUF(e + 16u) * (a.y - 32.0 * (x.s8.z + x.s8.w));
+    // Scales j and j + 1 (j even) share a word; d follows the 16 scales.
+    let sw = p.w_scales + b * 5u;
+    let j = o / 16u;
+    let scales = bitcast<i32>(BUF[sw + j / 4u]);
+    let d = unpack2x16float(BUF[sw + 4u]).x;
+    let ds = d * vec2<f32>(f32(extractBits(scales, (j % 4u) * 8u, 8u)), f32(extractBits(scales, (j % 4u) * 8u + 8u, 8u)));
+    return ds.x * (a.x - 32.0 * (x.s8.x + x.s8.y)) + ds.y * (a.y - 32.0 * (x.s8.z + x.s8.w));
 }
