@@ -131,13 +131,13 @@ impl LinearOp<'_> {
     }
 
     /// Weight bytes a dispatch over chunk `c` reads per token: all of it, or in decode over
-    /// routed experts the top-k experts' share of the chunk's ne.
-    fn bytes_read(&self, shape: Shape, c: &MatChunk, ne: u32) -> u64 {
+    /// routed experts its share of the top-k of all E experts (k / E of it).
+    fn bytes_read(&self, shape: Shape, c: &MatChunk) -> u64 {
         let bytes = c.buffer.size() * if self.w_up.is_some() { 2 } else { 1 };
         match (self.moe, shape) {
             (Some((r, _)), Shape::Decode) => {
                 let experts = (self.w.rows / self.w.group_rows) as u64;
-                bytes / ne as u64 * r.topk as u64 * ne as u64 / experts
+                bytes * r.topk as u64 / experts
             }
             _ => bytes,
         }
@@ -188,7 +188,7 @@ impl Recorder<'_> {
             };
             let grid = op.grid(shape, variant, &p, rows);
             self.push(format!("{}[{i}]", op.w.label), kernel, c.dtype, &p, &bindings, grid)?;
-            self.set_weight_bytes(op.bytes_read(shape, c, p.ne));
+            self.set_weight_bytes(op.bytes_read(shape, c));
         }
         Ok(())
     }
