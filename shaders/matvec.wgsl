@@ -49,7 +49,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
                 weight = route_w[pair];
             }
         }
+        // Zeroed per slot explicitly: not every compiler re-initialises a loop-body `var`.
         var part: array<f32, R>;
+        for (var r = 0u; r < R; r++) {
+            part[r] = 0.0;
+        }
         // Block formats: 32 weights (one block or sub-block) per thread and step.
         for (var g = lid; W_WIDE && g < groups / 4u; g += WG) {
             var xw: X32;

@@ -116,6 +116,8 @@ pub const TEMPLATE_FUEL: u64 = 10_000_000;
 
 const DEFAULT: &str = "default";
 const TOOL_USE: &str = "tool_use";
+/// The origin of the built-in template (what `origin()` says when no file had one).
+const BUILTIN: &str = "built-in LFM2 template";
 
 impl ChatTemplate {
     /// Finds the template of a model directory the way transformers does: `chat_template.jinja`
@@ -126,19 +128,39 @@ impl ChatTemplate {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let config_path = dir.join("tokenizer_config.json");
         let config = read_optional_json(&config_path)?;
+        let jinja_path = dir.join("chat_template.jinja");
+        let jinja = match std::fs::read_to_string(&jinja_path) {
+            Ok(source) => Some((source, jinja_path.display().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(jinja_path, e)),
+        };
+        let template = Self::from_files(
+            jinja.as_ref().map(|(s, origin)| (s.as_str(), origin.as_str())),
+            config.as_ref(),
+            &config_path.display().to_string(),
+        )?;
+        if template.origin == BUILTIN {
+            log::warn!(
+                "{} has no chat template (no chat_template.jinja, no chat_template in \
+                 tokenizer_config.json): using the built-in LFM2 template",
+                dir.display()
+            );
+        }
+        Ok(template)
+    }
+
+    /// As [`Self::from_dir`], from the files' contents (a page has no directory): `jinja` is a
+    /// `chat_template.jinja` with its name, `config` the `tokenizer_config.json` named
+    /// `config_origin` in errors.
+    pub fn from_files(jinja: Option<(&str, &str)>, config: Option<&Json>, config_origin: &str) -> Result<Self> {
         let special = config
-            .as_ref()
             .map(SpecialTokens::from_config)
             .unwrap_or_else(SpecialTokens::lfm2);
-
-        let jinja_path = dir.join("chat_template.jinja");
-        match std::fs::read_to_string(&jinja_path) {
-            Ok(source) => return Self::new(&source, None, &jinja_path.display().to_string(), special),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(jinja_path, e)),
+        if let Some((source, origin)) = jinja {
+            return Self::new(source, None, origin, special);
         }
-        let origin = config_path.display().to_string();
-        match config.as_ref().and_then(|c| c.get("chat_template")) {
+        let origin = config_origin.to_string();
+        match config.and_then(|c| c.get("chat_template")) {
             Some(Json::String(source)) => Self::new(source, None, &origin, special),
             Some(Json::Array(list)) => {
                 let named = |name: &str| {
@@ -158,14 +180,7 @@ impl ChatTemplate {
                 origin,
                 msg: "chat_template is neither a string nor a list of {name, template}".into(),
             }),
-            None => {
-                log::warn!(
-                    "{} has no chat template (no chat_template.jinja, no chat_template in \
-                     tokenizer_config.json): using the built-in LFM2 template",
-                    dir.display()
-                );
-                Ok(Self::builtin_with(special))
-            }
+            None => Ok(Self::builtin_with(special)),
         }
     }
 
@@ -175,7 +190,7 @@ impl ChatTemplate {
     }
 
     fn builtin_with(special: SpecialTokens) -> Self {
-        Self::new(LFM2_TEMPLATE, None, "built-in LFM2 template", special).expect("the built-in template compiles")
+        Self::new(LFM2_TEMPLATE, None, BUILTIN, special).expect("the built-in template compiles")
     }
 
     /// Compiles `source` (and an optional separate template for tool use). `origin` names the

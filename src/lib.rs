@@ -22,6 +22,9 @@ pub mod sampling;
 pub mod serve;
 pub mod tokenizer;
 pub mod units;
+/// The page's API (`web/`): WebGPU in a browser tab.
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 /// llama.cpp's GGUF files: container, dequantization, lfm2moe config and tokenizer.
 pub mod gguf;

@@ -106,6 +106,14 @@ fn id_list(config: &Json, key: &str) -> Vec<u32> {
     }
 }
 
+/// The JSON files beside `tokenizer.json` that the tokenizer reads (each optional).
+#[derive(Clone, Debug, Default)]
+pub struct ModelFiles {
+    pub tokenizer_config: Option<Json>,
+    pub generation_config: Option<Json>,
+    pub config: Option<Json>,
+}
+
 impl Tokenizer {
     /// Loads `dir/tokenizer.json` (required) with `dir/tokenizer_config.json`,
     /// `dir/generation_config.json` and `dir/config.json` (all optional).
@@ -119,23 +127,34 @@ impl Tokenizer {
                     .into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+        let json = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let tok_config_path = dir.join("tokenizer_config.json");
+        let tok_config = read_optional_json(&tok_config_path)?;
+        if tok_config.is_none() {
+            log::warn!("{} not found: no bos/eos tokens from it", tok_config_path.display());
+        }
+        let files = ModelFiles {
+            tokenizer_config: tok_config,
+            generation_config: read_optional_json(&dir.join("generation_config.json"))?,
+            config: read_optional_json(&dir.join("config.json"))?,
+        };
+        Self::from_json(&path, &json, &files)
+    }
+
+    /// A tokenizer from the bytes of a `tokenizer.json` (`path` names it in errors) and the
+    /// model's other JSON files, as [`Self::from_dir`] reads them (a page has no directory).
+    pub fn from_json(path: &Path, json: &[u8], files: &ModelFiles) -> Result<Self> {
+        let path = path.to_path_buf();
+        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer {
             path: path.clone(),
             msg: format!("not a valid tokenizer.json: {e}"),
         })?;
-
-        let tok_config_path = dir.join("tokenizer_config.json");
-        let tok_config = read_optional_json(&tok_config_path)?.unwrap_or_else(|| {
-            log::warn!("{} not found: no bos/eos tokens from it", tok_config_path.display());
-            Json::Null
-        });
+        let tok_config = files.tokenizer_config.clone().unwrap_or(Json::Null);
         // generation_config.json overrides config.json for generation, as in transformers.
-        let gen_ids = match read_optional_json(&dir.join("generation_config.json"))? {
-            Some(g) => id_list(&g, "eos_token_id"),
-            None => match read_optional_json(&dir.join("config.json"))? {
-                Some(c) => id_list(&c, "eos_token_id"),
-                None => Vec::new(),
-            },
+        let gen_ids = match (&files.generation_config, &files.config) {
+            (Some(g), _) => id_list(g, "eos_token_id"),
+            (None, Some(c)) => id_list(c, "eos_token_id"),
+            (None, None) => Vec::new(),
         };
 
         let id_of = |key: &str| special_token(&tok_config, key).and_then(|t| inner.token_to_id(&t));

@@ -771,3 +771,62 @@ fn sharded_and_in_memory_checkpoints_read_like_the_file() {
     assert_eq!(logits(&sharded), want);
     assert_eq!(logits(&memory), want);
 }
+
+/// A checkpoint streamed piece by piece (the page's loader: each tensor's byte range fed as
+/// it arrives, in any order within an item) loads the same weights as the file, and a
+/// header that lies about where a tensor lies is an error naming it.
+#[test]
+fn a_streamed_checkpoint_loads_like_the_file() {
+    use lfm_wgpu::model::gpu_weights::GpuStream;
+    use lfm_wgpu::model::weights::StreamedLoad;
+    let src = fixture_dir("tiny_b");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let file = Checkpoint::open(&src).unwrap();
+    let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let (name, len) = ("tiny_b/model.safetensors", bytes.len() as u64);
+    let load = StreamedLoad::new(name, file.config.clone(), bytes[..n].to_vec(), len).unwrap();
+    let gpu = default_gpu();
+    let mut stream = GpuStream::new(gpu.clone(), load, DType::Q4_0);
+    let (mut items, mut fed) = (0, 0);
+    while let Some(ranges) = stream.wanted().unwrap() {
+        for (i, r) in ranges.iter().enumerate().rev() {
+            let piece = bytes[r.start as usize..r.end as usize].to_vec();
+            fed += piece.len();
+            assert_eq!(
+                stream.feed(r.start, piece).unwrap(),
+                i == 0,
+                "only the last piece completes an item"
+            );
+        }
+        items += 1;
+    }
+    assert_eq!(stream.progress(), (items, items));
+    assert!(
+        fed <= bytes.len() - n,
+        "{fed} bytes fed for {} of tensor data",
+        bytes.len() - n
+    );
+    let run = |model: GpuModel| {
+        let opts = SessionOptions {
+            ctx: 64,
+            ..Default::default()
+        };
+        let mut s = Session::new(Arc::new(model), &opts).unwrap();
+        s.prefill_all_logits(&PROMPT).unwrap()
+    };
+    let streamed = run(stream.finish().unwrap());
+    assert_eq!(streamed, run(GpuModel::load(gpu, &file, DType::Q4_0).unwrap()));
+
+    // The first tensor's data said to end past the file.
+    let mut st = St::parse(&bytes);
+    let first = st.names()[0].clone();
+    let (_, a, _) = st.info(&first);
+    st.header[&first]["data_offsets"] = json!([a, st.data.len() + 64]);
+    let lying = st.bytes();
+    let n = 8 + u64::from_le_bytes(lying[..8].try_into().unwrap()) as usize;
+    let err = StreamedLoad::<(), ()>::new(name, file.config.clone(), lying[..n].to_vec(), lying.len() as u64)
+        .err()
+        .expect("a tensor outside the file is refused")
+        .to_string();
+    assert!(err.contains(&first) && err.contains(name), "{err}");
+}

@@ -1,6 +1,9 @@
 //! Tokenizer, chat template and model resolution against the transformers 5.23 references in
 //! `tests/data/tokenizer_cases.json` (written by tools/make_tokenizer_fixtures.py).
 
+mod common;
+
+use common::cases::*;
 use lfm_wgpu::chat::{ChatTemplate, Message, Role, SpecialTokens};
 use lfm_wgpu::hub::{find_cached, resolve_model_with, HubEnv};
 use lfm_wgpu::tokenizer::Tokenizer;
@@ -17,14 +20,6 @@ fn cases() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 fn fixtures() -> Vec<(String, Value)> {
     let c = cases();
     c["fixtures"]
@@ -35,24 +30,6 @@ fn fixtures() -> Vec<(String, Value)> {
         .collect()
 }
 
-fn messages(v: &Value) -> Vec<Message> {
-    serde_json::from_value(v.clone()).unwrap()
-}
-
-/// Shows the first difference of two id lists.
-fn assert_ids(got: &[u32], want: &[u32], what: &str) {
-    if got != want {
-        let i = got.iter().zip(want).take_while(|(a, b)| a == b).count();
-        panic!(
-            "{what}: first difference at {i}: got {:?}…, want {:?}… (lengths {} vs {})",
-            &got[i..got.len().min(i + 8)],
-            &want[i..want.len().min(i + 8)],
-            got.len(),
-            want.len()
-        );
-    }
-}
-
 #[test]
 fn encode_and_decode_match_transformers() {
     for (name, f) in fixtures() {
@@ -60,22 +37,7 @@ fn encode_and_decode_match_transformers() {
         assert_eq!(tok.vocab_size() as u64, f["vocab_size"].as_u64().unwrap());
         assert_eq!(tok.bos_id(), Some(f["bos_id"].as_u64().unwrap() as u32));
         assert_eq!(tok.eos_id(), Some(f["eos_id"].as_u64().unwrap() as u32));
-        for case in f["texts"].as_array().unwrap() {
-            let text = case["text"].as_str().unwrap();
-            let what = format!("{name} {text:?}");
-            let with = tok.encode(text, true).unwrap();
-            assert_ids(&with, &ids(&case["ids"]), &what);
-            assert_ids(&tok.encode(text, false).unwrap(), &ids(&case["ids_no_special"]), &what);
-            let tokens: Vec<String> = with.iter().map(|&i| tok.token(i).unwrap()).collect();
-            let want: Vec<String> = serde_json::from_value(case["tokens"].clone()).unwrap();
-            assert_eq!(tokens, want, "{what}");
-            assert_eq!(tok.decode(&with, false), case["decoded"].as_str().unwrap(), "{what}");
-            assert_eq!(
-                tok.decode(&with, true),
-                case["decoded_skip_special"].as_str().unwrap(),
-                "{what}"
-            );
-        }
+        check_encoding(&name, &tok, &f);
     }
 }
 
@@ -86,25 +48,7 @@ fn chat_templates_match_transformers() {
         let tok = Tokenizer::from_dir(&dir).unwrap();
         let template = ChatTemplate::from_dir(&dir).unwrap();
         assert!(template.origin().ends_with("tokenizer_config.json"));
-        for chat in f["chats"].as_array().unwrap() {
-            let what = format!("{name} {}", chat["name"]);
-            let msgs = messages(&chat["messages"]);
-            let tools = chat.get("tools").and_then(Value::as_array).cloned();
-            let gen = chat["add_generation_prompt"].as_bool().unwrap();
-            let rendered = template.render(&msgs, tools.as_deref(), gen).unwrap();
-            assert_eq!(rendered, chat["rendered"].as_str().unwrap(), "{what}");
-            let got = template.apply(&tok, &msgs, tools.as_deref(), gen).unwrap();
-            assert_ids(&got, &ids(&chat["ids"]), &what);
-            // One BOS, from the template (transformers encodes chats without special tokens).
-            assert_eq!(got.iter().filter(|&&i| i == 1).count(), 1, "{what}");
-            // The built-in fallback is the same template.
-            let builtin = ChatTemplate::builtin();
-            assert_eq!(
-                builtin.render(&msgs, tools.as_deref(), gen).unwrap(),
-                rendered,
-                "{what}"
-            );
-        }
+        check_chats(&name, &tok, &template, &f);
     }
 }
 

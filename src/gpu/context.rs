@@ -1,4 +1,5 @@
-//! The GPU context: adapter choice, negotiated limits and features, error scopes, readback.
+//! The GPU context: adapter choice, negotiated limits and features (error scopes and readback:
+//! `readback.rs`).
 //!
 //! Knows nothing of models. Every option that changes which kernels run lives in
 //! [`GpuOptions`], exposed as CLI flags and, for tests, as environment variables.
@@ -107,7 +108,10 @@ pub struct Gpu {
     /// of staging copies in flight. Extra usage flags for weight buffers.
     pub weight_usage: wgpu::BufferUsages,
     /// Set by the driver's device-lost callback: why the device is gone.
-    lost: Arc<std::sync::Mutex<Option<String>>>,
+    pub(super) lost: Arc<std::sync::Mutex<Option<String>>>,
+    /// The first error an error scope reported after its step returned (in a browser, where
+    /// scopes are popped without blocking); the next readback or step returns it.
+    pub(super) deferred: Arc<std::sync::Mutex<Option<Error>>>,
 }
 
 /// All adapters wgpu finds for `backends` (async: a web page cannot block on it).
@@ -281,6 +285,7 @@ impl Gpu {
                 false => wgpu::BufferUsages::empty(),
             },
             lost,
+            deferred: Default::default(),
         };
         gpu.log();
         Ok(Arc::new(gpu))
@@ -318,125 +323,5 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new(opts: &GpuOptions) -> Result<Arc<Gpu>> {
         pollster::block_on(Self::request(opts))
-    }
-
-    /// Runs `f` inside validation and out-of-memory error scopes; a captured error becomes
-    /// `Err` naming `during`, and so does a device lost before or during `f`.
-    pub fn scoped<T>(&self, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        self.alive(during)?;
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let out = f();
-        let v = pollster::block_on(val.pop());
-        let o = pollster::block_on(oom.pop());
-        self.alive(during)?;
-        if let Some(e) = o.or(v) {
-            return Err(Error::Gpu {
-                during: during.to_string(),
-                msg: e.to_string(),
-            });
-        }
-        out
-    }
-
-    /// An error when the device has been lost (it cannot be used again).
-    pub fn alive(&self, during: &str) -> Result<()> {
-        match self.lost.lock().ok().and_then(|l| l.clone()) {
-            None => Ok(()),
-            Some(msg) => Err(Error::DeviceLost {
-                during: during.to_string(),
-                msg,
-            }),
-        }
-    }
-
-    /// Waits for all submitted work.
-    pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu {
-                during: "waiting for the device".into(),
-                msg: e.to_string(),
-            })
-    }
-
-    /// Waits for submission `index` only (work queued after it may still run).
-    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map(|_| ())
-            .map_err(|e| Error::Gpu {
-                during: "waiting for the device".into(),
-                msg: e.to_string(),
-            })
-    }
-
-    /// Maps `staging` (MAP_READ) for `size` bytes from 0, copies them out and unmaps.
-    pub fn read_staging(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-        self.read_staging_after(staging, size, None)
-    }
-
-    /// As [`Self::read_staging`], waiting only for submission `after` (not for work queued
-    /// since), so the GPU can run ahead while the host reads.
-    pub fn read_staging_after(
-        &self,
-        staging: &wgpu::Buffer,
-        size: u64,
-        after: Option<wgpu::SubmissionIndex>,
-    ) -> Result<Vec<u8>> {
-        let slice = staging.slice(..size);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: after,
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu {
-                during: "waiting for the device".into(),
-                msg: e.to_string(),
-            })?;
-        let mapped = rx.recv().map_err(|_| Error::Gpu {
-            during: "reading back".into(),
-            msg: "map callback never ran".into(),
-        })?;
-        mapped.map_err(|e| Error::Gpu {
-            during: "mapping a readback buffer".into(),
-            msg: e.to_string(),
-        })?;
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu {
-                during: "reading a mapped buffer".into(),
-                msg: e.to_string(),
-            })?
-            .to_vec();
-        staging.unmap();
-        Ok(data)
-    }
-
-    /// Copies `size` bytes of `src` at `offset` back to the host (creates a staging buffer:
-    /// for tests and one-off reads, not for the token loop).
-    pub fn read(&self, src: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        self.read_staging(&staging, size)
-    }
-
-    pub fn read_f32(&self, src: &wgpu::Buffer, offset: u64, count: usize) -> Result<Vec<f32>> {
-        Ok(bytemuck::cast_slice(&self.read(src, offset, count as u64 * 4)?).to_vec())
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod context;
 pub mod memory;
+mod readback;
 pub mod tensor;
 
 pub use context::{Caps, Gpu, GpuOptions};

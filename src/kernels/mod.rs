@@ -11,6 +11,8 @@ pub mod bindings;
 pub mod linear;
 pub mod ops;
 pub mod params;
+// Device probes (wgpu-bench), native only: they block on their readbacks.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod probe;
 
 use crate::error::{Error, Result};

@@ -4,7 +4,7 @@
 use super::config::Config;
 use super::memory::{default_kv_dtype, MemoryEstimate};
 use super::state::SessionOptions;
-use super::weights::{storage_format, MatSpec, Source, WeightSink, Weights};
+use super::weights::{storage_format, MatSpec, Source, StreamedLoad, WeightSink, Weights};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, GpuMatrix};
 use std::sync::Arc;
@@ -37,7 +37,11 @@ impl GpuSink<'_> {
         if self.bytes - self.flushed >= FLUSH_BYTES {
             let index = self.gpu.queue.submit([]);
             if let Some(before) = self.in_flight.replace(index) {
+                // A browser copies what `writeBuffer` is given at the call: nothing to bound.
+                #[cfg(not(target_arch = "wasm32"))]
                 self.gpu.wait_for(before)?;
+                #[cfg(target_arch = "wasm32")]
+                let _ = before;
             }
             self.flushed = self.bytes;
         }
@@ -174,6 +178,72 @@ impl GpuModel {
             dtype,
             w,
             weight_bytes,
+        })
+    }
+}
+
+/// A model whose file arrives piece by piece (a page's downloads), uploaded one matrix or
+/// vector at a time as its bytes arrive (see [`StreamedLoad`]).
+pub struct GpuStream {
+    gpu: Arc<Gpu>,
+    dtype: DType,
+    load: StreamedLoad<GpuMatrix, wgpu::Buffer>,
+    bytes: u64,
+}
+
+impl GpuStream {
+    /// Streams `load` onto `gpu` with matrices stored as `dtype`.
+    pub fn new(gpu: Arc<Gpu>, load: StreamedLoad<GpuMatrix, wgpu::Buffer>, dtype: DType) -> Self {
+        GpuStream {
+            gpu,
+            dtype,
+            load,
+            bytes: 0,
+        }
+    }
+
+    /// The file byte ranges the next tensor(s) need; None when all are loaded.
+    pub fn wanted(&self) -> Result<Option<Vec<std::ops::Range<u64>>>> {
+        self.load.wanted()
+    }
+
+    /// Takes `bytes` at file offset `at`; uploads the next item once its bytes are all here.
+    pub fn feed(&mut self, at: u64, bytes: Vec<u8>) -> Result<bool> {
+        let mut sink = GpuSink {
+            gpu: &self.gpu,
+            dtype: self.dtype,
+            bytes: self.bytes,
+            progress: &mut |_| {},
+            flushed: self.bytes,
+            in_flight: None,
+        };
+        let load = &mut self.load;
+        let done = self
+            .gpu
+            .scoped("uploading a streamed tensor", || load.feed(at, bytes, &mut sink))?;
+        self.bytes = sink.bytes;
+        Ok(done)
+    }
+
+    /// Weight bytes uploaded so far.
+    pub fn uploaded(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Tensors loaded so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        self.load.progress()
+    }
+
+    /// The loaded model, once [`Self::wanted`] is None.
+    pub fn finish(self) -> Result<GpuModel> {
+        let cfg = self.load.config().clone();
+        Ok(GpuModel {
+            w: self.load.finish()?,
+            gpu: self.gpu,
+            cfg,
+            dtype: self.dtype,
+            weight_bytes: self.bytes,
         })
     }
 }

@@ -12,32 +12,27 @@ pub use super::state::SessionOptions;
 use super::state::{LayerState, State, KEYS_PER_SPLIT, MAX_ATTN_SPLITS};
 use crate::error::{Error, Result};
 use crate::gpu::DType;
-use crate::kernels::{Kernels, Program, StepShape, Uniforms};
+use crate::kernels::{Kernels, Program, Uniforms};
 use crate::sampling::SamplingParams;
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+#[cfg(not(target_arch = "wasm32"))]
+mod blocking;
 mod constrained;
+mod dump;
+#[cfg(not(target_arch = "wasm32"))]
+mod profile;
 mod step;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use profile::DispatchTime;
 
 pub use step::{split_ranges, HostCost, HostCostPerStep, MAX_TIMED_STEPS};
 
 /// The id the argmax and sample kernels write when the logits row holds NaN or ±inf.
 pub const NON_FINITE_ID: u32 = u32::MAX;
-
-/// One dispatch of a profiled step.
-#[derive(Clone, Debug)]
-pub struct DispatchTime {
-    pub label: String,
-    /// Kernel family (e.g. "matvec experts down").
-    pub family: String,
-    /// Weight format the kernel read.
-    pub dtype: DType,
-    /// Weight bytes read.
-    pub bytes: u64,
-    pub seconds: f64,
-}
 
 pub struct Session {
     pub model: Arc<GpuModel>,
@@ -323,14 +318,14 @@ impl Session {
         index
     }
 
-    fn read_id(&self) -> Result<u32> {
-        self.read_id_from(&self.state.staging_id, None)
+    async fn read_id(&self) -> Result<u32> {
+        self.read_id_from(&self.state.staging_id, None).await
     }
 
     /// The id a step wrote; an error when its logits were not finite (`pos`: the position
     /// whose logits they were).
-    fn read_id_from(&self, staging: &wgpu::Buffer, after: Option<wgpu::SubmissionIndex>) -> Result<u32> {
-        let b = self.model.gpu.read_staging_after(staging, 4, after)?;
+    async fn read_id_from(&self, staging: &wgpu::Buffer, after: Option<wgpu::SubmissionIndex>) -> Result<u32> {
+        let b = self.model.gpu.read_staging_async(staging, 4, after).await?;
         match u32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
             NON_FINITE_ID => Err(Error::NonFiniteLogits {
                 pos: self.history.len().saturating_sub(1),
@@ -343,9 +338,14 @@ impl Session {
         }
     }
 
-    fn read_logit_row(&self) -> Result<Vec<f32>> {
+    async fn read_logit_row(&self) -> Result<Vec<f32>> {
         let n = self.model.cfg.vocab_size as u64 * 4;
-        let row: Vec<f32> = bytemuck::cast_slice(&self.model.gpu.read_staging(&self.state.staging_logits, n)?).to_vec();
+        let bytes = self
+            .model
+            .gpu
+            .read_staging_async(&self.state.staging_logits, n, None)
+            .await?;
+        let row: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         check_logits(&row, self.pos.saturating_sub(1), self.model.cfg.vocab_size)?;
         Ok(row)
     }
@@ -359,7 +359,7 @@ impl Session {
 
     /// Prefills `tokens` (continuing the sequence) and returns the greedy next token, plus
     /// the last position's logits when `want_logits`.
-    pub fn prefill(&mut self, tokens: &[u32], want_logits: bool) -> Result<(u32, Option<Vec<f32>>)> {
+    pub async fn prefill_async(&mut self, tokens: &[u32], want_logits: bool) -> Result<(u32, Option<Vec<f32>>)> {
         if tokens.is_empty() {
             return Err(Error::Invalid("empty prompt".into()));
         }
@@ -376,125 +376,20 @@ impl Session {
             self.run(Mode::Prefill, chunk.len(), last, last && want_logits)?;
             self.fed(chunk);
         }
-        let id = self.read_id()?;
+        let id = self.read_id().await?;
         self.last = Some(id);
         let logits = if want_logits {
-            Some(self.read_logit_row()?)
+            Some(self.read_logit_row().await?)
         } else {
             None
         };
         Ok((id, logits))
     }
 
-    /// Prefills `tokens` and returns the logits of every position, [T, vocab].
-    pub fn prefill_all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        Ok(self.prefill_dump(tokens, &|_| false)?.0)
-    }
-
-    /// As [`Self::prefill_all_logits`], also reading back the intermediates whose names
-    /// `wanted` accepts (HF module paths: `model.embed_tokens`, `model.layers.{i}` — the
-    /// residual stream after layer i —, `model.embedding_norm`, `lm_head`), each [T, width].
-    /// Not the token loop: it creates its readback buffer per call.
-    #[allow(clippy::type_complexity)]
-    pub fn prefill_dump(
-        &mut self,
-        tokens: &[u32],
-        wanted: &dyn Fn(&str) -> bool,
-    ) -> Result<(Vec<f32>, Vec<(String, Vec<f32>)>)> {
-        if tokens.is_empty() {
-            return Err(Error::Invalid("empty prompt".into()));
-        }
-        self.check(tokens)?;
-        if self.prefill_all.is_none() {
-            let p = forward::build(
-                &self.model,
-                &self.state,
-                &self.kernels,
-                &self.uniforms,
-                Mode::PrefillAllLogits,
-            )?;
-            self.prefill_all = Some(p);
-        }
-        let all_taps = &self.prefill_all.as_ref().expect("built above").taps;
-        let taps: Vec<usize> = (0..all_taps.len()).filter(|&i| wanted(&all_taps[i].name)).collect();
-        let mut dumps: Vec<(String, Vec<f32>)> = taps.iter().map(|&i| (all_taps[i].name.clone(), Vec::new())).collect();
-        let v = self.model.cfg.vocab_size;
-        let mut out = Vec::with_capacity(tokens.len() * v);
-        for chunk in tokens.chunks(self.state.logit_rows.min(self.state.ubatch)) {
-            self.write_ids(chunk);
-            match taps.is_empty() {
-                true => self.run(Mode::PrefillAllLogits, chunk.len(), false, false)?,
-                false => {
-                    let n = chunk.len();
-                    let during = format!("dumping intermediates at position {}", self.pos);
-                    let values = self.model.gpu.scoped(&during, || self.run_tapped(&taps, n))?;
-                    for ((_, dump), part) in dumps.iter_mut().zip(values) {
-                        dump.extend(part);
-                    }
-                }
-            }
-            self.fed(chunk);
-            self.last = None;
-            let at = out.len() / v;
-            out.extend(self.model.gpu.read_f32(&self.state.logits, 0, chunk.len() * v)?);
-            check_logits(&out[at * v..], self.pos - chunk.len(), v)?;
-        }
-        Ok((out, dumps))
-    }
-
-    /// One all-logits step of `n` tokens, pausing after each of the taps `picked` to copy
-    /// what it names.
-    fn run_tapped(&self, picked: &[usize], n: usize) -> Result<Vec<Vec<f32>>> {
-        let gpu = &self.model.gpu;
-        let program = self.prefill_all.as_ref().expect("built before use");
-        let taps: Vec<&crate::kernels::Tap> = picked.iter().map(|&i| &program.taps[i]).collect();
-        let sizes: Vec<u64> = taps.iter().map(|t| (n * t.row_values * 4) as u64).collect();
-        let dump = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("dump"),
-            size: sizes.iter().sum::<u64>().max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        gpu.queue.write_buffer(
-            &self.state.step,
-            0,
-            bytemuck::cast_slice(&[n as u32, self.pos as u32, 1, 0]),
-        );
-        let shape = StepShape {
-            n_tokens: n as u32,
-            splits: 1,
-        };
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let (mut done, mut at) = (0, 0);
-        for (t, &size) in taps.iter().zip(&sizes) {
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                program.record_range(&mut pass, shape, done..t.after);
-            }
-            enc.copy_buffer_to_buffer(&t.buffer, 0, &dump, at, size);
-            (done, at) = (t.after, at + size);
-        }
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            program.record_range(&mut pass, shape, done..program.dispatches.len());
-        }
-        gpu.queue.submit([enc.finish()]);
-        let bytes = gpu.read_staging(&dump, at.max(4))?;
-        let all: &[f32] = bytemuck::cast_slice(&bytes);
-        let mut parts = Vec::with_capacity(taps.len());
-        let mut from = 0;
-        for size in sizes {
-            let len = size as usize / 4;
-            parts.push(all[from..from + len].to_vec());
-            from += len;
-        }
-        Ok(parts)
-    }
-
     /// Decodes one token. `token`: the input, or None to feed the id the previous step
     /// sampled on the GPU (no host round trip). Returns the greedy next id, and the logits
     /// when `want_logits`.
-    pub fn decode(&mut self, token: Option<u32>, want_logits: bool) -> Result<(u32, Option<Vec<f32>>)> {
+    pub async fn decode_async(&mut self, token: Option<u32>, want_logits: bool) -> Result<(u32, Option<Vec<f32>>)> {
         let input = match (token, self.last) {
             (Some(t), _) => {
                 self.check(&[t])?;
@@ -513,108 +408,28 @@ impl Session {
         }
         self.run(Mode::Decode, 1, true, want_logits)?;
         self.fed(&[input]);
-        let id = self.read_id()?;
+        let id = self.read_id().await?;
         self.last = Some(id);
         let logits = if want_logits {
-            Some(self.read_logit_row()?)
+            Some(self.read_logit_row().await?)
         } else {
             None
         };
         Ok((id, logits))
     }
 
-    /// Runs one decode step (input `token`) with every dispatch timed by GPU timestamps;
-    /// returns each dispatch's time. Needs TIMESTAMP_QUERY; creates its query buffers
-    /// (profiling is not the token loop).
-    pub fn decode_profiled(&mut self, token: u32) -> Result<Vec<DispatchTime>> {
-        self.profiled(Mode::Decode, &[token])
-    }
-
-    /// One prefill submission of `tokens` (at most one ubatch) with a timestamp pair around
-    /// every dispatch, as [`Self::decode_profiled`].
-    pub fn prefill_profiled(&mut self, tokens: &[u32]) -> Result<Vec<DispatchTime>> {
-        if tokens.is_empty() || tokens.len() > self.state.ubatch {
-            return Err(Error::Invalid(format!(
-                "a profiled prefill takes 1..={} tokens (one ubatch), not {}",
-                self.state.ubatch,
-                tokens.len()
-            )));
-        }
-        self.profiled(Mode::Prefill, tokens)
-    }
-
-    fn profiled(&mut self, which: Mode, tokens: &[u32]) -> Result<Vec<DispatchTime>> {
-        let gpu = self.model.gpu.clone();
-        if !gpu.caps.timestamps {
-            return Err(Error::Invalid(format!(
-                "{} has no timestamp queries: no per-kernel profile",
-                gpu.info.name
-            )));
-        }
-        self.check(tokens)?;
-        let n = crate::kernels::MAX_PROFILE_QUERIES;
-        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count: n,
-        });
-        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile resolve"),
-            size: n as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        self.write_ids(tokens);
-        let t = tokens.len() as u32;
-        let (program, splits) = match which {
-            Mode::Decode => (
-                &self.decode,
-                (self.pos as u32 + 1).div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_ATTN_SPLITS),
-            ),
-            _ => (&self.prefill, 1),
-        };
-        gpu.queue.write_buffer(
-            &self.state.step,
-            0,
-            bytemuck::cast_slice(&[t, self.pos as u32, splits, 0]),
-        );
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let timed = program.record_profiled(&mut enc, &queries, StepShape { n_tokens: t, splits });
-        let used = 2 * timed.len() as u32;
-        enc.resolve_query_set(&queries, 0..used, &resolve, 0);
-        gpu.queue.submit([enc.finish()]);
-        self.fed(tokens);
-        self.last = None;
-        let raw = gpu.read(&resolve, 0, used as u64 * 8)?;
-        let ticks: &[u64] = bytemuck::cast_slice(&raw);
-        let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
-        Ok(timed
-            .into_iter()
-            .enumerate()
-            .map(|(i, (label, family, dtype, bytes))| {
-                let seconds = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
-                DispatchTime {
-                    label,
-                    family,
-                    dtype,
-                    bytes,
-                    seconds,
-                }
-            })
-            .collect())
-    }
-
     /// `count` greedy decode steps fed by the GPU's own argmax, each queued before the previous
     /// step's id is read back (ping-pong staging), so the GPU never waits for the host.
     /// The caller knows `count` up front: no step runs past it.
-    pub fn decode_chained(&mut self, count: usize, ids: &mut Vec<u32>) -> Result<()> {
+    pub async fn decode_chained_async(&mut self, count: usize, ids: &mut Vec<u32>) -> Result<()> {
         if self.pos + count > self.state.ctx {
             return Err(self.context_exceeded(self.pos + count));
         }
         self.decode_stream(count, &mut |id| {
             ids.push(id);
             true
-        })?;
+        })
+        .await?;
         Ok(())
     }
 
@@ -623,7 +438,7 @@ impl Session {
     /// the host. `on_token` sees each id as it arrives; returning false (or the cancel flag)
     /// stops (the step already queued behind it is the one that fed it). Stops early at a
     /// full context. Returns the number of ids produced.
-    fn decode_stream(&mut self, count: usize, on_token: &mut dyn FnMut(u32) -> bool) -> Result<usize> {
+    async fn decode_stream(&mut self, count: usize, on_token: &mut dyn FnMut(u32) -> bool) -> Result<usize> {
         let Some(first) = self.last else {
             return Err(Error::Invalid(
                 "decode without an input token needs a prefilled sequence".into(),
@@ -649,7 +464,7 @@ impl Session {
             };
             self.history.push(input); // step j's input, counted in `pos` when queued
             let waited = web_time::Instant::now();
-            let read = self.read_id_from(self.id_staging(j), Some(index));
+            let read = self.read_id_from(self.id_staging(j), Some(index)).await;
             let mut c = self.cost.get();
             c.wait_s += waited.elapsed().as_secs_f64();
             self.cost.set(c);
@@ -668,7 +483,7 @@ impl Session {
                 Some(n) => {
                     // Step j + 1 already consumed `id`; its own sample is dropped.
                     self.history.push(id);
-                    let _ = self.read_id_from(self.id_staging(j + 1), Some(n))?;
+                    let _ = self.read_id_from(self.id_staging(j + 1), Some(n)).await?;
                     self.last = None;
                     return Ok(j + 1);
                 }
@@ -692,7 +507,7 @@ impl Session {
     /// steps are chained on the GPU. Generation also ends when the context is full
     /// (`context_full` in the stats) rather than failing.
     /// With `checkpoint`, the state after the prompt is remembered ([`Self::checkpoint`]).
-    pub fn generate(
+    pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         max_new: usize,
@@ -704,7 +519,7 @@ impl Session {
             return Ok(st);
         }
         let t = web_time::Instant::now();
-        let (first, _) = self.prefill(prompt, false)?;
+        let (first, _) = self.prefill_async(prompt, false).await?;
         st.prefill_s = t.elapsed().as_secs_f64();
         if checkpoint {
             self.checkpoint();
@@ -719,7 +534,7 @@ impl Session {
                 go = on_token(id);
                 go
             };
-            let produced = self.decode_stream(want, &mut track)?;
+            let produced = self.decode_stream(want, &mut track).await?;
             st.new_tokens += produced;
             // Full only when the context, not the caller or max_new, ended it.
             st.context_full = go && want > room && produced == room;
@@ -747,7 +562,12 @@ impl Session {
 
     /// Greedy generation: prefill `prompt`, then `n - 1` decode steps fed by the GPU's own
     /// argmax. Returns the n ids and, when asked, the logits of each of the n steps [n, vocab].
-    pub fn generate_greedy(&mut self, prompt: &[u32], n: usize, want_logits: bool) -> Result<(Vec<u32>, Vec<f32>)> {
+    pub async fn generate_greedy_async(
+        &mut self,
+        prompt: &[u32],
+        n: usize,
+        want_logits: bool,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
         // The last token produced is never fed, so n new tokens need n − 1 more positions.
         let needed = (self.pos + prompt.len()).saturating_add(n.saturating_sub(1));
         if needed > self.state.ctx {
@@ -758,15 +578,15 @@ impl Session {
         if n == 0 {
             return Ok((ids, logits));
         }
-        let (mut next, l) = self.prefill(prompt, want_logits)?;
+        let (mut next, l) = self.prefill_async(prompt, want_logits).await?;
         ids.push(next);
         logits.extend(l.unwrap_or_default());
         if !want_logits {
-            self.decode_chained(n - 1, &mut ids)?;
+            self.decode_chained_async(n - 1, &mut ids).await?;
             return Ok((ids, logits));
         }
         while ids.len() < n {
-            let (id, l) = self.decode(Some(next), want_logits)?;
+            let (id, l) = self.decode_async(Some(next), want_logits).await?;
             next = id;
             ids.push(id);
             logits.extend(l.unwrap_or_default());
@@ -776,7 +596,7 @@ impl Session {
 }
 
 /// An error when a logits row (of position `pos0` + its index) holds NaN or ±inf.
-fn check_logits(logits: &[f32], pos0: usize, vocab: usize) -> Result<()> {
+pub(super) fn check_logits(logits: &[f32], pos0: usize, vocab: usize) -> Result<()> {
     match logits.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(i) => Err(Error::NonFiniteLogits { pos: pos0 + i / vocab }),

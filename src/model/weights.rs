@@ -11,8 +11,11 @@ use crate::error::{Error, Result};
 use crate::layout::{stored_row_bytes, StoredMatrix};
 use half::{bf16, f16};
 use memmap2::Mmap;
+
+mod streamed;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+pub use streamed::StreamedLoad;
 
 /// What a matrix is for (the storage policy treats some roles differently).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,18 +404,36 @@ impl DiskDtype {
     }
 }
 
-/// The bytes of one shard: a read-only file mapping, or bytes held in memory.
+/// The bytes of one shard: a read-only file mapping, bytes held in memory, or the pieces of
+/// a file that arrives piece by piece (a page's downloads, see `streamed.rs`).
 enum ShardBytes {
     Mapped(Mmap),
     Owned(Vec<u8>),
+    Streamed(streamed::Pieces),
 }
 
-impl std::ops::Deref for ShardBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl ShardBytes {
+    /// The whole file, when it is all here.
+    fn whole(&self) -> Option<&[u8]> {
         match self {
-            ShardBytes::Mapped(m) => m,
-            ShardBytes::Owned(v) => v,
+            ShardBytes::Mapped(m) => Some(m),
+            ShardBytes::Owned(v) => Some(v),
+            ShardBytes::Streamed(_) => None,
+        }
+    }
+
+    /// Bytes `range` of the file; None when they are outside it (or not here yet).
+    fn get(&self, range: std::ops::Range<usize>) -> Option<&[u8]> {
+        match self {
+            ShardBytes::Streamed(p) => p.get(range),
+            other => other.whole()?.get(range),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ShardBytes::Streamed(p) => p.len,
+            other => other.whole().map_or(0, <[u8]>::len),
         }
     }
 }
@@ -528,10 +549,16 @@ impl Checkpoint {
         };
         let names: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
         for (file_name, path, map) in files {
-            let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
-                path: path.clone(),
-                msg: format!("{e:?} (file truncated or corrupt?)"),
-            })?;
+            let (header_len, meta) = match &map {
+                ShardBytes::Streamed(p) => p.metadata(&path)?,
+                whole => {
+                    let bytes = whole.whole().expect("a mapped or owned shard is whole");
+                    safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors {
+                        path: path.clone(),
+                        msg: format!("{e:?} (file truncated or corrupt?)"),
+                    })?
+                }
+            };
             for name in meta.tensors().keys() {
                 if let Some(map) = assigned {
                     match map.get(name) {

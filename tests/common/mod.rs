@@ -1,10 +1,14 @@
 //! Shared test helpers: fixtures written by tools/make_fixtures.py, GPU setup, comparisons.
 #![allow(dead_code)]
 
+pub mod cases;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod mock_hub;
 
+#[cfg(not(target_arch = "wasm32"))]
 use lfm_wgpu::gpu::{Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::Arc;
 
 pub const FIXTURES: [&str; 4] = ["tiny_a", "tiny_b", "tiny_c", "tiny_d"];
@@ -29,8 +33,12 @@ pub struct Reference {
 }
 
 pub fn reference(name: &str) -> Reference {
-    let bytes = std::fs::read(fixture_dir(name).join("reference.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    reference_from(&std::fs::read(fixture_dir(name).join("reference.safetensors")).unwrap())
+}
+
+/// The transformers outputs in a `reference.safetensors` file's bytes.
+pub fn reference_from(bytes: &[u8]) -> Reference {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let f32s = |n: &str| -> Vec<f32> {
         let t = st.tensor(n).unwrap();
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{n}");
@@ -61,6 +69,7 @@ pub fn reference(name: &str) -> Reference {
 
 /// A device on the test adapter. In CI (CI=true) a missing adapter fails the test; locally
 /// too — the tests exist to run on a GPU, lavapipe counts as one.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn gpu(opts: GpuOptions) -> Arc<Gpu> {
     match Gpu::new(&opts) {
         Ok(g) => g,
@@ -68,6 +77,7 @@ pub fn gpu(opts: GpuOptions) -> Arc<Gpu> {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub fn default_gpu() -> Arc<Gpu> {
     gpu(GpuOptions::default())
 }
@@ -103,6 +113,7 @@ pub fn max_abs(x: &[f32]) -> f32 {
 
 /// A session over `src` loaded on the default adapter with weights as `dtype` and a context of
 /// `ctx` tokens (other options default).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn session(
     src: &dyn lfm_wgpu::model::weights::Source,
     dtype: lfm_wgpu::gpu::DType,

@@ -13,11 +13,11 @@ use crate::sampling::{Next, TokenConstraint};
 use web_time::Instant;
 
 impl Session {
-    /// As [`Session::generate`], with every token allowed by `constraint`: prefills `prompt`
+    /// As [`Session::generate_async`], with every token allowed by `constraint`: prefills `prompt`
     /// (continuing the sequence), then hands each produced token to `on_token` (return false
     /// to stop) until the constraint is complete or stuck (`GenStats::dead_end`), `max_new`
     /// tokens, or a full context. Greedy settings take the largest allowed logit.
-    pub fn generate_constrained(
+    pub async fn generate_constrained_async(
         &mut self,
         prompt: &[u32],
         max_new: usize,
@@ -57,7 +57,7 @@ impl Session {
                     (tokens, false)
                 }
                 Next::Sample => {
-                    let id = self.draw_masked(&mask)?;
+                    let id = self.draw_masked(&mask).await?;
                     constraint.accept(id)?;
                     (vec![id], true)
                 }
@@ -113,7 +113,7 @@ impl Session {
 
     /// Uploads `mask` and draws from the last forward pass's logits among the tokens it
     /// allows; waits for the id.
-    fn draw_masked(&self, mask: &[u32]) -> Result<u32> {
+    async fn draw_masked(&self, mask: &[u32]) -> Result<u32> {
         let gpu = &self.model.gpu;
         self.sampler.upload_allowed(gpu, mask);
         gpu.scoped("masked sampling", || {
@@ -129,6 +129,6 @@ impl Session {
             gpu.queue.submit([enc.finish()]);
             Ok(())
         })?;
-        self.read_id()
+        self.read_id().await
     }
 }

@@ -207,7 +207,9 @@ impl Session {
     }
 
     /// GPU seconds of each decode step timed since [`Self::reset_host_cost`] (waits for the
-    /// device); None when timing was not armed or the adapter has no timestamp queries.
+    /// device; native only); None when timing was not armed or the adapter has no timestamp
+    /// queries.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn gpu_step_seconds(&mut self) -> Result<Option<Vec<f64>>> {
         let Some(t) = self.gpu_timer.get_mut().take() else {
             return Ok(None);

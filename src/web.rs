@@ -1,0 +1,317 @@
+//! The page's API (`web/`, built with wasm-bindgen): open WebGPU, stream a checkpoint onto
+//! the GPU piece by piece, chat with streamed tokens.
+//!
+//! The weights never sit whole in wasm memory: the page fetches each tensor's byte range
+//! (Range requests, or slices of a picked file) as [`Loader::wanted`] asks, and each is
+//! uploaded and dropped as it arrives. Everything that waits on the GPU is a Promise.
+
+use crate::chat::{ChatTemplate, Message};
+use crate::error::Error;
+use crate::gpu::{DType, Gpu, GpuOptions};
+use crate::model::config::Config;
+use crate::model::gpu_weights::GpuStream;
+use crate::model::memory::MemoryEstimate;
+use crate::model::session::{Session, SessionOptions};
+use crate::model::weights::StreamedLoad;
+use crate::sampling::SamplingParams;
+use crate::tokenizer::{ModelFiles, Tokenizer};
+use serde_json::{json, Value as Json};
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+
+fn js(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn parse(name: &str, text: &str) -> Result<Json, JsError> {
+    serde_json::from_str(text).map_err(|e| JsError::new(&format!("{name}: not valid JSON: {e}")))
+}
+
+/// The browser's WebGPU device.
+#[wasm_bindgen]
+pub struct Engine {
+    gpu: Arc<Gpu>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Opens the adapter and device; rejects with a message saying what is missing.
+    pub async fn open() -> Result<Engine, JsError> {
+        let gpu = Gpu::request(&GpuOptions::default()).await.map_err(|e| {
+            JsError::new(&format!(
+                "no WebGPU adapter ({e}). Use a browser with WebGPU enabled (Chrome/Edge 113+, \
+                 or Chromium with --enable-unsafe-webgpu)"
+            ))
+        })?;
+        Ok(Engine { gpu })
+    }
+
+    /// The adapter's name, features and the limits the engine plans with, as JSON.
+    pub fn adapter(&self) -> String {
+        let (info, l) = (&self.gpu.info, &self.gpu.limits);
+        json!({
+            "name": info.name,
+            "backend": format!("{:?}", info.backend),
+            "shader_f16": self.gpu.caps.f16,
+            "subgroups": self.gpu.caps.subgroups,
+            "timestamps": self.gpu.caps.timestamps,
+            "max_buffer_size": l.max_buffer_size,
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+            "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+        })
+        .to_string()
+    }
+
+    /// Starts streaming a safetensors checkpoint: `header` holds at least the file's first
+    /// 8 + n bytes (its length field and JSON header), `len` is the file's size, `dtype` the
+    /// storage of the matrices (f32, f16, q8_0, q4_0; quantized chunk by chunk as they come).
+    pub fn stream(
+        &self,
+        name: &str,
+        config_json: &str,
+        header: Vec<u8>,
+        len: f64,
+        dtype: &str,
+    ) -> Result<Loader, JsError> {
+        let config = Config::from_json(config_json, Path::new("config.json")).map_err(js)?;
+        let dtype = DType::parse(dtype).map_err(js)?;
+        if dtype == DType::F16 && !self.gpu.caps.f16 {
+            log::info!("no shader-f16: f16 weights are read through u32 words");
+        }
+        let load = StreamedLoad::new(name, config, header, len as u64).map_err(js)?;
+        let estimate =
+            MemoryEstimate::for_gpu_source(&self.gpu, load.source(), dtype, DType::F32, 4096, 64).map_err(js)?;
+        Ok(Loader {
+            stream: Some(GpuStream::new(self.gpu.clone(), load, dtype)),
+            weight_bytes: estimate.weights,
+        })
+    }
+}
+
+/// A checkpoint on its way to the GPU.
+#[wasm_bindgen]
+pub struct Loader {
+    stream: Option<GpuStream>,
+    weight_bytes: u64,
+}
+
+#[wasm_bindgen]
+impl Loader {
+    /// The byte ranges the next tensors need, flat as [start, end, start, end, …]; undefined
+    /// when every tensor is loaded.
+    pub fn wanted(&self) -> Result<Option<Vec<f64>>, JsError> {
+        let s = self
+            .stream
+            .as_ref()
+            .ok_or_else(|| JsError::new("the load has finished"))?;
+        Ok(s.wanted()
+            .map_err(js)?
+            .map(|rs| rs.iter().flat_map(|r| [r.start as f64, r.end as f64]).collect()))
+    }
+
+    /// Takes `bytes` found at file offset `at`; true when a tensor was uploaded.
+    pub fn feed(&mut self, at: f64, bytes: Vec<u8>) -> Result<bool, JsError> {
+        let s = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| JsError::new("the load has finished"))?;
+        s.feed(at as u64, bytes).map_err(js)
+    }
+
+    /// [items loaded, items in all, bytes uploaded, bytes in all].
+    pub fn progress(&self) -> Vec<f64> {
+        let s = self.stream.as_ref();
+        let (done, all) = s.map_or((0, 0), GpuStream::progress);
+        let bytes = s.map_or(0, GpuStream::uploaded);
+        vec![done as f64, all as f64, bytes as f64, self.weight_bytes as f64]
+    }
+
+    /// The loaded model as a chat, with the model's tokenizer and chat template (the JSON
+    /// files' texts; `generation_config` may be empty) and a context of `ctx` tokens.
+    pub fn finish(
+        &mut self,
+        tokenizer_json: &[u8],
+        tokenizer_config: &str,
+        generation_config: &str,
+        ctx: u32,
+    ) -> Result<Chat, JsError> {
+        let s = self
+            .stream
+            .take()
+            .ok_or_else(|| JsError::new("the load has finished"))?;
+        let model = Arc::new(s.finish().map_err(js)?);
+        let files = ModelFiles {
+            tokenizer_config: Some(parse("tokenizer_config.json", tokenizer_config)?),
+            generation_config: match generation_config.trim() {
+                "" => None,
+                text => Some(parse("generation_config.json", text)?),
+            },
+            config: None,
+        };
+        let tokenizer = Tokenizer::from_json(Path::new("tokenizer.json"), tokenizer_json, &files).map_err(js)?;
+        let template =
+            ChatTemplate::from_files(None, files.tokenizer_config.as_ref(), "tokenizer_config.json").map_err(js)?;
+        let opts = SessionOptions {
+            ctx: ctx as usize,
+            ..Default::default()
+        };
+        let mut session = Session::new(model, &opts).map_err(js)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        session.set_cancel_flag(cancel.clone());
+        Ok(Chat {
+            inner: Rc::new(RefCell::new(Conversation {
+                session,
+                tokenizer,
+                template,
+                messages: Vec::new(),
+            })),
+            cancel,
+        })
+    }
+}
+
+struct Conversation {
+    session: Session,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    messages: Vec<Message>,
+}
+
+/// A conversation with a loaded model.
+#[wasm_bindgen]
+pub struct Chat {
+    inner: Rc<RefCell<Conversation>>,
+    cancel: Arc<AtomicBool>,
+}
+
+#[wasm_bindgen]
+impl Chat {
+    /// Sampling settings: temperature 0 is greedy; top_k 0 and top_p 1 are off.
+    pub fn set_sampling(
+        &self,
+        temperature: f32,
+        top_k: u32,
+        top_p: f32,
+        min_p: f32,
+        repetition_penalty: f32,
+        seed: f64,
+    ) -> Result<(), JsError> {
+        let params = SamplingParams {
+            temperature,
+            top_k: top_k as usize,
+            top_p,
+            min_p,
+            repetition_penalty,
+            seed: seed as u64,
+        };
+        params.validate().map_err(js)?;
+        let mut c = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| JsError::new("an answer is being generated"))?;
+        c.session.set_sampling(params).map_err(js)
+    }
+
+    /// Sends a user message; `on_text` gets each piece of the answer as it is decoded. Resolves
+    /// to the statistics as JSON (tokens, time to first token, tokens/s, why it stopped).
+    // The borrow is held across the answer's awaits on purpose: a second `send`, `reset` or
+    // `set_sampling` meanwhile is refused ("being generated"), never interleaved.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn send(&self, text: String, max_new: u32, on_text: js_sys::Function) -> js_sys::Promise {
+        let (inner, cancel) = (self.inner.clone(), self.cancel.clone());
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut c = inner
+                .try_borrow_mut()
+                .map_err(|_| JsError::new("an answer is being generated"))?;
+            cancel.store(false, Ordering::Relaxed);
+            c.answer(text, max_new as usize, &on_text, &cancel)
+                .await
+                .map_err(JsValue::from)
+        })
+    }
+
+    /// Stops the answer being generated (it resolves with what was said so far).
+    pub fn stop(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Forgets the conversation.
+    pub fn reset(&self) -> Result<(), JsError> {
+        let mut c = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| JsError::new("an answer is being generated"))?;
+        c.messages.clear();
+        c.session.reset();
+        Ok(())
+    }
+}
+
+impl Conversation {
+    async fn answer(
+        &mut self,
+        text: String,
+        max_new: usize,
+        on_text: &js_sys::Function,
+        cancel: &AtomicBool,
+    ) -> Result<JsValue, JsError> {
+        self.messages.push(Message::user(text));
+        let ids = self
+            .template
+            .apply(&self.tokenizer, &self.messages, None, true)
+            .map_err(js)?;
+        // Reuse the cache: rewind to the last checkpoint inside the common prefix.
+        let s = &mut self.session;
+        let common = s.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        let keep = match common == s.history.len() && common < ids.len() {
+            true => common,
+            false => s.rewind(common.min(ids.len() - 1)),
+        };
+        let (tok, eos) = (&self.tokenizer, self.tokenizer.eos_ids().to_vec());
+        let mut stream = tok.stream(true);
+        let mut answer = String::new();
+        let mut stopped_by_eos = false;
+        let mut on_token = |id: u32| {
+            if eos.contains(&id) {
+                stopped_by_eos = true;
+                return false;
+            }
+            if let Some(piece) = stream.push(id) {
+                answer.push_str(&piece);
+                let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(&piece));
+            }
+            true
+        };
+        let st = s.generate_async(&ids[keep..], max_new, true, &mut on_token).await;
+        let tail = stream.finish();
+        if !tail.is_empty() {
+            answer.push_str(&tail);
+            let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(&tail));
+        }
+        let st = match st {
+            Ok(st) => st,
+            Err(Error::Cancelled) => Default::default(),
+            Err(e) => {
+                self.messages.pop();
+                return Err(js(e));
+            }
+        };
+        self.messages.push(Message::assistant(answer));
+        let decoded = st.new_tokens.saturating_sub(1);
+        Ok(JsValue::from_str(
+            &json!({
+                "prompt_tokens": ids.len() - keep,
+                "new_tokens": st.new_tokens,
+                "time_to_first_token_s": st.prefill_s,
+                "decode_tokens_per_s": if st.decode_s > 0.0 { decoded as f64 / st.decode_s } else { 0.0 },
+                "stopped": if stopped_by_eos { "eos" } else if st.context_full { "context" } else if cancel.load(Ordering::Relaxed) { "stop" } else { "max_tokens" },
+            })
+            .to_string(),
+        ))
+    }
+}
