@@ -1,0 +1,127 @@
+// The page end to end: web/ (built by web/build.sh) and the tiny_b fixture served from
+// 127.0.0.1 by a static server that honours Range requests (as the Hub's resolve URLs do);
+// headless Chromium (WebGPU on SwiftShader) loads the model, a greedy message is sent, and the
+// streamed answer must equal `lfm run --greedy` on the same prompt. A screenshot is saved.
+//
+// Environment: LFM_BIN (default target/debug/lfm), CHROMIUM (default /usr/bin/chromium),
+// PAGE_TEST_OUT (screenshot folder, default target/page-test).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { execFileSync } from "node:child_process";
+import { createReadStream, existsSync, mkdirSync, statSync } from "node:fs";
+import { dirname, extname, join, normalize, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const FIXTURE = "tiny_b";
+const PROMPT = "Hello there! What can you do?";
+const MAX_TOKENS = 24;
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm", ".json": "application/json" };
+
+// "/" → web/, "/fixtures/NAME/…" → tests/data/NAME/…; single byte ranges answered with 206.
+function serve(log) {
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    const [base, rest] = path.startsWith("/fixtures/")
+      ? [join(ROOT, "tests/data"), path.slice("/fixtures/".length)]
+      : [join(ROOT, "web"), path === "/" ? "index.html" : path.slice(1)];
+    const file = normalize(join(base, rest));
+    if (!file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    const size = statSync(file).size;
+    const headers = { "Content-Type": TYPES[extname(file)] ?? "application/octet-stream", "Accept-Ranges": "bytes" };
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
+    if (m) {
+      const [start, end] = [Number(m[1]), Math.min(Number(m[2]), size - 1)];
+      log.push({ path, start, end: end + 1 });
+      res.writeHead(206, { ...headers, "Content-Range": `bytes ${start}-${end}/${size}`, "Content-Length": end - start + 1 });
+      createReadStream(file, { start, end }).pipe(res);
+    } else {
+      log.push({ path, whole: true, size });
+      res.writeHead(200, { ...headers, "Content-Length": size });
+      createReadStream(file).pipe(res);
+    }
+  });
+  return new Promise((ok) => server.listen(0, "127.0.0.1", () => ok(server)));
+}
+
+function nativeAnswer() {
+  const bin = process.env.LFM_BIN ?? join(ROOT, "target/debug/lfm");
+  const out = execFileSync(bin, [
+    "run", "--model", join(ROOT, "tests/data", FIXTURE), "--prompt", PROMPT, "--greedy",
+    "--max-new-tokens", String(MAX_TOKENS), "--dtype", "f32", "--ctx", "256",
+  ], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  return out.endsWith("\n") ? out.slice(0, -1) : out;
+}
+
+test("the page loads a fixture in headless Chromium and answers as lfm run does", { timeout: 600_000 }, async () => {
+  assert.ok(existsSync(join(ROOT, "web/pkg/lfm_wgpu_bg.wasm")), "build the page first: web/build.sh");
+  const want = nativeAnswer();
+  const log = [];
+  const server = await serve(log);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-gpu-sandbox", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+    const consoleLines = [];
+    page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
+    const state = (s) => page.waitForFunction((want) => [want, "error"].includes(document.body.dataset.state), s, { timeout: 300_000 });
+    const noError = async (what) => {
+      if ((await page.evaluate(() => document.body.dataset.state)) === "error") {
+        assert.fail(`${what}: ${await page.textContent("#error")}\n${consoleLines.join("\n")}`);
+      }
+    };
+    const { port } = server.address();
+    await page.goto(`http://127.0.0.1:${port}/?model=/fixtures/${FIXTURE}/&dtype=f32`);
+    await state("ready-to-load");
+    await noError("opening WebGPU");
+    const adapter = await page.textContent("#adapter");
+    await page.fill("#ctx", "256");
+    await page.click("#load-button");
+    await state("ready");
+    await noError("loading");
+    const loadSeconds = Number(await page.getAttribute("#load-status", "data-seconds"));
+
+    await page.click("#settings summary");
+    await page.fill("#temperature", "0");
+    await page.fill("#max-tokens", String(MAX_TOKENS));
+    await page.fill("#input", PROMPT);
+    await page.click("#send");
+    await page.waitForFunction(() => document.body.dataset.state !== "answering" && document.querySelector("#stats").textContent, null, { timeout: 300_000 });
+    await noError("answering");
+    const got = await page.textContent(".message.assistant");
+    const stats = await page.textContent("#stats");
+    const out = resolve(process.env.PAGE_TEST_OUT ?? join(ROOT, "target/page-test"));
+    mkdirSync(out, { recursive: true });
+    const shot = join(out, "chat.png");
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`adapter: ${adapter}\nload: ${loadSeconds.toFixed(2)} s\nanswer stats: ${stats}\nscreenshot: ${shot}`);
+    assert.equal(got, want, "the page's greedy answer equals lfm run --greedy");
+
+    // The weights came in ranges, never as one whole-file download.
+    const weights = `/fixtures/${FIXTURE}/model.safetensors`;
+    assert.ok(!log.some((r) => r.path === weights && r.whole), "model.safetensors was downloaded whole");
+    const ranged = log.filter((r) => r.path === weights).reduce((n, r) => n + r.end - r.start, 0);
+    const size = statSync(join(ROOT, "tests/data", FIXTURE, "model.safetensors")).size;
+    assert.ok(ranged <= size * 1.01, `${ranged} bytes fetched for a ${size}-byte file`);
+
+    // A second turn continues the conversation; reset empties it.
+    await page.fill("#input", "And then?");
+    await page.click("#send");
+    await page.waitForFunction(() => document.querySelectorAll(".message.assistant").length === 2 && document.body.dataset.state !== "answering", null, { timeout: 300_000 });
+    await noError("the second turn");
+    await page.click("#reset");
+    assert.equal(await page.locator(".message").count(), 0);
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
