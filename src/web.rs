@@ -7,12 +7,13 @@
 
 use crate::chat::{ChatTemplate, Message};
 use crate::error::Error;
+use crate::gguf::GgufModel;
 use crate::gpu::{DType, Gpu, GpuOptions};
 use crate::model::config::Config;
 use crate::model::gpu_weights::GpuStream;
 use crate::model::memory::MemoryEstimate;
 use crate::model::session::{Session, SessionOptions};
-use crate::model::weights::StreamedLoad;
+use crate::model::weights::{Checkpoint, Streamable, StreamedLoad};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{ModelFiles, Tokenizer};
 use serde_json::{json, Value as Json};
@@ -70,7 +71,8 @@ impl Engine {
     /// Starts streaming a safetensors checkpoint: `header` holds at least the file's first
     /// 8 + n bytes (its length field and JSON header), `len` is the file's size, `dtype` the
     /// storage of the matrices (f32, f16, q8_0, q4_0; quantized chunk by chunk as they come).
-    pub fn stream(
+    /// The tokenizer comes with [`Loader::set_tokenizer`].
+    pub fn stream_safetensors(
         &self,
         name: &str,
         config_json: &str,
@@ -80,15 +82,40 @@ impl Engine {
     ) -> Result<Loader, JsError> {
         let config = Config::from_json(config_json, Path::new("config.json")).map_err(js)?;
         let dtype = DType::parse(dtype).map_err(js)?;
-        if dtype == DType::F16 && !self.gpu.caps.f16 {
-            log::info!("no shader-f16: f16 weights are read through u32 words");
-        }
-        let load = StreamedLoad::new(name, config, header, len as u64).map_err(js)?;
+        let ckpt = Checkpoint::streamed(name, config, header, len as u64).map_err(js)?;
+        self.loader(Box::new(ckpt), dtype, None)
+    }
+
+    /// Starts streaming a GGUF file of `len` bytes whose first bytes are `head`; undefined
+    /// when its header runs past `head` (call again with more). Matrices stay in the file's
+    /// own block formats; the tokenizer and chat template come from the file.
+    pub fn stream_gguf(&self, name: &str, head: Vec<u8>, len: f64) -> Result<Option<Loader>, JsError> {
+        let Some(model) = GgufModel::streamed(Path::new(name), head, len as u64).map_err(js)? else {
+            return Ok(None);
+        };
+        let tokenizer = model.tokenizer().map_err(js)?;
+        let template = match model.chat_template(&tokenizer).map_err(js)? {
+            Some(t) => t,
+            None => ChatTemplate::builtin(),
+        };
+        let dtype = model.main_dtype();
+        self.loader(Box::new(model), dtype, Some((tokenizer, template)))
+            .map(Some)
+    }
+
+    fn loader(
+        &self,
+        src: Box<dyn Streamable>,
+        dtype: DType,
+        text: Option<(Tokenizer, ChatTemplate)>,
+    ) -> Result<Loader, JsError> {
+        let load = StreamedLoad::new(src).map_err(js)?;
         let estimate =
             MemoryEstimate::for_gpu_source(&self.gpu, load.source(), dtype, DType::F32, 4096, 64).map_err(js)?;
         Ok(Loader {
             stream: Some(GpuStream::new(self.gpu.clone(), load, dtype)),
             weight_bytes: estimate.weights,
+            text,
         })
     }
 }
@@ -98,6 +125,7 @@ impl Engine {
 pub struct Loader {
     stream: Option<GpuStream>,
     weight_bytes: u64,
+    text: Option<(Tokenizer, ChatTemplate)>,
 }
 
 #[wasm_bindgen]
@@ -131,20 +159,14 @@ impl Loader {
         vec![done as f64, all as f64, bytes as f64, self.weight_bytes as f64]
     }
 
-    /// The loaded model as a chat, with the model's tokenizer and chat template (the JSON
-    /// files' texts; `generation_config` may be empty) and a context of `ctx` tokens.
-    pub fn finish(
+    /// The model's tokenizer and chat template, from its JSON files' texts
+    /// (`generation_config` may be empty); a GGUF file brings its own.
+    pub fn set_tokenizer(
         &mut self,
         tokenizer_json: &[u8],
         tokenizer_config: &str,
         generation_config: &str,
-        ctx: u32,
-    ) -> Result<Chat, JsError> {
-        let s = self
-            .stream
-            .take()
-            .ok_or_else(|| JsError::new("the load has finished"))?;
-        let model = Arc::new(s.finish().map_err(js)?);
+    ) -> Result<(), JsError> {
         let files = ModelFiles {
             tokenizer_config: Some(parse("tokenizer_config.json", tokenizer_config)?),
             generation_config: match generation_config.trim() {
@@ -156,6 +178,26 @@ impl Loader {
         let tokenizer = Tokenizer::from_json(Path::new("tokenizer.json"), tokenizer_json, &files).map_err(js)?;
         let template =
             ChatTemplate::from_files(None, files.tokenizer_config.as_ref(), "tokenizer_config.json").map_err(js)?;
+        self.text = Some((tokenizer, template));
+        Ok(())
+    }
+
+    /// The name of the storage format of most of the matrices (a GGUF file's main type).
+    pub fn dtype(&self) -> String {
+        self.stream.as_ref().map_or(String::new(), |s| s.dtype().to_string())
+    }
+
+    /// The loaded model as a chat with a context of `ctx` tokens.
+    pub fn finish(&mut self, ctx: u32) -> Result<Chat, JsError> {
+        let (tokenizer, template) = self
+            .text
+            .take()
+            .ok_or_else(|| JsError::new("no tokenizer: call set_tokenizer with the model's tokenizer files"))?;
+        let s = self
+            .stream
+            .take()
+            .ok_or_else(|| JsError::new("the load has finished"))?;
+        let model = Arc::new(s.finish().map_err(js)?);
         let opts = SessionOptions {
             ctx: ctx as usize,
             ..Default::default()

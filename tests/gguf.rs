@@ -82,7 +82,7 @@ fn dequantization_is_bit_exact_with_gguf_py_also_after_repacking() {
             let (bv, qb, sb) = dtype.block();
             let blocks = got.len() / bv;
             let (mut q, mut s) = (vec![0u8; blocks * qb], vec![0u8; blocks * sb]);
-            lfm_wgpu::blocks::repack_ggml(dtype, f.tensor_bytes(t), &mut q, &mut s).unwrap();
+            lfm_wgpu::blocks::repack_ggml(dtype, f.tensor_bytes(t).unwrap(), &mut q, &mut s).unwrap();
             let mut decoded = vec![0f32; got.len()];
             lfm_wgpu::blocks::decode(dtype, &q, &s, &mut decoded);
             assert_bits(&format!("{file} {name} ({}): repacked", t.ty), &decoded, &got);

@@ -772,21 +772,17 @@ fn sharded_and_in_memory_checkpoints_read_like_the_file() {
     assert_eq!(logits(&memory), want);
 }
 
-/// A checkpoint streamed piece by piece (the page's loader: each tensor's byte range fed as
-/// it arrives, in any order within an item) loads the same weights as the file, and a
-/// header that lies about where a tensor lies is an error naming it.
-#[test]
-fn a_streamed_checkpoint_loads_like_the_file() {
+/// Feeds every range a streamed load asks for, each item's ranges in reverse order (only the
+/// last completes it); returns the model and the bytes fed.
+fn stream_all(
+    gpu: &Arc<Gpu>,
+    src: Box<dyn lfm_wgpu::model::weights::Streamable>,
+    bytes: &[u8],
+    dtype: DType,
+) -> (GpuModel, usize) {
     use lfm_wgpu::model::gpu_weights::GpuStream;
     use lfm_wgpu::model::weights::StreamedLoad;
-    let src = fixture_dir("tiny_b");
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let file = Checkpoint::open(&src).unwrap();
-    let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let (name, len) = ("tiny_b/model.safetensors", bytes.len() as u64);
-    let load = StreamedLoad::new(name, file.config.clone(), bytes[..n].to_vec(), len).unwrap();
-    let gpu = default_gpu();
-    let mut stream = GpuStream::new(gpu.clone(), load, DType::Q4_0);
+    let mut stream = GpuStream::new(gpu.clone(), StreamedLoad::new(src).unwrap(), dtype);
     let (mut items, mut fed) = (0, 0);
     while let Some(ranges) = stream.wanted().unwrap() {
         for (i, r) in ranges.iter().enumerate().rev() {
@@ -801,21 +797,40 @@ fn a_streamed_checkpoint_loads_like_the_file() {
         items += 1;
     }
     assert_eq!(stream.progress(), (items, items));
+    (stream.finish().unwrap(), fed)
+}
+
+fn all_logits(model: GpuModel) -> Vec<f32> {
+    let opts = SessionOptions {
+        ctx: 64,
+        ..Default::default()
+    };
+    let mut s = Session::new(Arc::new(model), &opts).unwrap();
+    s.prefill_all_logits(&PROMPT).unwrap()
+}
+
+/// A safetensors checkpoint streamed piece by piece (the page's loader: each tensor's byte
+/// range fed as it arrives) loads the same weights as the file, reading no byte twice, and a
+/// header that lies about where a tensor lies is an error naming it.
+#[test]
+fn a_streamed_checkpoint_loads_like_the_file() {
+    let src = fixture_dir("tiny_b");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let file = Checkpoint::open(&src).unwrap();
+    let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let (name, len) = ("tiny_b/model.safetensors", bytes.len() as u64);
+    let ckpt = Checkpoint::streamed(name, file.config.clone(), bytes[..n].to_vec(), len).unwrap();
+    let gpu = default_gpu();
+    let (model, fed) = stream_all(&gpu, Box::new(ckpt), &bytes, DType::Q4_0);
     assert!(
         fed <= bytes.len() - n,
         "{fed} bytes fed for {} of tensor data",
         bytes.len() - n
     );
-    let run = |model: GpuModel| {
-        let opts = SessionOptions {
-            ctx: 64,
-            ..Default::default()
-        };
-        let mut s = Session::new(Arc::new(model), &opts).unwrap();
-        s.prefill_all_logits(&PROMPT).unwrap()
-    };
-    let streamed = run(stream.finish().unwrap());
-    assert_eq!(streamed, run(GpuModel::load(gpu, &file, DType::Q4_0).unwrap()));
+    assert_eq!(
+        all_logits(model),
+        all_logits(GpuModel::load(gpu, &file, DType::Q4_0).unwrap())
+    );
 
     // The first tensor's data said to end past the file.
     let mut st = St::parse(&bytes);
@@ -824,9 +839,39 @@ fn a_streamed_checkpoint_loads_like_the_file() {
     st.header[&first]["data_offsets"] = json!([a, st.data.len() + 64]);
     let lying = st.bytes();
     let n = 8 + u64::from_le_bytes(lying[..8].try_into().unwrap()) as usize;
-    let err = StreamedLoad::<(), ()>::new(name, file.config.clone(), lying[..n].to_vec(), lying.len() as u64)
+    let err = Checkpoint::streamed(name, file.config.clone(), lying[..n].to_vec(), lying.len() as u64)
         .err()
         .expect("a tensor outside the file is refused")
         .to_string();
     assert!(err.contains(&first) && err.contains(name), "{err}");
+}
+
+/// A GGUF file streamed piece by piece: the header from a prefix grown until it suffices,
+/// then each tensor (each expert's slice of a stacked one) as asked; the same logits as the
+/// mapped file, in the file's own block formats.
+#[test]
+fn a_streamed_gguf_loads_like_the_file() {
+    use lfm_wgpu::gguf::GgufModel;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf/tiny_k.q4_k_m.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut head = 64;
+    let model = loop {
+        match GgufModel::streamed(&path, bytes[..head.min(bytes.len())].to_vec(), bytes.len() as u64).unwrap() {
+            Some(m) => break m,
+            None => {
+                assert!(head < bytes.len(), "the whole file did not suffice");
+                head *= 2;
+            }
+        }
+    };
+    assert!(head < bytes.len(), "the header needed the whole file ({head} bytes)");
+    let file = GgufModel::open(&path).unwrap();
+    let dtype = file.main_dtype();
+    let gpu = default_gpu();
+    let (streamed, fed) = stream_all(&gpu, Box::new(model), &bytes, dtype);
+    assert!(fed <= bytes.len(), "{fed} bytes fed for a {}-byte file", bytes.len());
+    assert_eq!(
+        all_logits(streamed),
+        all_logits(GpuModel::load(gpu, &file, dtype).unwrap())
+    );
 }

@@ -23,6 +23,8 @@ Files (architecture ``lfm2moe``, tensors named as llama.cpp's converter names th
 * ``tiny_b.vocab.gguf``, ``tiny_c.vocab.gguf`` -- vocab-only files (metadata, no tensors): the
   lfm2moe keys of the config plus the tokenizer (``tokenizer.ggml.*``) and chat template, written
   as the converter writes them from tokenizer.json / tokenizer_config.json.
+* ``tiny_b.f16.gguf`` -- tiny_b whole in one file: F16 matrices, F32 vectors, its tokenizer and
+  chat template (the page test streams it into the browser).
 * ``oracle.json`` -- for every tensor of every .gguf above: its type, ne, and the FNV-1a 64 hash
   of gguf-py's dequantized float32 values (little-endian bytes), with the first 64 values.
 
@@ -37,6 +39,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 
 import numpy as np
 import gguf
@@ -181,10 +184,13 @@ def add(w: gguf.GGUFWriter, name: str, x: np.ndarray, qt: QT) -> None:
         w.add_tensor(name, quantize(x, qt), raw_dtype=qt)
 
 
-def float_fixture(path: str, src: str, types) -> None:
-    """Writes the checkpoint in directory `src`; `types(i, name, role)` picks each type."""
+def float_fixture(path: str, src: str, types, vocab: bool = False) -> None:
+    """Writes the checkpoint in directory `src`; `types(i, name, role)` picks each type; with
+    `vocab`, its tokenizer and chat template too (a whole model in one file)."""
     cfg = json.load(open(os.path.join(src, "config.json")))
-    w = writer(path, cfg)
+    w = writer(path, cfg, ids=not vocab)
+    if vocab:
+        add_vocab(w, src)
     n_matrices = 0
     for name, x, role in gguf_tensors(cfg, read_safetensors(os.path.join(src, "model.safetensors"))):
         if role == "vector":
@@ -409,6 +415,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/data/gguf")
     ap.add_argument("--data", default="tests/data")
+    ap.add_argument("--only", nargs="*", help="write only these files (their oracle entries are merged)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(SEED)
@@ -421,8 +428,16 @@ def main() -> None:
         "blocks.gguf": lambda p: random_blocks(p, rng),
         "tiny_b.vocab.gguf": lambda p: vocab_fixture(p, src("tiny_b")),
         "tiny_c.vocab.gguf": lambda p: vocab_fixture(p, src("tiny_c")),
+        "tiny_b.f16.gguf": lambda p: float_fixture(p, src("tiny_b"), lambda i: QT.F16, vocab=True),
     }
+    if a.only:
+        unknown = set(a.only) - set(files)
+        if unknown:
+            sys.exit(f"unknown fixtures {sorted(unknown)} (known: {sorted(files)})")
+        files = {n: f for n, f in files.items() if n in a.only}
     oracle = {"generator": "tools/make_gguf_fixtures.py", "gguf": gguf.__version__ if hasattr(gguf, "__version__") else "0.19.0", "files": {}}
+    if a.only:
+        oracle = json.load(open(os.path.join(a.out, "oracle.json")))
     for name, make in files.items():
         path = os.path.join(a.out, name)
         make(path)
@@ -430,7 +445,8 @@ def main() -> None:
         oracle["files"][name] = entries
         kinds = sorted({e["type"] for e in entries.values()})
         print(f"{name}: {os.path.getsize(path)} bytes, {len(entries)} tensors, types {kinds}")
-    hf_oracle(os.path.join(a.out, "tiny_a.mixed.gguf"), src("tiny_a"), os.path.join(a.out, "tiny_a_mixed_oracle"))
+    if "tiny_a.mixed.gguf" in files:
+        hf_oracle(os.path.join(a.out, "tiny_a.mixed.gguf"), src("tiny_a"), os.path.join(a.out, "tiny_a_mixed_oracle"))
     with open(os.path.join(a.out, "oracle.json"), "w") as f:
         json.dump(oracle, f, indent=1)
         f.write("\n")

@@ -25,12 +25,33 @@ function gib(bytes) {
   return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(2)} GiB` : `${(bytes / (1 << 20)).toFixed(1)} MiB`;
 }
 
-// A model folder on a server: a URL ending in "/" or a Hugging Face repo id (its resolve
-// URLs allow CORS and Range requests). Ranges are kept in Cache Storage, so a reload does
-// not download them again.
-function urlSource(input) {
-  let base = input.trim();
-  if (!/^(https?:)?\/|^\./.test(base)) base = `https://huggingface.co/${base}/resolve/main/`;
+// What the input names: a GGUF file (a URL ending in .gguf, or a Hugging Face repo id with
+// a quant tag, "LiquidAI/LFM2-8B-A1B-GGUF:Q4_0", matched against the repo's files as
+// llama.cpp's -hf does), else a model folder (a URL, or a repo id) with model.safetensors.
+async function resolveInput(input) {
+  const text = input.trim();
+  if (!text) throw new Error("name a model: a Hugging Face repo id, a URL, or pick its files");
+  const isUrl = /^(https?:)?\/|^\./.test(text);
+  if (isUrl && text.toLowerCase().endsWith(".gguf")) {
+    const cut = text.lastIndexOf("/") + 1;
+    return { src: urlSource(text.slice(0, cut)), weights: text.slice(cut), kind: "gguf" };
+  }
+  if (isUrl) return { src: urlSource(text), weights: "model.safetensors", kind: "safetensors" };
+  const [repo, tag] = text.split(":");
+  const base = `https://huggingface.co/${repo}/resolve/main/`;
+  if (!tag) return { src: urlSource(base), weights: "model.safetensors", kind: "safetensors" };
+  const r = await fetch(`https://huggingface.co/api/models/${repo}`);
+  if (!r.ok) throw new Error(`${repo}: the Hub answered HTTP ${r.status}`);
+  const names = (await r.json()).siblings.map((s) => s.rfilename).filter((n) => n.toLowerCase().endsWith(".gguf"));
+  const want = tag.toLowerCase();
+  const hit = names.find((n) => n.toLowerCase().replace(/\.gguf$/, "").endsWith(want)) ?? names.find((n) => n.toLowerCase().includes(want));
+  if (!hit) throw new Error(`${repo} has no GGUF file tagged ${tag} (it has: ${names.join(", ") || "none"})`);
+  return { src: urlSource(base), weights: hit, kind: "gguf" };
+}
+
+// Files on a server under `base` (CORS and Range requests: the Hub's resolve URLs allow
+// both). Ranges are kept in Cache Storage, so a reload does not download them again.
+function urlSource(base) {
   if (!base.endsWith("/")) base += "/";
   const cache = "caches" in self ? caches.open(CACHE) : Promise.resolve(null);
   async function cached(key, fetchIt) {
@@ -108,10 +129,28 @@ function fileSource(list) {
   };
 }
 
+// Opens `weights` for streaming: a safetensors file (its config.json beside it; matrices
+// converted to `dtype`) or a GGUF file (its header read from a prefix grown until it holds
+// it; matrices in the file's own formats).
+async function openLoader(src, weights, kind, dtype) {
+  const len = await src.size(weights);
+  if (kind === "gguf") {
+    for (let head = 1 << 20; ; head *= 4) {
+      const bytes = await src.range(weights, 0, Math.min(head, len));
+      const loader = engine.stream_gguf(weights, new Uint8Array(bytes), len);
+      if (loader) return loader;
+      if (head >= len) throw new Error(`${weights}: the header runs past the end of the file`);
+    }
+  }
+  const config = await src.text("config.json");
+  const n = Number(new DataView(await src.range(weights, 0, 8)).getBigUint64(0, true));
+  if (!(n > 0 && 8 + n <= len)) throw new Error(`${weights}: not a safetensors file (header of ${n} bytes)`);
+  const header = await src.range(weights, 0, 8 + n);
+  return engine.stream_safetensors(weights, config, new Uint8Array(header), len, dtype);
+}
+
 async function load() {
   $("error").hidden = true;
-  const files = $("files").files;
-  const src = files.length ? fileSource(files) : urlSource($("source").value);
   const dtype = $("dtype").value;
   const ctx = Number($("ctx").value);
   setState("loading");
@@ -121,16 +160,16 @@ async function load() {
   bar.hidden = false;
   const t0 = performance.now();
   try {
-    status.textContent = `Reading ${src.name}…`;
-    const config = await src.text("config.json");
-    const weights = "model.safetensors";
-    const len = await src.size(weights);
-    const n = Number(new DataView(await src.range(weights, 0, 8)).getBigUint64(0, true));
-    if (!(n > 0 && 8 + n <= len)) throw new Error(`${weights}: not a safetensors file (header of ${n} bytes)`);
-    const header = await src.range(weights, 0, 8 + n);
-    const loader = engine.stream(weights, config, new Uint8Array(header), len, dtype);
-    let [, , , total] = loader.progress();
-    status.textContent = `Loading ${gib(total)} of ${dtype} weights onto the GPU…`;
+    const files = [...$("files").files];
+    const gguf = files.find((f) => f.name.toLowerCase().endsWith(".gguf"));
+    const { src, weights, kind } = files.length
+      ? { src: fileSource(files), weights: gguf?.name ?? "model.safetensors", kind: gguf ? "gguf" : "safetensors" }
+      : await resolveInput($("source").value);
+    status.textContent = `Reading ${weights} (${src.name})…`;
+    const loader = await openLoader(src, weights, kind, dtype);
+    const [, , , total] = loader.progress();
+    const stored = loader.dtype();
+    status.textContent = `Loading ${gib(total)} of ${stored} weights onto the GPU…`;
     for (let wanted = loader.wanted(); wanted; wanted = loader.wanted()) {
       const pieces = [];
       for (let i = 0; i < wanted.length; i += 2) {
@@ -142,14 +181,17 @@ async function load() {
       bar.value = up / total;
       status.textContent = `Loading: ${done} / ${all} tensors, ${gib(up)} of ${gib(total)}`;
     }
-    const [tokenizer, tokConfig, genConfig] = await Promise.all([
-      src.bytes("tokenizer.json"),
-      src.text("tokenizer_config.json"),
-      src.text("generation_config.json", true),
-    ]);
-    chat = loader.finish(new Uint8Array(tokenizer), tokConfig, genConfig, ctx);
+    if (kind === "safetensors") {
+      const [tokenizer, tokConfig, genConfig] = await Promise.all([
+        src.bytes("tokenizer.json"),
+        src.text("tokenizer_config.json"),
+        src.text("generation_config.json", true),
+      ]);
+      loader.set_tokenizer(new Uint8Array(tokenizer), tokConfig, genConfig);
+    }
+    chat = loader.finish(ctx);
     const seconds = (performance.now() - t0) / 1000;
-    status.textContent = `Loaded ${gib(total)} in ${seconds.toFixed(1)} s.`;
+    status.textContent = `Loaded ${weights}: ${gib(total)} of ${stored} weights in ${seconds.toFixed(1)} s.`;
     status.dataset.seconds = seconds;
     $("chat").hidden = false;
     setState("ready");

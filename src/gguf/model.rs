@@ -26,7 +26,7 @@ use crate::chat::{ChatTemplate, SpecialTokens};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::config::Config;
-use crate::model::weights::{MatSpec, Part, Source, WeightSink, Weights};
+use crate::model::weights::{MatSpec, Part, Pieces, Source, Streamable, WeightSink, Weights};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 
@@ -48,6 +48,15 @@ impl GgufModel {
     /// (nothing is read or allocated for that).
     pub fn open(path: &Path) -> Result<Self> {
         Self::from_file(GgufFile::open(path)?)
+    }
+
+    /// A GGUF file arriving in pieces, of which `head` (its first bytes) is here: None when
+    /// its header runs past `head` (ask again with more; see [`GgufFile::streamed`]).
+    pub fn streamed(path: &Path, head: Vec<u8>, len: u64) -> Result<Option<Self>> {
+        match GgufFile::streamed(path, head, len)? {
+            None => Ok(None),
+            Some(file) => Self::from_file(file).map(Some),
+        }
     }
 
     pub fn from_file(file: GgufFile) -> Result<Self> {
@@ -87,18 +96,27 @@ impl GgufModel {
 
     /// The bytes of HF tensor `name` (one expert's slice of a stacked one), with its info.
     fn part_bytes(&self, name: &str, shape: &[usize]) -> Result<(&TensorInfo, &[u8], Option<usize>)> {
+        let (t, range, expert) = self.part_range(name, shape)?;
+        Ok((t, self.file.bytes(range, name)?, expert))
+    }
+
+    /// The GGUF tensor behind HF tensor `name`, the file bytes of `name` in it (one expert's
+    /// slice of a stacked tensor), and the expert.
+    fn part_range(&self, name: &str, shape: &[usize]) -> Result<(&TensorInfo, std::ops::Range<u64>, Option<usize>)> {
         let (t, want, expert) = self.locate(name, shape)?;
-        let bytes = self.file.tensor_bytes(t);
-        let bytes = match expert {
-            None => bytes,
+        let all = self.file.tensor_range(t);
+        let range = match expert {
+            None => all,
             Some(e) => {
-                let per = bytes.len() / want[want.len() - 1];
-                bytes
-                    .get(e * per..(e + 1) * per)
-                    .ok_or_else(|| self.err(format!("{name}: expert {e} is outside {} ({want:?})", t.name)))?
+                let per = t.n_bytes / want[want.len() - 1] as u64;
+                let start = all.start + e as u64 * per;
+                if start + per > all.end {
+                    return Err(self.err(format!("{name}: expert {e} is outside {} ({want:?})", t.name)));
+                }
+                start..start + per
             }
         };
-        Ok((t, bytes, expert))
+        Ok((t, range, expert))
     }
 
     /// The GGUF type of HF tensor `name`'s gated partner (gate ↔ up), if it has one.
@@ -237,6 +255,16 @@ pub fn gguf_name(hf: &str) -> Option<(String, Option<usize>)> {
         _ => return None,
     };
     Some((format!("blk.{i}.{g}.{suffix}"), None))
+}
+
+impl Streamable for GgufModel {
+    fn range(&self, name: &str, shape: &[usize]) -> Result<std::ops::Range<u64>> {
+        Ok(self.part_range(name, shape)?.1)
+    }
+
+    fn pieces(&mut self) -> Option<&mut Pieces> {
+        self.file.pieces()
+    }
 }
 
 impl Source for GgufModel {

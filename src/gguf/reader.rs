@@ -10,9 +10,13 @@
 //! Every count and length is checked against the bytes left before anything is allocated for
 //! it, and every tensor against the file's end, its alignment and the other tensors, so a
 //! lying header gives [`Error::Gguf`] naming the field, never a panic or a huge allocation.
+//!
+//! A file may also arrive in pieces (a page's downloads, [`GgufFile::streamed`]): the header
+//! from a prefix of the file, the tensors' bytes as the loader asks for them.
 
 use super::GgmlType;
 use crate::error::{Error, Result};
+use crate::model::weights::Pieces;
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -138,7 +142,7 @@ impl TensorInfo {
 /// An opened GGUF file: metadata and tensor infos parsed, data left in the mapping.
 pub struct GgufFile {
     pub path: PathBuf,
-    map: Mmap,
+    data: Data,
     pub version: u32,
     pub alignment: u64,
     /// Byte offset of the data section in the file.
@@ -150,6 +154,21 @@ pub struct GgufFile {
     /// Raised when the file is dropped: the background reader ([`Self::prefetch`]) stops.
     /// None until it starts.
     prefetch_stop: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// The file's bytes: mapped, or the pieces that have arrived.
+enum Data {
+    Mapped(Mmap),
+    Streamed(Pieces),
+}
+
+impl Data {
+    fn len(&self) -> u64 {
+        match self {
+            Data::Mapped(m) => m.len() as u64,
+            Data::Streamed(p) => p.len as u64,
+        }
+    }
 }
 
 impl Drop for GgufFile {
@@ -171,11 +190,24 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
-/// A bounds-checked little-endian reader over the header bytes.
+/// A parsed header.
+struct Header {
+    version: u32,
+    alignment: u64,
+    data_start: u64,
+    meta: Vec<(String, Value)>,
+    meta_index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+}
+
+/// A bounds-checked little-endian reader over the header bytes: the file, or a prefix of it
+/// (`len`: the file's length; `short` is raised when a longer prefix would have helped).
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     path: &'a Path,
+    len: u64,
+    short: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -186,15 +218,22 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Bytes left in the file.
     fn left(&self) -> u64 {
-        (self.buf.len() - self.pos) as u64
+        self.len - self.pos as u64
     }
 
     fn bytes(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         if n > self.left() {
             return Err(self.err(format!(
                 "header cut while reading {what}: {n} bytes needed at offset {}, the file has {}",
-                self.pos,
+                self.pos, self.len
+            )));
+        }
+        if n > (self.buf.len() - self.pos) as u64 {
+            self.short = true;
+            return Err(self.err(format!(
+                "{what} lies past the first {} bytes given of the header",
                 self.buf.len()
             )));
         }
@@ -236,7 +275,7 @@ impl<'a> Cursor<'a> {
             return Err(self.err(format!(
                 "{what}: string length {len} at offset {} runs past the end of the file ({} bytes)",
                 self.pos - 8,
-                self.buf.len()
+                self.len
             )));
         }
         let b = self.bytes(len, what)?;
@@ -299,7 +338,7 @@ impl GgufFile {
         // SAFETY: the mapping is only read; a concurrent writer would be the user's error, and
         // every offset is validated against the mapping's length before use.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Self::parse(path, map)
+        Self::parse(path, Data::Mapped(map)).map_err(|(e, _)| e)
     }
 
     /// Parses a GGUF held in memory (copied into an anonymous mapping); `path` names it in
@@ -308,15 +347,69 @@ impl GgufFile {
         let mut m = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io(path, e))?;
         m[..bytes.len()].copy_from_slice(bytes);
         let map = m.make_read_only().map_err(|e| Error::io(path, e))?;
-        Self::parse(path, map)
+        Self::parse(path, Data::Mapped(map)).map_err(|(e, _)| e)
     }
 
-    fn parse(path: &Path, map: Mmap) -> Result<Self> {
+    /// A file of `len` bytes arriving in pieces, of which `head` (its first bytes) is here:
+    /// None when the header runs past `head` (ask again with more), else the file with its
+    /// header checked, whose tensors' bytes come through [`Self::pieces`].
+    pub fn streamed(path: &Path, head: Vec<u8>, len: u64) -> Result<Option<Self>> {
+        let len_usize = usize::try_from(len).map_err(|_| Error::Gguf {
+            path: path.to_path_buf(),
+            msg: format!("{len} bytes is more than this machine can address"),
+        })?;
+        let head_len = head.len().min(len_usize);
+        let data = Data::Streamed(Pieces::new(len_usize, head[..head_len].to_vec()));
+        match Self::parse(path, data) {
+            Ok(f) => Ok(Some(f)),
+            Err((_, true)) => Ok(None),
+            Err((e, false)) => Err(e),
+        }
+    }
+
+    /// The pieces of a streamed file (None for a mapped one).
+    pub fn pieces(&mut self) -> Option<&mut Pieces> {
+        match &mut self.data {
+            Data::Streamed(p) => Some(p),
+            Data::Mapped(_) => None,
+        }
+    }
+
+    /// Parses the header; the error says whether a longer prefix would have helped.
+    fn parse(path: &Path, data: Data) -> std::result::Result<Self, (Error, bool)> {
+        let head = match &data {
+            Data::Mapped(m) => &m[..],
+            Data::Streamed(p) => p.head(),
+        };
         let mut c = Cursor {
-            buf: &map,
+            buf: head,
             pos: 0,
             path,
+            len: data.len(),
+            short: false,
         };
+        match Self::read_header(&mut c) {
+            Ok(h) => {
+                let mut file = GgufFile {
+                    path: path.to_path_buf(),
+                    version: h.version,
+                    alignment: h.alignment,
+                    data_start: h.data_start,
+                    meta: h.meta,
+                    meta_index: h.meta_index,
+                    tensor_index: HashMap::new(),
+                    tensors: h.tensors,
+                    data,
+                    prefetch_stop: std::sync::OnceLock::new(),
+                };
+                file.check_tensors().map_err(|e| (e, false))?;
+                Ok(file)
+            }
+            Err(e) => Err((e, c.short)),
+        }
+    }
+
+    fn read_header(c: &mut Cursor) -> Result<Header> {
         let magic = c.array::<4>("the magic")?;
         if &magic != b"GGUF" {
             return Err(c.err(format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")")));
@@ -351,23 +444,17 @@ impl GgufFile {
         };
         let mut tensors = Vec::with_capacity(n_tensors as usize);
         for i in 0..n_tensors {
-            tensors.push(tensor_info(&mut c, i)?);
+            tensors.push(tensor_info(c, i)?);
         }
         let data_start = (c.pos as u64).next_multiple_of(alignment);
-        let mut file = GgufFile {
-            path: path.to_path_buf(),
+        Ok(Header {
             version,
             alignment,
             data_start,
             meta,
             meta_index,
-            tensor_index: HashMap::new(),
             tensors,
-            map,
-            prefetch_stop: std::sync::OnceLock::new(),
-        };
-        file.check_tensors()?;
-        Ok(file)
+        })
     }
 
     fn err(&self, msg: String) -> Error {
@@ -379,7 +466,7 @@ impl GgufFile {
 
     /// Each tensor is unique, aligned, inside the file, and overlaps no other.
     fn check_tensors(&mut self) -> Result<()> {
-        let len = self.map.len() as u64;
+        let len = self.data.len();
         for (i, t) in self.tensors.iter().enumerate() {
             if self.tensor_index.insert(t.name.clone(), i).is_some() {
                 return Err(self.err(format!("tensor {} appears twice", t.name)));
@@ -416,7 +503,7 @@ impl GgufFile {
 
     /// Size of the file in bytes.
     pub fn file_len(&self) -> u64 {
-        self.map.len() as u64
+        self.data.len()
     }
 
     /// Metadata `key`, if present.
@@ -446,10 +533,26 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The bytes of `t` (checked to lie inside the file at open).
-    pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
-        let start = (self.data_start + t.offset) as usize;
-        &self.map[start..start + t.n_bytes as usize]
+    /// The file bytes of `t` (checked to lie inside the file at open).
+    pub fn tensor_range(&self, t: &TensorInfo) -> std::ops::Range<u64> {
+        let start = self.data_start + t.offset;
+        start..start + t.n_bytes
+    }
+
+    /// The bytes of `t`; an error when the file is streamed and they have not arrived.
+    pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
+        self.bytes(self.tensor_range(t), &t.name)
+    }
+
+    /// File bytes `range` (inside the file: a tensor's, checked at open) of tensor `name`;
+    /// an error when the file is streamed and they have not arrived.
+    pub fn bytes(&self, range: std::ops::Range<u64>, name: &str) -> Result<&[u8]> {
+        let r = range.start as usize..range.end as usize;
+        match &self.data {
+            Data::Mapped(m) => m.get(r),
+            Data::Streamed(p) => p.get(r),
+        }
+        .ok_or_else(|| self.err(format!("tensor {name}: bytes {range:?} are not here")))
     }
 
     /// Tensor `name` (GGUF name) dequantized to f32, in GGUF order (innermost dim fastest).
@@ -459,7 +562,7 @@ impl GgufFile {
             dir: self.path.clone(),
         })?;
         let mut out = vec![0f32; t.n_elements() as usize];
-        self.dequantize(t, self.tensor_bytes(t), &mut out)?;
+        self.dequantize(t, self.tensor_bytes(t)?, &mut out)?;
         Ok(out)
     }
 
@@ -486,11 +589,9 @@ impl GgufFile {
     /// order and repacks one while the next one arrives).
     pub(crate) fn will_need(&self, t: &TensorInfo) {
         #[cfg(unix)]
-        {
+        if let Data::Mapped(map) = &self.data {
             let start = (self.data_start + t.offset) as usize;
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::WillNeed, start, t.n_bytes as usize);
+            let _ = map.advise_range(memmap2::Advice::WillNeed, start, t.n_bytes as usize);
         }
         #[cfg(not(unix))]
         let _ = t;
@@ -504,7 +605,8 @@ impl GgufFile {
         use std::io::{Read, Seek};
         use std::sync::atomic::{AtomicBool, Ordering};
         // Only the file this was mapped from (not a parse from memory).
-        if std::fs::metadata(&self.path).map(|m| m.len()).ok() != Some(self.map.len() as u64) {
+        let mapped = matches!(self.data, Data::Mapped(_));
+        if !mapped || std::fs::metadata(&self.path).map(|m| m.len()).ok() != Some(self.data.len()) {
             return;
         }
         let mut started = false;
@@ -548,14 +650,16 @@ impl GgufFile {
         let end = (self.data_start + t.offset + t.n_bytes) / PAGE * PAGE;
         if end > start {
             #[cfg(unix)]
-            // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read from
-            // the file on the next access, so no data can be lost or changed.
-            unsafe {
-                let _ = self.map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start as usize,
-                    (end - start) as usize,
-                );
+            if let Data::Mapped(map) = &self.data {
+                // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read
+                // from the file on the next access, so no data can be lost or changed.
+                unsafe {
+                    let _ = map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start as usize,
+                        (end - start) as usize,
+                    );
+                }
             }
         }
     }

@@ -225,6 +225,11 @@ impl GpuStream {
         Ok(done)
     }
 
+    /// The storage format asked for the matrices.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Weight bytes uploaded so far.
     pub fn uploaded(&self) -> u64 {
         self.bytes

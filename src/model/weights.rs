@@ -15,7 +15,7 @@ use memmap2::Mmap;
 mod streamed;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-pub use streamed::StreamedLoad;
+pub use streamed::{Pieces, Streamable, StreamedLoad};
 
 /// What a matrix is for (the storage policy treats some roles differently).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 // The page end to end: web/ (built by web/build.sh) and the tiny_b fixture served from
 // 127.0.0.1 by a static server that honours Range requests (as the Hub's resolve URLs do);
-// headless Chromium (WebGPU on SwiftShader) loads the model, a greedy message is sent, and the
-// streamed answer must equal `lfm run --greedy` on the same prompt. A screenshot is saved.
+// headless Chromium (WebGPU on SwiftShader) loads the model (a safetensors folder, then the
+// same model as one GGUF file), a greedy message is sent, and the streamed answer must equal
+// `lfm run --greedy` on the same prompt. A screenshot of each is saved.
 //
 // Environment: LFM_BIN (default target/debug/lfm), CHROMIUM (default /usr/bin/chromium),
 // PAGE_TEST_OUT (screenshot folder, default target/page-test).
@@ -15,7 +16,12 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const FIXTURE = "tiny_b";
+const CASES = [
+  { name: "a safetensors folder", url: "/fixtures/tiny_b/", weights: "tiny_b/model.safetensors", dtype: "f32",
+    native: ["--model", "tests/data/tiny_b", "--dtype", "f32"], shot: "chat-safetensors.png" },
+  { name: "a GGUF file", url: "/fixtures/gguf/tiny_b.f16.gguf", weights: "gguf/tiny_b.f16.gguf", dtype: "f32",
+    native: ["--model", "tests/data/gguf/tiny_b.f16.gguf"], shot: "chat-gguf.png" },
+];
 const PROMPT = "Hello there! What can you do?";
 const MAX_TOKENS = 24;
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm", ".json": "application/json" };
@@ -49,18 +55,17 @@ function serve(log) {
   return new Promise((ok) => server.listen(0, "127.0.0.1", () => ok(server)));
 }
 
-function nativeAnswer() {
+function nativeAnswer(model) {
   const bin = process.env.LFM_BIN ?? join(ROOT, "target/debug/lfm");
   const out = execFileSync(bin, [
-    "run", "--model", join(ROOT, "tests/data", FIXTURE), "--prompt", PROMPT, "--greedy",
-    "--max-new-tokens", String(MAX_TOKENS), "--dtype", "f32", "--ctx", "256",
-  ], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    "run", ...model, "--prompt", PROMPT, "--greedy", "--max-new-tokens", String(MAX_TOKENS), "--ctx", "256",
+  ], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
   return out.endsWith("\n") ? out.slice(0, -1) : out;
 }
 
-test("the page loads a fixture in headless Chromium and answers as lfm run does", { timeout: 600_000 }, async () => {
+for (const c of CASES) test(`the page loads ${c.name} in headless Chromium and answers as lfm run does`, { timeout: 600_000 }, async () => {
   assert.ok(existsSync(join(ROOT, "web/pkg/lfm_wgpu_bg.wasm")), "build the page first: web/build.sh");
-  const want = nativeAnswer();
+  const want = nativeAnswer(c.native);
   const log = [];
   const server = await serve(log);
   const browser = await chromium.launch({
@@ -80,7 +85,7 @@ test("the page loads a fixture in headless Chromium and answers as lfm run does"
       }
     };
     const { port } = server.address();
-    await page.goto(`http://127.0.0.1:${port}/?model=/fixtures/${FIXTURE}/&dtype=f32`);
+    await page.goto(`http://127.0.0.1:${port}/?model=${c.url}&dtype=${c.dtype}`);
     await state("ready-to-load");
     await noError("opening WebGPU");
     const adapter = await page.textContent("#adapter");
@@ -101,17 +106,21 @@ test("the page loads a fixture in headless Chromium and answers as lfm run does"
     const stats = await page.textContent("#stats");
     const out = resolve(process.env.PAGE_TEST_OUT ?? join(ROOT, "target/page-test"));
     mkdirSync(out, { recursive: true });
-    const shot = join(out, "chat.png");
+    const shot = join(out, c.shot);
     await page.screenshot({ path: shot, fullPage: true });
-    console.log(`adapter: ${adapter}\nload: ${loadSeconds.toFixed(2)} s\nanswer stats: ${stats}\nscreenshot: ${shot}`);
+    const loaded = await page.textContent("#load-status");
+    console.log(`${c.name}\nadapter: ${adapter}\n${loaded}\nanswer stats: ${stats}\nscreenshot: ${shot}`);
     assert.equal(got, want, "the page's greedy answer equals lfm run --greedy");
 
     // The weights came in ranges, never as one whole-file download.
-    const weights = `/fixtures/${FIXTURE}/model.safetensors`;
-    assert.ok(!log.some((r) => r.path === weights && r.whole), "model.safetensors was downloaded whole");
-    const ranged = log.filter((r) => r.path === weights).reduce((n, r) => n + r.end - r.start, 0);
-    const size = statSync(join(ROOT, "tests/data", FIXTURE, "model.safetensors")).size;
-    assert.ok(ranged <= size * 1.01, `${ranged} bytes fetched for a ${size}-byte file`);
+    const weights = `/fixtures/${c.weights}`;
+    assert.ok(!log.some((r) => r.path === weights && r.whole), `${c.weights} was downloaded whole`);
+    // Headers come from prefixes (ranges from 0, grown for a GGUF), tensors each once after.
+    const ranges = log.filter((r) => r.path === weights);
+    const tensors = ranges.filter((r) => r.start > 0).reduce((n, r) => n + r.end - r.start, 0);
+    const size = statSync(join(ROOT, "tests/data", c.weights)).size;
+    assert.ok(tensors <= size, `${tensors} bytes of tensors fetched for a ${size}-byte file`);
+    assert.ok(ranges.filter((r) => r.start === 0).length <= 4, "the header was fetched too often");
 
     // A second turn continues the conversation; reset empties it.
     await page.fill("#input", "And then?");

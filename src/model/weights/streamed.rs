@@ -1,8 +1,9 @@
-//! A safetensors checkpoint whose bytes arrive piece by piece (a page: `fetch` Range requests
-//! on the Hub's resolve URLs, or slices of a picked `File`), loaded with one matrix or vector
-//! in host memory at a time.
+//! A checkpoint whose bytes arrive piece by piece (a page: `fetch` Range requests on the
+//! Hub's resolve URLs, or slices of a picked `File`), loaded with one matrix or vector in host
+//! memory at a time: a safetensors file ([`Checkpoint::streamed`]) or a GGUF file
+//! (`GgufModel::streamed`), each a [`Streamable`] source.
 //!
-//! The header is read first ([`StreamedLoad::new`]: the first 8 + n bytes). The loader then
+//! The header is read first (the source's constructor). The loader then
 //! asks for the byte ranges of the next item in load order ([`StreamedLoad::wanted`]: one
 //! range per on-disk tensor), takes them ([`StreamedLoad::feed`]), hands the item to the sink
 //! as soon as all are here and drops them. [`StreamedLoad::finish`] assembles the
@@ -16,12 +17,33 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// The pieces of a file present now: its length, and (offset, bytes) runs.
-pub(super) struct Pieces {
+pub struct Pieces {
     pub len: usize,
     runs: Vec<(usize, Vec<u8>)>,
 }
 
+/// A source whose tensors arrive piece by piece.
+pub trait Streamable: Source {
+    /// The file bytes of tensor `name` (checked to have `shape`).
+    fn range(&self, name: &str, shape: &[usize]) -> Result<Range<u64>>;
+    /// The pieces present now (None: the source is not streamed).
+    fn pieces(&mut self) -> Option<&mut Pieces>;
+}
+
 impl Pieces {
+    /// A file of `len` bytes of which `head` (its first bytes) is here.
+    pub fn new(len: usize, head: Vec<u8>) -> Self {
+        Pieces {
+            len,
+            runs: vec![(0, head)],
+        }
+    }
+
+    /// The bytes from offset 0 that are here (the header, while loading has not begun).
+    pub fn head(&self) -> &[u8] {
+        self.runs.iter().find(|r| r.0 == 0).map_or(&[], |r| r.1.as_slice())
+    }
+
     pub fn get(&self, range: Range<usize>) -> Option<&[u8]> {
         self.runs.iter().find_map(|(at, bytes)| {
             let from = range.start.checked_sub(*at)?;
@@ -82,10 +104,11 @@ enum Item {
 }
 
 impl Item {
-    fn tensors(&self) -> Vec<&str> {
+    /// The on-disk tensors it is read from, with their shapes.
+    fn tensors(&self) -> Vec<(&str, &[usize])> {
         match self {
-            Item::Matrix(m) => m.parts.iter().map(|p| p.name.as_str()).collect(),
-            Item::Vector(name, _) => vec![name.as_str()],
+            Item::Matrix(m) => m.parts.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect(),
+            Item::Vector(name, shape) => vec![(name.as_str(), shape.as_slice())],
         }
     }
 }
@@ -145,42 +168,70 @@ impl<M, V> WeightSink for Replay<M, V> {
 
 /// A checkpoint being loaded from pieces into a sink of `M` matrices and `V` vectors.
 pub struct StreamedLoad<M, V> {
-    ckpt: Checkpoint,
+    src: Box<dyn Streamable>,
     items: Vec<Item>,
     next: usize,
     loaded: VecDeque<(String, Loaded<M, V>)>,
 }
 
-impl<M, V> StreamedLoad<M, V> {
-    /// `header`: the file's first bytes, at least its 8-byte length and JSON header; `len`:
-    /// the file's length. `name` names the file in errors.
-    pub fn new(name: &str, config: Config, header: Vec<u8>, len: u64) -> Result<Self> {
+impl Checkpoint {
+    /// A safetensors file that arrives in pieces: `header` holds at least its first 8 + n
+    /// bytes (the length field and the JSON header), `len` is its size; `name` names it.
+    pub fn streamed(name: &str, config: Config, header: Vec<u8>, len: u64) -> Result<Self> {
         let path = PathBuf::from(name);
         let len = usize::try_from(len).map_err(|_| Error::Safetensors {
             path: path.clone(),
             msg: format!("{len} bytes is more than this machine can address"),
         })?;
-        let pieces = Pieces {
-            len,
-            runs: vec![(0, header)],
-        };
         let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let ckpt = Checkpoint::assemble(
             &dir,
             config,
             &dir.join("model.safetensors.index.json"),
             None,
-            vec![(name.to_string(), path, ShardBytes::Streamed(pieces))],
+            vec![(name.to_string(), path, ShardBytes::Streamed(Pieces::new(len, header)))],
         )?;
         if let Some(p) = ckpt.prequantized {
             return Err(Error::Invalid(format!(
                 "{name}: a checkpoint written by `lfm quantize` ({p}) cannot be streamed; use the original"
             )));
         }
+        Ok(ckpt)
+    }
+}
+
+impl Streamable for Checkpoint {
+    fn range(&self, name: &str, _shape: &[usize]) -> Result<Range<u64>> {
+        let shard = &self.shards[0];
+        let info = shard.meta.info(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            dir: self.dir.clone(),
+        })?;
+        let base = (8 + shard.header_len) as u64;
+        Ok(base + info.data_offsets.0 as u64..base + info.data_offsets.1 as u64)
+    }
+
+    fn pieces(&mut self) -> Option<&mut Pieces> {
+        match &mut self.shards.first_mut()?.map {
+            ShardBytes::Streamed(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl<M, V> StreamedLoad<M, V> {
+    /// Plans the load of `src` (nothing is read yet).
+    pub fn new(mut src: Box<dyn Streamable>) -> Result<Self> {
+        if src.pieces().is_none() {
+            return Err(Error::Invalid(format!(
+                "{} is not a file arriving in pieces",
+                src.describe()
+            )));
+        }
         let mut plan = Plan(Vec::new());
-        Weights::load(&ckpt, &mut plan)?;
+        Weights::load(src.as_ref(), &mut plan)?;
         Ok(StreamedLoad {
-            ckpt,
+            src,
             items: plan.0,
             next: 0,
             loaded: VecDeque::new(),
@@ -188,12 +239,12 @@ impl<M, V> StreamedLoad<M, V> {
     }
 
     pub fn config(&self) -> &Config {
-        &self.ckpt.config
+        self.src.config()
     }
 
     /// The checkpoint as a source (its config and tensor list: the memory estimate).
     pub fn source(&self) -> &dyn Source {
-        &self.ckpt
+        self.src.as_ref()
     }
 
     /// Items loaded so far, and in all.
@@ -207,18 +258,10 @@ impl<M, V> StreamedLoad<M, V> {
         let Some(item) = self.items.get(self.next) else {
             return Ok(None);
         };
-        let shard = &self.ckpt.shards[0];
         let ranges = item
             .tensors()
             .into_iter()
-            .map(|name| {
-                let info = shard.meta.info(name).ok_or_else(|| Error::MissingTensor {
-                    name: name.to_string(),
-                    dir: self.ckpt.dir.clone(),
-                })?;
-                let base = (8 + shard.header_len) as u64;
-                Ok(base + info.data_offsets.0 as u64..base + info.data_offsets.1 as u64)
-            })
+            .map(|(name, shape)| self.src.range(name, shape))
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(ranges))
     }
@@ -229,27 +272,26 @@ impl<M, V> StreamedLoad<M, V> {
         let Some(wanted) = self.wanted()? else {
             return Err(Error::Invalid("every tensor is loaded already".into()));
         };
-        let pieces = self.pieces();
+        let pieces = self.src.pieces().expect("checked in new");
         pieces.runs.push((at as usize, bytes));
         let have = |r: &Range<u64>| pieces.get(r.start as usize..r.end as usize).is_some();
         if !wanted.iter().all(have) {
             return Ok(false);
         }
         let (name, loaded) = match &self.items[self.next] {
-            Item::Matrix(spec) => (spec.label.clone(), Loaded::Matrix(sink.matrix(&self.ckpt, spec)?)),
-            Item::Vector(name, shape) => (name.clone(), Loaded::Vector(sink.vector(&self.ckpt, name, shape)?)),
+            Item::Matrix(spec) => (
+                spec.label.clone(),
+                Loaded::Matrix(sink.matrix(self.src.as_ref(), spec)?),
+            ),
+            Item::Vector(name, shape) => (
+                name.clone(),
+                Loaded::Vector(sink.vector(self.src.as_ref(), name, shape)?),
+            ),
         };
         self.loaded.push_back((name, loaded));
         self.next += 1;
-        self.pieces().runs.clear();
+        self.src.pieces().expect("checked in new").runs.clear();
         Ok(true)
-    }
-
-    fn pieces(&mut self) -> &mut Pieces {
-        match &mut self.ckpt.shards[0].map {
-            ShardBytes::Streamed(p) => p,
-            _ => unreachable!("a streamed checkpoint holds one streamed shard"),
-        }
     }
 
     /// The loaded weights, once [`Self::wanted`] is None.
@@ -261,6 +303,6 @@ impl<M, V> StreamedLoad<M, V> {
                 self.items.len()
             )));
         }
-        Weights::load(&self.ckpt, &mut Replay(self.loaded))
+        Weights::load(self.src.as_ref(), &mut Replay(self.loaded))
     }
 }
