@@ -51,6 +51,12 @@ impl Engine {
         Ok(Engine { gpu })
     }
 
+    /// Bytes of wasm linear memory in use (it only grows): the weights never pass through it
+    /// whole, so it stays near the largest tensor whatever the model's size.
+    pub fn wasm_memory() -> f64 {
+        (core::arch::wasm32::memory_size(0) * 65536) as f64
+    }
+
     /// The adapter's name, features and the limits the engine plans with, as JSON.
     pub fn adapter(&self) -> String {
         let (info, l) = (&self.gpu.info, &self.gpu.limits);
@@ -185,6 +191,43 @@ impl Loader {
     /// The name of the storage format of most of the matrices (a GGUF file's main type).
     pub fn dtype(&self) -> String {
         self.stream.as_ref().map_or(String::new(), |s| s.dtype().to_string())
+    }
+
+    /// Benchmarks the loaded model without a tokenizer, as `wgpu-bench` does natively: `reps`
+    /// times a prefill of `pp` pseudo-random tokens, then `tg` greedy decode steps chained on
+    /// the GPU. Resolves to JSON with the tokens/s of each repetition.
+    pub fn bench(&mut self, pp: u32, tg: u32, reps: u32) -> Result<js_sys::Promise, JsError> {
+        let s = self.stream.take().ok_or_else(|| JsError::new("the load has finished"))?;
+        let model = Arc::new(s.finish().map_err(js)?);
+        let vocab = model.cfg.vocab_size as u64;
+        let opts = SessionOptions {
+            ctx: (pp + tg + 1) as usize,
+            ..Default::default()
+        };
+        let mut session = Session::new(model, &opts).map_err(js)?;
+        // A fixed LCG over the vocabulary: the same prompt every run.
+        let ids: Vec<u32> = (0..pp as u64)
+            .map(|i| ((i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 33) % vocab) as u32)
+            .collect();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let (mut pp_tps, mut tg_tps) = (Vec::new(), Vec::new());
+            for _ in 0..reps.max(1) {
+                session.reset();
+                let t = web_time::Instant::now();
+                session.prefill_async(&ids, false).await.map_err(js)?;
+                pp_tps.push(pp as f64 / t.elapsed().as_secs_f64());
+                let mut out = Vec::new();
+                let t = web_time::Instant::now();
+                session.decode_chained_async(tg as usize, &mut out).await.map_err(js)?;
+                tg_tps.push(tg as f64 / t.elapsed().as_secs_f64());
+            }
+            let weight_bytes = session.model.weight_bytes;
+            Ok(JsValue::from_str(
+                &json!({"pp": pp, "tg": tg, "pp_tokens_per_s": pp_tps, "tg_tokens_per_s": tg_tps,
+                        "weight_bytes": weight_bytes, "wasm_memory_bytes": Engine::wasm_memory()})
+                .to_string(),
+            ))
+        }))
     }
 
     /// The loaded model as a chat with a context of `ctx` tokens.

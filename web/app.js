@@ -1,7 +1,7 @@
 // The page: opens WebGPU, streams a checkpoint tensor by tensor into GPU buffers (the engine
 // asks for byte ranges; nothing holds the whole file), then chats with streamed tokens.
 // document.body.dataset.state tells where it is: start, ready-to-load, loading, ready,
-// answering, error (the page test waits on it).
+// answering, benched (?bench=pp,tg,reps), error (the page test waits on it).
 import init, { Engine } from "./pkg/lfm_wgpu.js";
 
 const $ = (id) => document.getElementById(id);
@@ -181,6 +181,18 @@ async function load() {
       bar.value = up / total;
       status.textContent = `Loading: ${done} / ${all} tensors, ${gib(up)} of ${gib(total)}`;
     }
+    const bench = new URLSearchParams(location.search).get("bench");
+    if (bench) {
+      // ?bench=pp,tg,reps: wgpu-bench's prefill and decode figures, no tokenizer needed.
+      const [pp, tg, reps] = bench.split(",").map(Number);
+      status.textContent = `Loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; benchmarking pp${pp} tg${tg}…`;
+      status.dataset.seconds = (performance.now() - t0) / 1000;
+      const r = await loader.bench(pp, tg, reps || 1);
+      $("stats").textContent = r;
+      $("stats").dataset.bench = r;
+      setState("benched");
+      return;
+    }
     if (kind === "safetensors") {
       const [tokenizer, tokConfig, genConfig] = await Promise.all([
         src.bytes("tokenizer.json"),
@@ -191,7 +203,8 @@ async function load() {
     }
     chat = loader.finish(ctx);
     const seconds = (performance.now() - t0) / 1000;
-    status.textContent = `Loaded ${weights}: ${gib(total)} of ${stored} weights in ${seconds.toFixed(1)} s.`;
+    status.textContent = `Loaded ${weights}: ${gib(total)} of ${stored} weights in ${seconds.toFixed(1)} s ` +
+      `(wasm memory ${gib(Engine.wasm_memory())}).`;
     status.dataset.seconds = seconds;
     $("chat").hidden = false;
     setState("ready");

@@ -8,14 +8,11 @@
 // PAGE_TEST_OUT (screenshot folder, default target/page-test).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
 import { execFileSync } from "node:child_process";
-import { createReadStream, existsSync, mkdirSync, statSync } from "node:fs";
-import { dirname, extname, join, normalize, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { existsSync, mkdirSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { launch, ROOT, serve, waitState } from "./serve.mjs";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const CASES = [
   { name: "a safetensors folder", url: "/fixtures/tiny_b/", weights: "tiny_b/model.safetensors", dtype: "f32",
     native: ["--model", "tests/data/tiny_b", "--dtype", "f32"], shot: "chat-safetensors.png" },
@@ -24,36 +21,6 @@ const CASES = [
 ];
 const PROMPT = "Hello there! What can you do?";
 const MAX_TOKENS = 24;
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm", ".json": "application/json" };
-
-// "/" → web/, "/fixtures/NAME/…" → tests/data/NAME/…; single byte ranges answered with 206.
-function serve(log) {
-  const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
-    const [base, rest] = path.startsWith("/fixtures/")
-      ? [join(ROOT, "tests/data"), path.slice("/fixtures/".length)]
-      : [join(ROOT, "web"), path === "/" ? "index.html" : path.slice(1)];
-    const file = normalize(join(base, rest));
-    if (!file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
-      res.writeHead(404).end();
-      return;
-    }
-    const size = statSync(file).size;
-    const headers = { "Content-Type": TYPES[extname(file)] ?? "application/octet-stream", "Accept-Ranges": "bytes" };
-    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
-    if (m) {
-      const [start, end] = [Number(m[1]), Math.min(Number(m[2]), size - 1)];
-      log.push({ path, start, end: end + 1 });
-      res.writeHead(206, { ...headers, "Content-Range": `bytes ${start}-${end}/${size}`, "Content-Length": end - start + 1 });
-      createReadStream(file, { start, end }).pipe(res);
-    } else {
-      log.push({ path, whole: true, size });
-      res.writeHead(200, { ...headers, "Content-Length": size });
-      createReadStream(file).pipe(res);
-    }
-  });
-  return new Promise((ok) => server.listen(0, "127.0.0.1", () => ok(server)));
-}
 
 function nativeAnswer(model) {
   const bin = process.env.LFM_BIN ?? join(ROOT, "target/debug/lfm");
@@ -67,33 +34,22 @@ for (const c of CASES) test(`the page loads ${c.name} in headless Chromium and a
   assert.ok(existsSync(join(ROOT, "web/pkg/lfm_wgpu_bg.wasm")), "build the page first: web/build.sh");
   const want = nativeAnswer(c.native);
   const log = [];
-  const server = await serve(log);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-gpu-sandbox", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  const server = await serve({ "/fixtures/": join(ROOT, "tests/data") }, log);
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
     const consoleLines = [];
     page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
     page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
-    const state = (s) => page.waitForFunction((want) => [want, "error"].includes(document.body.dataset.state), s, { timeout: 300_000 });
-    const noError = async (what) => {
-      if ((await page.evaluate(() => document.body.dataset.state)) === "error") {
-        assert.fail(`${what}: ${await page.textContent("#error")}\n${consoleLines.join("\n")}`);
-      }
-    };
+    const state = (s) => waitState(page, s).catch((e) => assert.fail(`${e.message}\n${consoleLines.join("\n")}`));
+    const noError = (what) => state("ready").catch((e) => assert.fail(`${what}: ${e.message}`));
     const { port } = server.address();
     await page.goto(`http://127.0.0.1:${port}/?model=${c.url}&dtype=${c.dtype}`);
     await state("ready-to-load");
-    await noError("opening WebGPU");
     const adapter = await page.textContent("#adapter");
     await page.fill("#ctx", "256");
     await page.click("#load-button");
     await state("ready");
-    await noError("loading");
-    const loadSeconds = Number(await page.getAttribute("#load-status", "data-seconds"));
 
     await page.click("#settings summary");
     await page.fill("#temperature", "0");
@@ -129,6 +85,16 @@ for (const c of CASES) test(`the page loads ${c.name} in headless Chromium and a
     await noError("the second turn");
     await page.click("#reset");
     assert.equal(await page.locator(".message").count(), 0);
+
+    // A reload loads from Cache Storage: no tensor is downloaded again.
+    const before = log.length;
+    await page.reload();
+    await state("ready-to-load");
+    await page.fill("#ctx", "256");
+    await page.click("#load-button");
+    await state("ready");
+    const again = log.slice(before).filter((r) => r.path === weights && r.start > 0);
+    assert.equal(again.length, 0, `${again.length} tensor ranges downloaded again after a reload`);
   } finally {
     await browser.close();
     server.close();
