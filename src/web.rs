@@ -89,7 +89,8 @@ impl Engine {
         let config = Config::from_json(config_json, Path::new("config.json")).map_err(js)?;
         let dtype = DType::parse(dtype).map_err(js)?;
         let ckpt = Checkpoint::streamed(name, config, header, len as u64).map_err(js)?;
-        self.loader(Box::new(ckpt), dtype, None)
+        let text = Err("no tokenizer: call set_tokenizer with the model's tokenizer files".into());
+        self.loader(Box::new(ckpt), dtype, text)
     }
 
     /// Starts streaming a GGUF file of `len` bytes whose first bytes are `head`; undefined
@@ -99,22 +100,20 @@ impl Engine {
         let Some(model) = GgufModel::streamed(Path::new(name), head, len as u64).map_err(js)? else {
             return Ok(None);
         };
-        let tokenizer = model.tokenizer().map_err(js)?;
-        let template = match model.chat_template(&tokenizer).map_err(js)? {
-            Some(t) => t,
-            None => ChatTemplate::builtin(),
+        // A file without a tokenizer (a synthetic benchmark model) can still be benchmarked;
+        // `finish` then says what is missing.
+        let text = match model.tokenizer() {
+            Ok(tokenizer) => {
+                let template = model.chat_template(&tokenizer).map_err(js)?;
+                Ok((tokenizer, template.unwrap_or_else(ChatTemplate::builtin)))
+            }
+            Err(e) => Err(e.to_string()),
         };
         let dtype = model.main_dtype();
-        self.loader(Box::new(model), dtype, Some((tokenizer, template)))
-            .map(Some)
+        self.loader(Box::new(model), dtype, text).map(Some)
     }
 
-    fn loader(
-        &self,
-        src: Box<dyn Streamable>,
-        dtype: DType,
-        text: Option<(Tokenizer, ChatTemplate)>,
-    ) -> Result<Loader, JsError> {
+    fn loader(&self, src: Box<dyn Streamable>, dtype: DType, text: Text) -> Result<Loader, JsError> {
         let load = StreamedLoad::new(src).map_err(js)?;
         let estimate =
             MemoryEstimate::for_gpu_source(&self.gpu, load.source(), dtype, DType::F32, 4096, 64).map_err(js)?;
@@ -131,8 +130,11 @@ impl Engine {
 pub struct Loader {
     stream: Option<GpuStream>,
     weight_bytes: u64,
-    text: Option<(Tokenizer, ChatTemplate)>,
+    text: Text,
 }
+
+/// The tokenizer and chat template, or why there are none.
+type Text = Result<(Tokenizer, ChatTemplate), String>;
 
 #[wasm_bindgen]
 impl Loader {
@@ -184,7 +186,7 @@ impl Loader {
         let tokenizer = Tokenizer::from_json(Path::new("tokenizer.json"), tokenizer_json, &files).map_err(js)?;
         let template =
             ChatTemplate::from_files(None, files.tokenizer_config.as_ref(), "tokenizer_config.json").map_err(js)?;
-        self.text = Some((tokenizer, template));
+        self.text = Ok((tokenizer, template));
         Ok(())
     }
 
@@ -197,11 +199,14 @@ impl Loader {
     /// times a prefill of `pp` pseudo-random tokens, then `tg` greedy decode steps chained on
     /// the GPU. Resolves to JSON with the tokens/s of each repetition.
     pub fn bench(&mut self, pp: u32, tg: u32, reps: u32) -> Result<js_sys::Promise, JsError> {
-        let s = self.stream.take().ok_or_else(|| JsError::new("the load has finished"))?;
+        let s = self
+            .stream
+            .take()
+            .ok_or_else(|| JsError::new("the load has finished"))?;
         let model = Arc::new(s.finish().map_err(js)?);
         let vocab = model.cfg.vocab_size as u64;
         let opts = SessionOptions {
-            ctx: (pp + tg + 1) as usize,
+            ctx: (pp + tg).max(10) as usize + 1,
             ..Default::default()
         };
         let mut session = Session::new(model, &opts).map_err(js)?;
@@ -210,6 +215,12 @@ impl Loader {
             .map(|i| ((i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 33) % vocab) as u32)
             .collect();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
+            // Warm-up, as natively: the pipelines are compiled on first use.
+            session
+                .prefill_async(&ids[..ids.len().min(8)], false)
+                .await
+                .map_err(js)?;
+            session.decode_chained_async(2, &mut Vec::new()).await.map_err(js)?;
             let (mut pp_tps, mut tg_tps) = (Vec::new(), Vec::new());
             for _ in 0..reps.max(1) {
                 session.reset();
@@ -232,10 +243,8 @@ impl Loader {
 
     /// The loaded model as a chat with a context of `ctx` tokens.
     pub fn finish(&mut self, ctx: u32) -> Result<Chat, JsError> {
-        let (tokenizer, template) = self
-            .text
-            .take()
-            .ok_or_else(|| JsError::new("no tokenizer: call set_tokenizer with the model's tokenizer files"))?;
+        let (tokenizer, template) =
+            std::mem::replace(&mut self.text, Err("the load has finished".into())).map_err(|e| JsError::new(&e))?;
         let s = self
             .stream
             .take()
