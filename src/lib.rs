@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod layout;
 pub mod model;
 pub mod npy;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod progress;
 pub mod quant;
 pub mod reference;

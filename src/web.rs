@@ -24,6 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
+/// The message of the last panic: a panic in wasm aborts the call with a bare "unreachable",
+/// so the page asks for it ([`Engine::last_panic`]) to say what went wrong.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn js(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -42,6 +46,11 @@ pub struct Engine {
 impl Engine {
     /// Opens the adapter and device; rejects with a message saying what is missing.
     pub async fn open() -> Result<Engine, JsError> {
+        std::panic::set_hook(Box::new(|info| {
+            if let Ok(mut last) = LAST_PANIC.lock() {
+                *last = Some(info.to_string());
+            }
+        }));
         let gpu = Gpu::request(&GpuOptions::default()).await.map_err(|e| {
             JsError::new(&format!(
                 "no WebGPU adapter ({e}). Use a browser with WebGPU enabled (Chrome/Edge 113+, \
@@ -49,6 +58,11 @@ impl Engine {
             ))
         })?;
         Ok(Engine { gpu })
+    }
+
+    /// The message of the last panic inside the engine, if any (taken).
+    pub fn last_panic() -> Option<String> {
+        LAST_PANIC.lock().ok()?.take()
     }
 
     /// Bytes of wasm linear memory in use (it only grows): the weights never pass through it

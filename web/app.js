@@ -14,7 +14,10 @@ function setState(s) {
 }
 
 function showError(e) {
-  const msg = e instanceof Error ? e.message : String(e);
+  let msg = e instanceof Error ? e.message : String(e);
+  // A panic in the engine reaches JS as a bare "unreachable"; the engine kept its message.
+  const panic = engine && Engine.last_panic();
+  if (panic) msg = `the engine stopped: ${panic}`;
   $("error").textContent = msg;
   $("error").hidden = false;
   setState("error");

@@ -46,6 +46,7 @@ impl GgufModel {
     /// Opens `path`, checks its architecture, builds the config from its metadata, and checks
     /// that every tensor the config calls for is present with its shape and a supported type
     /// (nothing is read or allocated for that).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &Path) -> Result<Self> {
         Self::from_file(GgufFile::open(path)?)
     }

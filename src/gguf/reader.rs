@@ -17,6 +17,7 @@
 use super::GgmlType;
 use crate::error::{Error, Result};
 use crate::model::weights::Pieces;
+#[cfg(not(target_arch = "wasm32"))]
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -158,6 +159,7 @@ pub struct GgufFile {
 
 /// The file's bytes: mapped, or the pieces that have arrived.
 enum Data {
+    #[cfg(not(target_arch = "wasm32"))]
     Mapped(Mmap),
     Streamed(Pieces),
 }
@@ -165,6 +167,7 @@ enum Data {
 impl Data {
     fn len(&self) -> u64 {
         match self {
+            #[cfg(not(target_arch = "wasm32"))]
             Data::Mapped(m) => m.len() as u64,
             Data::Streamed(p) => p.len as u64,
         }
@@ -333,6 +336,7 @@ fn min_value_size(ty: u32) -> Option<u64> {
 
 impl GgufFile {
     /// Opens and checks `path`; tensor data stays on disk until read.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the mapping is only read; a concurrent writer would be the user's error, and
@@ -343,6 +347,7 @@ impl GgufFile {
 
     /// Parses a GGUF held in memory (copied into an anonymous mapping); `path` names it in
     /// messages.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let mut m = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io(path, e))?;
         m[..bytes.len()].copy_from_slice(bytes);
@@ -371,6 +376,7 @@ impl GgufFile {
     pub fn pieces(&mut self) -> Option<&mut Pieces> {
         match &mut self.data {
             Data::Streamed(p) => Some(p),
+            #[cfg(not(target_arch = "wasm32"))]
             Data::Mapped(_) => None,
         }
     }
@@ -378,6 +384,7 @@ impl GgufFile {
     /// Parses the header; the error says whether a longer prefix would have helped.
     fn parse(path: &Path, data: Data) -> std::result::Result<Self, (Error, bool)> {
         let head = match &data {
+            #[cfg(not(target_arch = "wasm32"))]
             Data::Mapped(m) => &m[..],
             Data::Streamed(p) => p.head(),
         };
@@ -549,6 +556,7 @@ impl GgufFile {
     pub fn bytes(&self, range: std::ops::Range<u64>, name: &str) -> Result<&[u8]> {
         let r = range.start as usize..range.end as usize;
         match &self.data {
+            #[cfg(not(target_arch = "wasm32"))]
             Data::Mapped(m) => m.get(r),
             Data::Streamed(p) => p.get(r),
         }
@@ -605,8 +613,7 @@ impl GgufFile {
         use std::io::{Read, Seek};
         use std::sync::atomic::{AtomicBool, Ordering};
         // Only the file this was mapped from (not a parse from memory).
-        let mapped = matches!(self.data, Data::Mapped(_));
-        if !mapped || std::fs::metadata(&self.path).map(|m| m.len()).ok() != Some(self.data.len()) {
+        if !self.is_mapped() || std::fs::metadata(&self.path).map(|m| m.len()).ok() != Some(self.data.len()) {
             return;
         }
         let mut started = false;
@@ -633,6 +640,14 @@ impl GgufFile {
         };
         // Without a thread (a failed spawn) loading is only slower.
         let _ = std::thread::Builder::new().name("gguf-prefetch".into()).spawn(read);
+    }
+
+    fn is_mapped(&self) -> bool {
+        match self.data {
+            #[cfg(not(target_arch = "wasm32"))]
+            Data::Mapped(_) => true,
+            Data::Streamed(_) => false,
+        }
     }
 
     /// The tensor stored after `t` in the file, if any.

@@ -2,7 +2,9 @@
 //! bindings when needed), vectors (norms, biases, conv taps, expert bias) in f32.
 
 use super::config::Config;
+#[cfg(not(target_arch = "wasm32"))]
 use super::memory::{default_kv_dtype, MemoryEstimate};
+#[cfg(not(target_arch = "wasm32"))]
 use super::state::SessionOptions;
 use super::weights::{storage_format, MatSpec, Source, StreamedLoad, WeightSink, Weights};
 use crate::error::Result;
@@ -136,6 +138,7 @@ impl GpuModel {
     /// Estimates the GPU memory of `dtype` weights plus one session of `opts`, refuses
     /// before allocating when the adapter cannot hold it, then loads with a progress bar
     /// on a terminal.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load_checked(
         gpu: Arc<Gpu>,
         src: &dyn Source,

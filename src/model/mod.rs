@@ -2,6 +2,8 @@
 //! session that steps it.
 
 pub mod config;
+// Model paths (a directory, a .gguf file) on a file system: native programs.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod files;
 pub mod forward;
 pub mod gpu_weights;

@@ -10,6 +10,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::{stored_row_bytes, StoredMatrix};
 use half::{bf16, f16};
+#[cfg(not(target_arch = "wasm32"))]
 use memmap2::Mmap;
 
 mod streamed;
@@ -407,6 +408,7 @@ impl DiskDtype {
 /// The bytes of one shard: a read-only file mapping, bytes held in memory, or the pieces of
 /// a file that arrives piece by piece (a page's downloads, see `streamed.rs`).
 enum ShardBytes {
+    #[cfg(not(target_arch = "wasm32"))]
     Mapped(Mmap),
     Owned(Vec<u8>),
     Streamed(streamed::Pieces),
@@ -416,6 +418,7 @@ impl ShardBytes {
     /// The whole file, when it is all here.
     fn whole(&self) -> Option<&[u8]> {
         match self {
+            #[cfg(not(target_arch = "wasm32"))]
             ShardBytes::Mapped(m) => Some(m),
             ShardBytes::Owned(v) => Some(v),
             ShardBytes::Streamed(_) => None,
@@ -491,6 +494,7 @@ impl TensorView<'_> {
 impl Checkpoint {
     /// Opens `dir/config.json` and `dir/model.safetensors` (or the shards listed in
     /// `dir/model.safetensors.index.json`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(dir: &Path) -> Result<Self> {
         let config = Config::from_file(&dir.join("config.json"))?;
         let index_path = dir.join("model.safetensors.index.json");
