@@ -190,14 +190,6 @@ fn data_cases() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn gguf_tokenizer_matches_tokenizer_json() {
     let cases = data_cases();
@@ -216,22 +208,7 @@ fn gguf_tokenizer_matches_tokenizer_json() {
         );
         assert_eq!(tok.eos_ids()[0], 7, "{name}");
         assert_eq!(tok.pad_id(), hf.pad_id(), "{name}: pad");
-        for case in f["texts"].as_array().unwrap() {
-            let text = case["text"].as_str().unwrap();
-            let what = format!("{name} {text:?}");
-            let with = tok.encode(text, true).unwrap();
-            assert_eq!(with, ids(&case["ids"]), "{what}");
-            assert_eq!(tok.encode(text, false).unwrap(), ids(&case["ids_no_special"]), "{what}");
-            let tokens: Vec<String> = with.iter().map(|&i| tok.token(i).unwrap()).collect();
-            let want: Vec<String> = serde_json::from_value(case["tokens"].clone()).unwrap();
-            assert_eq!(tokens, want, "{what}");
-            assert_eq!(tok.decode(&with, false), case["decoded"].as_str().unwrap(), "{what}");
-            assert_eq!(
-                tok.decode(&with, true),
-                case["decoded_skip_special"].as_str().unwrap(),
-                "{what}"
-            );
-        }
+        common::cases::check_encoding(name, &tok, f);
     }
 }
 
@@ -308,7 +285,7 @@ fn gguf_chat_template_renders_like_transformers() {
             assert_eq!(text, chat["rendered"].as_str().unwrap(), "{what}");
             assert_eq!(
                 template.apply(&tok, &messages, tools.as_deref(), gen).unwrap(),
-                ids(&chat["ids"]),
+                common::cases::ids(&chat["ids"]),
                 "{what}"
             );
         }
