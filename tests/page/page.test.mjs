@@ -86,6 +86,19 @@ for (const c of CASES) test(`the page loads ${c.name} in headless Chromium and a
     await page.click("#reset");
     assert.equal(await page.locator(".message").count(), 0);
 
+    // Stop ends an answer early, keeping what was said.
+    await page.fill("#max-tokens", "200");
+    await page.fill("#input", PROMPT);
+    await page.click("#send");
+    await page.waitForFunction(() => document.querySelector(".message.assistant")?.textContent.length > 0, null, { timeout: 300_000 });
+    await page.click("#stop");
+    await page.waitForFunction(() => document.body.dataset.state !== "answering", null, { timeout: 300_000 });
+    await noError("stopping");
+    const stopped = await page.textContent("#stats");
+    assert.match(stopped, /stopped: stop/, stopped);
+    assert.ok(Number(stopped.split(" ")[0]) < 200, stopped);
+    await page.click("#reset");
+
     // A reload loads from Cache Storage: no tensor is downloaded again.
     const before = log.length;
     await page.reload();
