@@ -2,7 +2,7 @@
 // the workgroup reads all of x anyway, so Σx² rides along): each workgroup computes R output
 // columns for one row (token, or (token, slot) pair when GATHER); threads stride over K in
 // groups of 8 weights (block formats, W_WIDE: 32, one block or sub-block, so its scales are
-// read once) dequantized in registers; the R (2R with GLU) partial sums of each
+// read once; W_PAIRED: 64, two sub-blocks sharing their words) dequantized in registers; the R (2R with GLU) partial sums of each
 // thread are reduced per subgroup (subgroupAdd; without subgroups each thread is its own slot),
 // the subgroup sums meet in workgroup memory behind a single barrier. Grid (ceil(n/R), T or
 // T·topk). GATHER reads the pair's expert from route_a and skips experts outside this chunk:
@@ -13,6 +13,25 @@ const WG: u32 = 64u;
 const R: u32 = 8u;
 
 var<workgroup> partial: array<array<f32, WG>, 17>; // [2R + 1][WG]: row sums, then Σx² (NORM)
+
+// Activations 32g..32g+31 of x row `xrow`; with NORM times the gains g (in route_w), their
+// squares added to ss.
+fn x32(xrow: u32, g: u32, ss: ptr<function, f32>) -> X32 {
+    var xw: X32;
+    for (var j = 0u; j < 8u; j++) {
+        var v = x[(xrow * p.ldx) / 4u + 8u * g + j];
+        if NORM {
+            *ss += dot(v, v);
+            let k = 32u * g + 4u * j;
+            v *= vec4<f32>(route_w[k], route_w[k + 1u], route_w[k + 2u], route_w[k + 3u]);
+        }
+        xw.v[j] = v;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        xw.s8[j] = dot(xw.v[2u * j] + xw.v[2u * j + 1u], vec4<f32>(1.0));
+    }
+    return xw;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
@@ -54,27 +73,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         for (var r = 0u; r < R; r++) {
             part[r] = 0.0;
         }
-        // Block formats: 32 weights (one block or sub-block) per thread and step.
-        for (var g = lid; W_WIDE && g < groups / 4u; g += WG) {
-            var xw: X32;
-            for (var j = 0u; j < 8u; j++) {
-                var v = x[(xrow * p.ldx) / 4u + 8u * g + j];
-                if NORM {
-                    ss += dot(v, v);
-                    let k = 32u * g + 4u * j;
-                    v *= vec4<f32>(route_w[k], route_w[k + 1u], route_w[k + 2u], route_w[k + 3u]);
-                }
-                xw.v[j] = v;
-            }
-            for (var j = 0u; j < 4u; j++) {
-                xw.s8[j] = dot(xw.v[2u * j] + xw.v[2u * j + 1u], vec4<f32>(1.0));
-            }
+        // Block formats: 32 weights (one block or sub-block) per thread and step; paired ones
+        // 64 (two sub-blocks sharing their words).
+        for (var g = lid; W_WIDE && !W_PAIRED && g < groups / 4u; g += WG) {
+            let xw = x32(xrow, g, &ss);
             for (var r = 0u; r < R; r++) {
                 let n = min(n0 + r, p.n - 1u);
                 let e32 = (wrow0 + n) * p.k + 32u * g;
                 part[r] += dot32_w(e32, xw);
                 if GLU {
                     acc_up[r] += dot32_w_up(e32, xw);
+                }
+            }
+        }
+        for (var g = lid; W_PAIRED && g < groups / 8u; g += WG) {
+            let xa = x32(xrow, 2u * g, &ss);
+            let xb = x32(xrow, 2u * g + 1u, &ss);
+            for (var r = 0u; r < R; r++) {
+                let n = min(n0 + r, p.n - 1u);
+                let e64 = (wrow0 + n) * p.k + 64u * g;
+                part[r] += dot64_w(e64, xa, xb);
+                if GLU {
+                    acc_up[r] += dot64_w_up(e64, xa, xb);
                 }
             }
         }

@@ -2,6 +2,7 @@
 // weights.wgsl.
 alias W_T = vec4<u32>;
 const W_WIDE: bool = false;
+const W_PAIRED: bool = false;
 
 fn bf16x2(w: u32) -> vec2<f32> {
     return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
@@ -24,4 +25,10 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
         s += dot8_BUF(e + 8u * j, x.v[2u * j], x.v[2u * j + 1u], x.s8[j]);
     }
     return s;
+}
+
+// Two 32-weight dots (only paired formats read 64 weights at a time; this completes the
+// interface).
+fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
+    return dot32_BUF(e, xa) + dot32_BUF(e + 32u, xb);
 }

@@ -1,6 +1,7 @@
 // Weights stored as f16, two per u32 (no SHADER_F16 needed). Interface: see weights.wgsl.
 alias W_T = vec4<u32>;
 const W_WIDE: bool = false;
+const W_PAIRED: bool = false;
 // @per-buffer
 fn load8_BUF(e: u32) -> W8 {
     let v = BUF[e / 8u];
@@ -21,4 +22,10 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
         s += dot8_BUF(e + 8u * j, x.v[2u * j], x.v[2u * j + 1u], x.s8[j]);
     }
     return s;
+}
+
+// Two 32-weight dots (only paired formats read 64 weights at a time; this completes the
+// interface).
+fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
+    return dot32_BUF(e, xa) + dot32_BUF(e + 32u, xb);
 }

@@ -5,6 +5,7 @@
 // WITH_MIN is set by the assembler. Interface: see weights.wgsl.
 alias W_T = u32;
 const W_WIDE: bool = true;
+const W_PAIRED: bool = false;
 // @per-buffer
 // (d, m) of block b with value = d·q + m (Q4_0: m = −8d, exact since d is an f16).
 fn dm_BUF(b: u32) -> vec2<f32> {
@@ -38,4 +39,10 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
         s += dot(q4x4(w, 0u), x.v[j]) + dot(q4x4(w, 4u), x.v[4u + j]);
     }
     return dm.x * s + dm.y * dot(x.s8, vec4<f32>(1.0));
+}
+
+// Two 32-weight dots (only paired formats read 64 weights at a time; this completes the
+// interface).
+fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
+    return dot32_BUF(e, xa) + dot32_BUF(e + 32u, xb);
 }

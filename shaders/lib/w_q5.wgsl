@@ -5,6 +5,7 @@
 // assembler. Interface: see weights.wgsl.
 alias W_T = u32;
 const W_WIDE: bool = true;
+const W_PAIRED: bool = false;
 
 // The 5-bit values of 4 elements: nibbles at `shift` of w, fifth bits from bits 0..4 of h.
 fn q5x4(w: u32, shift: u32, h: u32) -> vec4<f32> {
@@ -47,4 +48,10 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
         s += dot(q5x4(w, 0u, h >> (4u * j)), x.v[j]) + dot(q5x4(w, 4u, h >> (16u + 4u * j)), x.v[4u + j]);
     }
     return dm.x * s + dm.y * dot(x.s8, vec4<f32>(1.0));
+}
+
+// Two 32-weight dots (only paired formats read 64 weights at a time; this completes the
+// interface).
+fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
+    return dot32_BUF(e, xa) + dot32_BUF(e + 32u, xb);
 }

@@ -5,6 +5,7 @@
 // word p.w_scales + 5b: 16 int8 scales, then d as an f16. Interface: see weights.wgsl.
 alias W_T = u32;
 const W_WIDE: bool = true;
+const W_PAIRED: bool = true;
 // @per-buffer
 // d·sc of the 16 values that hold element e.
 fn scale_BUF(e: u32) -> f32 {
@@ -62,4 +63,45 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
     let d = unpack2x16float(BUF[sw + 4u]).x;
     let ds = d * vec2<f32>(f32(extractBits(scales, (j % 4u) * 8u, 8u)), f32(extractBits(scales, (j % 4u) * 8u + 8u, 8u)));
     return ds.x * (a.x - 32.0 * (x.s8.x + x.s8.y)) + ds.y * (a.y - 32.0 * (x.s8.z + x.s8.w));
+}
+
+// Four values of group g (low-nibble word lw) and of g + 1 (word lw + 8), both from high-bit
+// word hw (g + 1's bits two higher), as bytes 0…63.
+fn q6x2_BUF(lw: u32, hw: u32, shift: u32, g: u32) -> vec2<u32> {
+    let hb = BUF[hw] >> (2u * g);
+    let qa = ((BUF[lw] >> shift) & 0x0f0f0f0fu) | ((hb & 0x03030303u) << 4u);
+    let qb = ((BUF[lw + 8u] >> shift) & 0x0f0f0f0fu) | (((hb >> 2u) & 0x03030303u) << 4u);
+    return vec2<u32>(qa, qb);
+}
+
+// Groups g and g + 1 (g even: 64 values, four scales in one word) share their high-bit
+// words (g + 1's bits two higher): each is read once for 8 values.
+fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
+    let b = e / 256u;
+    let o = e % 256u;
+    let half = o / 128u;
+    let g = (o % 128u) / 32u;
+    let i = b * 48u + half * 16u;
+    let h = b * 48u + 32u + half * 8u;
+    let shift = (g / 2u) * 4u;
+    // Sums per 16 values (x, y: g's first and second 16; z, w: g + 1's), in two loops so
+    // that no component is indexed dynamically.
+    var a = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let q = q6x2_BUF(i + j, h + j, shift, g);
+        a.x += dot(bytes4(q.x), xa.v[j]);
+        a.z += dot(bytes4(q.y), xb.v[j]);
+    }
+    for (var j = 4u; j < 8u; j++) {
+        let q = q6x2_BUF(i + j, h + j, shift, g);
+        a.y += dot(bytes4(q.x), xa.v[j]);
+        a.w += dot(bytes4(q.y), xb.v[j]);
+    }
+    let sw = p.w_scales + b * 5u;
+    let scales = bitcast<i32>(BUF[sw + o / 64u]);
+    let d = unpack2x16float(BUF[sw + 4u]).x;
+    let ds = d * vec4<f32>(f32(extractBits(scales, 0u, 8u)), f32(extractBits(scales, 8u, 8u)),
+                           f32(extractBits(scales, 16u, 8u)), f32(extractBits(scales, 24u, 8u)));
+    let xs = vec4<f32>(xa.s8.x + xa.s8.y, xa.s8.z + xa.s8.w, xb.s8.x + xb.s8.y, xb.s8.z + xb.s8.w);
+    return dot(ds, a - 32.0 * xs);
 }

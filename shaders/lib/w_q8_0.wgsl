@@ -3,6 +3,7 @@
 // Interface: see weights.wgsl.
 alias W_T = u32;
 const W_WIDE: bool = true;
+const W_PAIRED: bool = false;
 // @per-buffer
 fn load8_BUF(e: u32) -> W8 {
     let b = e / 32u;
@@ -26,4 +27,10 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
         s += dot(i8x4(BUF[b * 8u + j]), x.v[j]);
     }
     return d * s;
+}
+
+// Two 32-weight dots (only paired formats read 64 weights at a time; this completes the
+// interface).
+fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
+    return dot32_BUF(e, xa) + dot32_BUF(e + 32u, xb);
 }

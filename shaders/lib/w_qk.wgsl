@@ -7,6 +7,7 @@
 // FIFTH_BIT is set by the assembler. Interface: see weights.wgsl.
 alias W_T = u32;
 const W_WIDE: bool = true;
+const W_PAIRED: bool = true;
 const QW: u32 = select(32u, 40u, FIFTH_BIT);
 // @per-buffer
 // (d·sc, dmin·m) of the sub-block of element e.
@@ -63,4 +64,30 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
         acc += dot(bytes4(q), x.v[j]);
     }
     return sm.x * acc - sm.y * dot(x.s8, vec4<f32>(1.0));
+}
+// Two sub-blocks sharing their quant words (s even: s's values in the low nibbles, s + 1's in
+// the high ones, and one word holds both's (sc, m)): each word is read once for 8 values.
+fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
+    let b = e / 256u;
+    let s = (e % 256u) / 32u;
+    let sw = p.w_scales + b * 5u;
+    let dm = unpack2x16float(BUF[sw]);
+    let pair = BUF[sw + 1u + s / 2u];
+    let i = b * QW + (s / 2u) * 8u;
+    var a = vec2<f32>(0.0);
+    for (var j = 0u; j < 8u; j++) {
+        let word = BUF[i + j];
+        var lo = word & 0x0f0f0f0fu;
+        var hi = (word >> 4u) & 0x0f0f0f0fu;
+        if FIFTH_BIT {
+            let h = BUF[b * QW + 32u + j] >> s;
+            lo |= (h & 0x01010101u) << 4u;
+            hi |= ((h >> 1u) & 0x01010101u) << 4u;
+        }
+        a += vec2<f32>(dot(bytes4(lo), xa.v[j]), dot(bytes4(hi), xb.v[j]));
+    }
+    let sc = dm.x * vec2<f32>(f32(pair & 0xffu), f32((pair >> 16u) & 0xffu));
+    let m = dm.y * vec2<f32>(f32((pair >> 8u) & 0xffu), f32(pair >> 24u));
+    let xs = vec2<f32>(dot(xa.s8, vec4<f32>(1.0)), dot(xb.s8, vec4<f32>(1.0)));
+    return dot(sc, a) - dot(m, xs);
 }

@@ -7,6 +7,9 @@
 //   W_WIDE               whether the mat-vec reads this format 32 weights at a time (block
 //                        formats: one block or sub-block, so its scales are read once)
 //   dot32_BUF(e, x) -> f32   the 32 weights from element e (e % 32 == 0) dotted with x
+//   W_PAIRED             whether the mat-vec reads it 64 weights at a time (K-quants: two
+//                        sub-blocks share quant words and a scale word)
+//   dot64_BUF(e, xa, xb) -> f32   the 64 weights from element e (e % 64 == 0) dotted with xa | xb
 // Block formats keep their quant words first and their scale words from p.w_scales on, in the
 // layout of src/blocks.rs.
 struct W8 {
