@@ -40,9 +40,3 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
     }
     return dm.x * s + dm.y * dot(x.s8, vec4<f32>(1.0));
 }
-
-// Two 32-weight dots (only paired formats read 64 weights at a time; this completes the
-// interface).
-fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
-    return dot32_BUF(e, xa) + dot32_BUF(e + 32u, xb);
-}

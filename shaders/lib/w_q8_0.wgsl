@@ -28,9 +28,3 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
     }
     return d * s;
 }
-
-// Two 32-weight dots (only paired formats read 64 weights at a time; this completes the
-// interface).
-fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
-    return dot32_BUF(e, xa) + dot32_BUF(e + 32u, xb);
-}

@@ -10,6 +10,8 @@
 //   W_PAIRED             whether the mat-vec reads it 64 weights at a time (K-quants: two
 //                        sub-blocks share quant words and a scale word)
 //   dot64_BUF(e, xa, xb) -> f32   the 64 weights from element e (e % 64 == 0) dotted with xa | xb
+// A snippet without dot32_BUF or dot64_BUF gets them composed from its narrower dots
+// (w_composed.wgsl).
 // Block formats keep their quant words first and their scale words from p.w_scales on, in the
 // layout of src/blocks.rs.
 struct W8 {

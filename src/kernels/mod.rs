@@ -271,8 +271,9 @@ fn kv_snippet(dtype: DType, native_f16: bool) -> String {
 }
 
 /// The weight-format snippet: its switches, its shared part once, its loader once per weight
-/// binding. Formats that differ only in their scales share a file (Q4_0/Q4_1, Q5_0/Q5_1,
-/// Q4_K/Q5_K), told apart by a constant.
+/// binding, with the wider dots it does not give composed from its narrower ones
+/// (`w_composed.wgsl`). Formats that differ only in their scales share a file (Q4_0/Q4_1,
+/// Q5_0/Q5_1, Q4_K/Q5_K), told apart by a constant.
 fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
     let (text, switch) = match (dtype, native_f16) {
         (DType::F32, _) => (include_str!("../../shaders/lib/w_f32.wgsl"), ""),
@@ -291,6 +292,21 @@ fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
     let (shared, per_buffer) = text
         .split_once("// @per-buffer")
         .expect("snippet has a per-buffer part");
+    // The wider dots a snippet does not give itself, composed from its narrower ones.
+    let mut per_buffer = per_buffer.to_string();
+    for composed in include_str!("../../shaders/lib/w_composed.wgsl")
+        .split("// @per-buffer")
+        .skip(1)
+    {
+        let name = composed
+            .split("fn ")
+            .nth(1)
+            .and_then(|f| f.split('(').next())
+            .expect("a function");
+        if !per_buffer.contains(&format!("fn {name}(")) {
+            per_buffer.push_str(composed);
+        }
+    }
     let mut s = match switch {
         "" => String::new(),
         c => format!("const {c};\n"),
