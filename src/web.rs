@@ -373,13 +373,8 @@ impl Conversation {
             .template
             .apply(&self.tokenizer, &self.messages, None, true)
             .map_err(js)?;
-        // Reuse the cache: rewind to the last checkpoint inside the common prefix.
         let s = &mut self.session;
-        let common = s.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        let keep = match common == s.history.len() && common < ids.len() {
-            true => common,
-            false => s.rewind(common.min(ids.len() - 1)),
-        };
+        let keep = s.reuse_prefix(&ids);
         let (tok, eos) = (&self.tokenizer, self.tokenizer.eos_ids().to_vec());
         let mut stream = tok.stream(true);
         let mut answer = String::new();

@@ -358,13 +358,13 @@ impl GgufFile {
     /// A file of `len` bytes arriving in pieces, of which `head` (its first bytes) is here:
     /// None when the header runs past `head` (ask again with more), else the file with its
     /// header checked, whose tensors' bytes come through [`Self::pieces`].
-    pub fn streamed(path: &Path, head: Vec<u8>, len: u64) -> Result<Option<Self>> {
+    pub fn streamed(path: &Path, mut head: Vec<u8>, len: u64) -> Result<Option<Self>> {
         let len_usize = usize::try_from(len).map_err(|_| Error::Gguf {
             path: path.to_path_buf(),
             msg: format!("{len} bytes is more than this machine can address"),
         })?;
-        let head_len = head.len().min(len_usize);
-        let data = Data::Streamed(Pieces::new(len_usize, head[..head_len].to_vec()));
+        head.truncate(len_usize);
+        let data = Data::Streamed(Pieces::new(len_usize, head));
         match Self::parse(path, data) {
             Ok(f) => Ok(Some(f)),
             Err((_, true)) => Ok(None),

@@ -224,6 +224,18 @@ impl Session {
         }
     }
 
+    /// Keeps what the KV cache holds of `prompt` and returns how many tokens that is: all of
+    /// the history when the prompt extends it, else back to the last checkpoint (the end of
+    /// the previous prompt) when that lies within the common prefix, else nothing. At least
+    /// one token is always left to prefill.
+    pub fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self.history.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        match common == self.history.len() && common < prompt.len() {
+            true => common,
+            false => self.rewind(common.min(prompt.len().saturating_sub(1))),
+        }
+    }
+
     fn copy_conv_states(&self, save: bool) {
         let gpu = &self.model.gpu;
         let mut enc = gpu.device.create_command_encoder(&Default::default());

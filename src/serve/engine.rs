@@ -309,21 +309,9 @@ fn fail_job(session: &mut Session, job: &Job, shared: &Shared, health: &watch::S
     let _ = job.events.send(Event::Error(api));
 }
 
-/// Keeps what the KV cache holds of `prompt` and returns how many tokens that is: all of
-/// the history when the prompt extends it, else back to the last checkpoint (the end of the
-/// previous prompt) when that lies within the common prefix, else nothing. At least one
-/// token is always left to prefill.
-pub fn reuse_prefix(s: &mut Session, prompt: &[u32]) -> usize {
-    let common = s.history.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-    match common == s.history.len() && common < prompt.len() {
-        true => common,
-        false => s.rewind(common.min(prompt.len().saturating_sub(1))),
-    }
-}
-
 /// Runs one job to its end, sending text as it comes and the outcome last.
 fn run_job(s: &mut Session, tok: &Tokenizer, job: &Job, shared: &Shared) -> crate::Result<()> {
-    let reused = reuse_prefix(s, &job.prompt);
+    let reused = s.reuse_prefix(&job.prompt);
     s.set_sampling(job.sampling.clone())?;
     s.set_cancel_flag(job.cancel.clone());
     let eos = tok.eos_ids();

@@ -272,11 +272,7 @@ pub fn chat(
         };
         // Reuse the cache: all of it when it holds a prefix of the rendered conversation,
         // else back to the end of the last prompt (the answer re-tokenized differently).
-        let common = s.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        let reused = match common == s.history.len() && common < ids.len() {
-            true => common,
-            false => s.rewind(common.min(ids.len() - 1)),
-        };
+        let reused = s.reuse_prefix(&ids);
         let need = ids.len() - reused;
         if ids.len() >= s.state.ctx {
             eprintln!(
