@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gpu.info.name,
         copy / 1e9
     );
-    for t in probe::time_decode_matvecs(&k, &shapes, 4, &[DType::Q4_0, DType::Q8_0, DType::F16], 5)? {
+    for t in probe::time_decode_matvecs(&k, &shapes, 4, &[DType::Q4_0, DType::Q8_0, DType::F16], 5, false)? {
         let bw = t.bytes as f64 / t.seconds;
         println!(
             "{:<6} {:<16} {:>6}×{:<5} {:>9.1} µs {:>8.2} GB/s {:>6.1}% of copy",

@@ -1,5 +1,6 @@
 //! lfm-wgpu: LFM2-MoE (Liquid AI's LFM2-8B-A1B) inference through wgpu compute shaders.
 
+pub mod act_quant;
 pub mod blocks;
 pub mod chat;
 pub mod constrain;

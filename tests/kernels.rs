@@ -26,7 +26,7 @@ use half::f16;
 use lfm_wgpu::gpu::{DType, Gpu, GpuMatrix, GpuOptions};
 use lfm_wgpu::kernels::linear::LinearOp;
 use lfm_wgpu::kernels::ops::{Recorder, Routing};
-use lfm_wgpu::kernels::Shape;
+use lfm_wgpu::kernels::{Dim, Shape};
 use lfm_wgpu::kernels::{Kernels, StepShape, Uniforms};
 use lfm_wgpu::reference::{self as cpu, HostMatrix};
 use rand::rngs::StdRng;
@@ -268,6 +268,7 @@ fn host(rows: usize, cols: usize, data: &[f32]) -> HostMatrix {
         rows,
         cols,
         data: data.to_vec(),
+        block_rows: vec![],
     }
 }
 
@@ -300,6 +301,9 @@ struct LinCase {
     rows: Option<u32>,
     /// RMSNorm of x fused in (decode only).
     norm: bool,
+    /// Int8 activations: x (normed when `norm`) quantized by `quantize_x`, block formats
+    /// through the integer-dot mat-vec (decode only).
+    q8: bool,
 }
 
 /// Runs one linear op on `dev` and checks all of y (outside the written block y must keep its
@@ -317,7 +321,12 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
     let g = rand_vec(rng, k, 0.5, 1.5);
     let eps = 1e-5;
     let (xb, yb, bb, gb) = (dev.f32s(&x), dev.f32s(&y0), dev.f32s(&b), dev.f32s(&g));
+    let xqb = dev.storage(&vec![0u8; m * k / 32 * 48]);
+    let norm = c.norm.then_some((&gb, eps));
     dev.run(tokens(m), DType::F32, |r| {
+        if c.q8 {
+            r.quantize_x("x.q8", &xb, k as u32, ldx as u32, norm, &xqb, Dim::Tokens)?;
+        }
         let op = LinearOp {
             x: &xb,
             ldx: ldx as u32,
@@ -329,8 +338,9 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
             acc: c.acc,
             moe: None,
             scale: false,
-            norm: c.norm.then_some((&gb, eps)),
+            norm,
             combine: false,
+            x_q8: c.q8.then_some(&xqb),
         };
         match c.rows {
             Some(rows) => {
@@ -346,6 +356,14 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
     let mut xs = unstride(&x, rows, k, ldx);
     if c.norm {
         xs = xs.chunks(k).flat_map(|row| cpu::rmsnorm(row, &g, eps)).collect();
+    }
+    if c.q8 {
+        assert!(
+            dtype.is_block() && shape == Shape::Decode,
+            "{c:?}: int8 is a block-format mat-vec"
+        );
+        // The mat-vec is checked on what the GPU quantized, which is checked against the CPU.
+        xs = checked_q8(dev, &xqb, &xs, k, !c.norm, &format!("{dtype} {c:?}"));
     }
     let plain_bias = (c.bias && !c.glu).then_some(&b[..]);
     let g = cpu::matmul(&xs, &host(n, k, &w), plain_bias);
@@ -371,6 +389,46 @@ fn check_linear(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: LinC
     );
     assert_close(&what, &got, &want, tol(&want));
     gw.chunks.len()
+}
+
+/// The int8 blocks `quantize_x` wrote for the rows `want` (k values each), checked against
+/// `act_quant`: bit for bit when the GPU quantized exactly these values (`exact`), else (the
+/// GPU normed them itself, to f32 rounding) each within half a step of the CPU's value. Returns
+/// the values they stand for (s·q), the input the integer-dot mat-vec multiplies.
+fn checked_q8(dev: &Dev, xq: &wgpu::Buffer, want: &[f32], k: usize, exact: bool, what: &str) -> Vec<f32> {
+    use lfm_wgpu::act_quant::{quantize_row, to_words, BLOCK_WORDS};
+    let rows = want.len() / k;
+    let words = dev.read_u32(xq, rows * k / 32 * BLOCK_WORDS);
+    let mut out = Vec::with_capacity(want.len());
+    for (i, (row, got)) in want.chunks(k).zip(words.chunks(k / 32 * BLOCK_WORDS)).enumerate() {
+        if exact {
+            assert_eq!(
+                got,
+                to_words(&quantize_row(row)),
+                "{what}: int8 row {i} differs from the CPU's"
+            );
+        }
+        for (b, (blk, vals)) in got.chunks(BLOCK_WORDS).zip(row.chunks(32)).enumerate() {
+            let s = f32::from_bits(blk[8]);
+            let qs: Vec<i8> = blk[..8].iter().flat_map(|w| w.to_le_bytes().map(|b| b as i8)).collect();
+            let sums = [&qs[..16], &qs[16..]].map(|h| h.iter().map(|&q| q as i32).sum::<i32>() as f32);
+            assert_eq!(
+                [f32::from_bits(blk[9]), f32::from_bits(blk[10])],
+                sums,
+                "{what}: sums of row {i} block {b}"
+            );
+            for (j, (&q, &v)) in qs.iter().zip(vals).enumerate() {
+                let x = s * q as f32;
+                assert!(
+                    (x - v).abs() <= 0.5001 * s + 1e-6 * v.abs(),
+                    "{what}: row {i} value {}: {x} stands for {v} (scale {s})",
+                    32 * b + j
+                );
+                out.push(x);
+            }
+        }
+    }
+    out
 }
 
 /// Plain linear over the full grid of sizes, and every fused variant over a few.
@@ -559,6 +617,103 @@ fn gguf_formats() {
     }
 }
 
+/// The integer-dot mat-vec on int8 activations (`quantize_x` → `matvec_q8`) for every block
+/// format: its activations bit-exact with `act_quant` (within half a step where the GPU
+/// normed them), and y equal to the CPU op on those activations to f32 rounding, for the
+/// variants decode uses — dense (plain, BIAS + ACC with strides, GLU, the fused norm with GLU,
+/// the head: norm over many rows), routed experts (GLU over tokens, SCALE over pairs, COMBINE)
+/// — on awkward shapes, under every feature set, and split across bindings.
+#[test]
+fn int8_matvec() {
+    let mut rng = StdRng::seed_from_u64(71);
+    let formats: Vec<DType> = DType::ALL.into_iter().filter(|d| d.is_block()).collect();
+    let q8 = |c: LinCase| LinCase { q8: true, ..c };
+    let variants = [
+        q8(LinCase::default()),
+        q8(LinCase {
+            bias: true,
+            acc: true,
+            padx: 4,
+            pady: 3,
+            ..Default::default()
+        }),
+        q8(LinCase {
+            glu: true,
+            ..Default::default()
+        }),
+        q8(LinCase {
+            norm: true,
+            glu: true,
+            padx: 8,
+            ..Default::default()
+        }),
+        q8(LinCase {
+            norm: true,
+            bias: true,
+            acc: true,
+            ..Default::default()
+        }),
+    ];
+    let shape = Shape::Decode;
+    for (cname, opts) in configs() {
+        let dev = Dev::new(cname, opts.clone());
+        let split = Dev::new(
+            &format!("{cname} split 8K"),
+            GpuOptions {
+                max_binding_bytes: Some(8192),
+                ..opts
+            },
+        );
+        for &dtype in &formats {
+            for (m, k, n) in [(1, 40, 37), (3, 300, 9), (1, 256, 100)] {
+                let k = fit(dtype, k);
+                for v in variants {
+                    check_linear(&dev, &mut rng, shape, dtype, LinCase { m, k, n, ..v });
+                }
+            }
+            // The head: the final norm fused into many rows.
+            let head = q8(LinCase {
+                m: 1,
+                k: fit(dtype, 96),
+                n: 1000,
+                norm: true,
+                ..Default::default()
+            });
+            check_linear(&dev, &mut rng, shape, dtype, head);
+            for (t, topk, e, h, im) in [(1, 4, 8, 64, 40), (3, 2, 5, 300, 24)] {
+                for c in moe_pair(t, topk, e, fit(dtype, h), fit(dtype, im)) {
+                    let c = MoeCase { q8: true, ..c };
+                    check_moe(&dev, &mut rng, shape, dtype, c);
+                    if let Some(c) = c.combined(shape) {
+                        check_moe(&dev, &mut rng, shape, dtype, c);
+                    }
+                }
+            }
+            let c = q8(LinCase {
+                m: 1,
+                k: fit(dtype, 512),
+                n: 100,
+                glu: true,
+                norm: true,
+                ..Default::default()
+            });
+            assert!(
+                check_linear(&split, &mut rng, shape, dtype, c) > 1,
+                "{dtype}: not split"
+            );
+            let [gate, _] = moe_pair(1, 2, 8, fit(dtype, 256), 16);
+            let [_, down] = moe_pair(1, 2, 64, 8, fit(dtype, 32));
+            for c in [gate, down.combined(shape).expect("decode down")] {
+                let c = MoeCase { q8: true, ..c };
+                assert!(
+                    check_moe(&split, &mut rng, shape, dtype, c) > 1,
+                    "{dtype}: experts not split"
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // linear GATHER over routed experts
 
@@ -577,6 +732,8 @@ struct MoeCase {
     xdiv: usize,
     /// Decode down projection summing each token's pairs into y row t (with ACC).
     combine: bool,
+    /// Int8 activations (see `LinCase::q8`).
+    q8: bool,
 }
 
 impl MoeCase {
@@ -638,6 +795,7 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
     let y0 = rand_vec(rng, y_rows * c.n, -1.0, 1.0);
     let hr = host_routing(rng, c.t, c.topk, c.experts);
     let (xb, yb) = (dev.f32s(&x), dev.f32s(&y0));
+    let xqb = dev.storage(&vec![0u8; x_rows * c.k / 32 * 48]);
     let (ib, wb, ob, rb) = (
         dev.u32s(&hr.ids),
         dev.f32s(&hr.weights),
@@ -652,6 +810,10 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
         topk: c.topk as u32,
     };
     dev.run(tokens(c.t), DType::F32, |r| {
+        if c.q8 {
+            let (k, rows) = (c.k as u32, Dim::Fixed(x_rows as u32));
+            r.quantize_x("x.q8", &xb, k, k, None, &xqb, rows)?;
+        }
         r.linear(
             shape,
             &LinearOp {
@@ -667,10 +829,15 @@ fn check_moe(dev: &Dev, rng: &mut StdRng, shape: Shape, dtype: DType, c: MoeCase
                 scale: c.scale,
                 norm: None,
                 combine: c.combine,
+                x_q8: c.q8.then_some(&xqb),
             },
         )
     });
     let got = dev.read_f32(&yb, y_rows * c.n);
+    let x = match c.q8 {
+        true => checked_q8(dev, &xqb, &x, c.k, true, &format!("{dtype} {c:?}")),
+        false => x,
+    };
 
     let expert = |m: &[f32], e: usize| host(c.n, c.k, &m[e * c.n * c.k..(e + 1) * c.n * c.k]);
     let mut want = match c.combine {
@@ -714,6 +881,7 @@ fn moe_pair(t: usize, topk: usize, experts: usize, h: usize, im: usize) -> [MoeC
             scale: false,
             xdiv: topk,
             combine: false,
+            q8: false,
         },
         MoeCase {
             t,
@@ -725,6 +893,7 @@ fn moe_pair(t: usize, topk: usize, experts: usize, h: usize, im: usize) -> [MoeC
             scale: true,
             xdiv: 1,
             combine: false,
+            q8: false,
         },
     ]
 }
@@ -754,6 +923,7 @@ fn linear_moe_gather() {
         scale: true,
         xdiv: 2,
         combine: false,
+        q8: false,
     });
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts);

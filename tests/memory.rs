@@ -32,6 +32,7 @@ fn estimate_equals_allocation() {
             ctx: 320,
             ubatch: 24,
             kv_dtype: None,
+            activations: lfm_wgpu::model::session::Activations::Exact,
         };
         let (model, est) = GpuModel::load_checked(g.clone(), &ckpt, dtype, &opts).unwrap();
         assert_eq!(est.weights, model.weight_bytes, "{name} {dtype}: weights");
@@ -82,6 +83,7 @@ fn refuses_when_it_cannot_fit() {
         ctx: 4096,
         ubatch: 64,
         kv_dtype: None,
+        activations: lfm_wgpu::model::session::Activations::Exact,
     };
     let probe = default_gpu();
     let need = |d: DType, ctx: usize| {

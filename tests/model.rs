@@ -36,6 +36,7 @@ fn run(name: &str, case: &Case) -> (f32, f32) {
         ctx: 256,
         ubatch: case.ubatch,
         kv_dtype: case.kv,
+        activations: lfm_wgpu::model::session::Activations::Exact,
     };
     let mut s = Session::new(model, &sopts).unwrap();
     let (want_prefill, want_steps, want_greedy) = match case.dtype {

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use lfm_wgpu::dtype::DType;
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::session::{Session, SessionOptions};
+use lfm_wgpu::model::session::{Activations, Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::reference::Reference;
 use std::sync::Arc;
@@ -59,6 +59,7 @@ fn check(name: &str, dtype: DType) {
     let opts = SessionOptions {
         ctx: 256,
         kv_dtype: Some(DType::F32),
+        activations: Activations::Exact,
         ..Default::default()
     };
     let mut s = Session::new(model, &opts).unwrap();
@@ -95,6 +96,114 @@ fn check(name: &str, dtype: DType) {
         r.prompt.len()
     );
     assert!(kl.is_finite());
+}
+
+/// Logits of every prompt position after the first, each from a decode step fed the prompt's
+/// token (teacher forcing): what decode computes, against transformers' prefill logits.
+fn teacher_forced(s: &mut Session, prompt: &[u32]) -> Vec<f32> {
+    s.reset();
+    s.prefill(&prompt[..1], false).unwrap();
+    let mut out = Vec::new();
+    for &t in &prompt[1..] {
+        out.extend(s.decode(Some(t), true).unwrap().1.unwrap());
+    }
+    out
+}
+
+/// Decode on int8 activations against the CPU reference in the same mode, one decode step at
+/// a time from an exact prefill of the prompt before it (both sides), so that each step is
+/// compared from the same state; then the error against transformers' float32 logits of
+/// teacher-forced decode on int8, beside the exact path's.
+///
+/// The bound: the kernels' arithmetic is pinned exactly by tests/kernels.rs (int8 values bit
+/// for bit, the dot products to f32 rounding), and a step usually agrees to ~1e-6. But the
+/// GPU's inputs to a quantization differ from the CPU's by f32 rounding, and a value that lands
+/// on a rounding boundary becomes one int8 step apart (s ≤ 2·max|x|/127 of its block): a few
+/// 1e-3 of the logits. So steps are held to 3e-2 × max|logits| (a wrong kernel is off by O(1))
+/// and the steps beyond the f32 bound are counted.
+fn check_int8(name: &str, dtype: DType) -> (f64, f64, f64, f64) {
+    let r = reference(name);
+    let ckpt = Checkpoint::open(&fixture_dir(name)).unwrap();
+    let mut cpu = Reference::load(&ckpt, dtype).unwrap();
+    let v = cpu.cfg.vocab_size;
+    let model = Arc::new(GpuModel::load(default_gpu(), &ckpt, dtype).unwrap());
+    let session = |activations| {
+        let opts = SessionOptions {
+            ctx: 256,
+            kv_dtype: Some(DType::F32),
+            activations,
+            ..Default::default()
+        };
+        Session::new(model.clone(), &opts).unwrap()
+    };
+    let mut s = session(Activations::Int8);
+    assert!(s.int8, "{name} {dtype}: int8 requested");
+
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    // The first 48 steps (the CPU's cost grows with the square of the position).
+    let steps = (r.prompt.len() - 1).min(48);
+    for t in 1..=steps {
+        s.reset();
+        s.prefill(&r.prompt[..t], false).unwrap();
+        got.extend(s.decode(Some(r.prompt[t]), true).unwrap().1.unwrap());
+        let mut st = cpu.new_state();
+        cpu.int8 = false;
+        cpu.forward(&mut st, &r.prompt[..t], None);
+        cpu.int8 = true;
+        want.extend(cpu.forward(&mut st, &[r.prompt[t]], None));
+    }
+    let (tol, tol_f32) = (3e-2 * max_abs(&want), 1e-3 * max_abs(&want));
+    let ds = assert_close(
+        &format!("{name} {dtype} int8: decode steps vs CPU int8"),
+        &got,
+        &want,
+        tol,
+    );
+    let boundary = got
+        .chunks(v)
+        .zip(want.chunks(v))
+        .filter(|(a, b)| a.iter().zip(*b).any(|(x, y)| (x - y).abs() > tol_f32))
+        .count();
+
+    // Teacher-forced decode on int8 (errors carried along, as in use) and on exact
+    // activations, against transformers.
+    let hf = &r.prefill_logits[v..];
+    let (kl, top1) = kl_top1(hf, &teacher_forced(&mut s, &r.prompt), v);
+    let (kl_exact, top1_exact) = kl_top1(hf, &teacher_forced(&mut session(Activations::Exact), &r.prompt), v);
+    eprintln!(
+        "{name} {dtype} int8: {steps} decode steps vs CPU int8 max |Δ| {ds:.2e} (tol {tol:.2e}; {boundary} beyond \
+         the f32 bound {tol_f32:.2e}); vs transformers f32: int8 mean KL {kl:.2e}, top-1 {:.1}%; exact mean KL \
+         {kl_exact:.2e}, top-1 {:.1}% over {} positions",
+        top1 * 100.0,
+        top1_exact * 100.0,
+        r.prompt.len() - 1
+    );
+    assert!(
+        boundary * 4 <= steps,
+        "{name} {dtype}: {boundary} of {steps} steps beyond the f32 bound: more than rounding-boundary flips"
+    );
+    assert!(kl.is_finite());
+    (kl, top1, kl_exact, top1_exact)
+}
+
+#[test]
+fn int8_activations_match_cpu_in_int8_mode() {
+    for dtype in [DType::Q8_0, DType::Q4_0] {
+        let mut sums = [0f64; 4];
+        for name in FIXTURES {
+            let m = check_int8(name, dtype);
+            for (a, b) in sums.iter_mut().zip([m.0, m.1, m.2, m.3]) {
+                *a += b / FIXTURES.len() as f64;
+            }
+        }
+        eprintln!(
+            "{dtype}, mean over the fixtures: int8 KL {:.2e} top-1 {:.1}% | exact KL {:.2e} top-1 {:.1}%",
+            sums[0],
+            sums[1] * 100.0,
+            sums[2],
+            sums[3] * 100.0
+        );
+    }
 }
 
 #[test]

@@ -863,6 +863,7 @@ fn cancel_stops_a_prefill_between_chunks() {
         ctx: 64,
         ubatch: 4,
         kv_dtype: None,
+        activations: lfm_wgpu::model::session::Activations::Exact,
     };
     let mut s = lfm_wgpu::model::session::Session::new(model, &opts).unwrap();
     let flag = std::sync::Arc::new(AtomicBool::new(true));

@@ -114,13 +114,17 @@ fn every_pipeline_variant_validates() {
             };
             for kernel in Kernel::all_variants() {
                 let (uses_w, uses_kv) = kernel.storage_dependent();
-                let weights: &[DType] = if uses_w { &DType::ALL } else { &[DType::F32] };
+                let weights = if uses_w {
+                    kernel.weight_formats()
+                } else {
+                    vec![DType::F32]
+                };
                 let kvs: &[DType] = if uses_kv {
                     &[DType::F32, DType::F16]
                 } else {
                     &[DType::F32]
                 };
-                for &w in weights {
+                for &w in &weights {
                     for &kv in kvs {
                         let key = PipelineKey {
                             kernel,

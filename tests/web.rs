@@ -16,7 +16,7 @@ use lfm_wgpu::chat::ChatTemplate;
 use lfm_wgpu::gpu::{DType, Gpu, GpuOptions};
 use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::gpu_weights::GpuModel;
-use lfm_wgpu::model::session::{Session, SessionOptions};
+use lfm_wgpu::model::session::{Activations, Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::tokenizer::{ModelFiles, Tokenizer};
 use serde_json::Value;
@@ -67,11 +67,12 @@ async fn browser_gpu() -> Arc<Gpu> {
     }
 }
 
-async fn session(gpu: &Arc<Gpu>, ckpt: &Checkpoint, dtype: DType) -> Session {
+async fn session(gpu: &Arc<Gpu>, ckpt: &Checkpoint, dtype: DType, activations: Activations) -> Session {
     let model = Arc::new(GpuModel::load(gpu.clone(), ckpt, dtype).unwrap());
     let opts = SessionOptions {
         ctx: 256,
         kv_dtype: Some(DType::F32),
+        activations,
         ..Default::default()
     };
     Session::new(model, &opts).unwrap()
@@ -86,7 +87,7 @@ async fn fixtures_equal_transformers_in_the_browser() {
     ));
     for f in &FIXTURES {
         let r = reference_from(f.reference);
-        let mut s = session(&gpu, &f.checkpoint(), DType::F32).await;
+        let mut s = session(&gpu, &f.checkpoint(), DType::F32, Activations::Exact).await;
         let tol = 1e-3 * max_abs(&r.prefill_logits).max(max_abs(&r.step_logits));
         let got = s.prefill_all_logits_async(&r.prompt).await.unwrap();
         let dp = assert_close(&format!("{}: prefill logits", f.name), &got, &r.prefill_logits, tol);
@@ -105,19 +106,42 @@ async fn fixtures_equal_transformers_in_the_browser() {
     }
 }
 
+/// Q4_0 (the head Q8_0) against the CPU reference on the dequantized weights: the prompt,
+/// then decode steps on exact and on int8 activations (Tint's `dot4I8Packed`), the latter
+/// against the reference in int8 mode (one int8 step at a rounding boundary allowed, as in
+/// tests/quantized.rs).
 #[wasm_bindgen_test]
 async fn q4_0_equals_the_cpu_reference_in_the_browser() {
     let gpu = browser_gpu().await;
+    assert!(gpu.int_dot, "this browser's WGSL has no packed_4x8_integer_dot_product");
     let f = &FIXTURES[1];
     let r = reference_from(f.reference);
     let ckpt = f.checkpoint();
-    let cpu = lfm_wgpu::reference::Reference::load(&ckpt, DType::Q4_0).unwrap();
-    let mut st = cpu.new_state();
-    let want = cpu.forward(&mut st, &r.prompt, None);
-    let mut s = session(&gpu, &ckpt, DType::Q4_0).await;
-    let got = s.prefill_all_logits_async(&r.prompt).await.unwrap();
-    let d = assert_close("tiny_b q4_0: prefill vs CPU", &got, &want, 1e-3 * max_abs(&want));
-    web_sys_log(&format!("tiny_b q4_0: max |Δ| prefill {d:.2e}"));
+    let mut cpu = lfm_wgpu::reference::Reference::load(&ckpt, DType::Q4_0).unwrap();
+    for activations in [Activations::Exact, Activations::Int8] {
+        let mut st = cpu.new_state();
+        cpu.int8 = false;
+        let want = cpu.forward(&mut st, &r.prompt, None);
+        let mut s = session(&gpu, &ckpt, DType::Q4_0, activations).await;
+        let got = s.prefill_all_logits_async(&r.prompt).await.unwrap();
+        let tol = 1e-3 * max_abs(&want);
+        let mut d = assert_close("tiny_b q4_0: prefill vs CPU", &got, &want, tol);
+        cpu.int8 = s.int8;
+        let mut boundary = 0;
+        for t in [3u32, 40, 11, 7] {
+            let want = cpu.forward(&mut st, &[t], None);
+            let got = s.decode_async(Some(t), true).await.unwrap().1.unwrap();
+            let bound = if s.int8 { 3e-2 * max_abs(&want) } else { tol };
+            let e = assert_close(&format!("tiny_b q4_0 {activations:?}: decode"), &got, &want, bound);
+            boundary += (e > tol) as usize;
+            d = d.max(e);
+        }
+        assert!(boundary <= 1, "{boundary} int8 steps beyond f32 rounding");
+        web_sys_log(&format!(
+            "tiny_b q4_0 {activations:?} (int8 {}): max |Δ| {d:.2e}",
+            s.int8
+        ));
+    }
 }
 
 /// One fixture's tokenizer files, compiled in.

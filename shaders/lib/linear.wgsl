@@ -33,7 +33,7 @@ struct Params {
     eps: f32,      // NORM
 }
 @group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // [rows, ldx / 4]
+@group(0) @binding(2) var<storage, read> x: array<X_T>; // [rows, ldx / 4] (X_T: set by the assembler)
 @group(0) @binding(3) var<storage, read> w: array<W_T>;
 @group(0) @binding(4) var<storage, read> w_up: array<W_T>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;

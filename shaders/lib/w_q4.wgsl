@@ -40,3 +40,14 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
     }
     return dm.x * s + dm.y * dot(x.s8, vec4<f32>(1.0));
 }
+// @int vec4
+// A block against quantized activations (x_q8.wgsl): the nibbles q (0…15) through the int8
+// dot, then s·(d·Σ q·qx + m·Σ qx) once.
+fn qdot32_BUF(e: u32, x: XQ32) -> f32 {
+    let b = e / 32u;
+    let dm = block_dm(w1_BUF(p.w_scales + select(b / 2u, b, WITH_MIN)), b, WITH_MIN, -8.0);
+    let w = w4_BUF(4u * b);
+    let m = vec4<u32>(0x0f0f0f0fu);
+    let q = idot16(w & m, x.a) + idot16((w >> vec4<u32>(4u)) & m, x.b);
+    return x.s * (dm.x * f32(q) + dm.y * (x.sq.x + x.sq.y));
+}

@@ -49,3 +49,19 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
     }
     return dm.x * s + dm.y * dot(x.s8, vec4<f32>(1.0));
 }
+// @int
+// A block against quantized activations (x_q8.wgsl): the 5-bit q (0…31) through the int8
+// dot, then s·(d·Σ q·qx + m·Σ qx) once. Blocks of 5 words: the u32 view.
+fn qdot32_BUF(e: u32, x: XQ32) -> f32 {
+    let b = e / 32u;
+    let dm = block_dm(w1_BUF(p.w_scales + select(b / 2u, b, WITH_MIN)), b, WITH_MIN, -16.0);
+    let i = b * 5u;
+    let h = w1_BUF(i + 4u);
+    let w = w4_BUF(i);
+    let m = vec4<u32>(0x0f0f0f0fu);
+    let four = vec4<u32>(4u);
+    let hl = vec4<u32>(spread4(h), spread4(h >> 4u), spread4(h >> 8u), spread4(h >> 12u)) << four;
+    let hh = vec4<u32>(spread4(h >> 16u), spread4(h >> 20u), spread4(h >> 24u), spread4(h >> 28u)) << four;
+    let q = idot16((w & m) | hl, x.a) + idot16(((w >> four) & m) | hh, x.b);
+    return x.s * (dm.x * f32(q) + dm.y * (x.sq.x + x.sq.y));
+}

@@ -105,3 +105,57 @@ fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
     let xs = vec4<f32>(xa.s8.x + xa.s8.y, xa.s8.z + xa.s8.w, xb.s8.x + xb.s8.y, xb.s8.z + xb.s8.w);
     return dot(ds, a - 32.0 * xs);
 }
+// @int vec4
+// 32 values against quantized activations (x_q8.wgsl): q (0…63) through the int8 dot per
+// half (one scale each), then d·s·Σ_half sc·(Σ q·qx − 32·Σ qx).
+fn qdot32_BUF(e: u32, x: XQ32) -> f32 {
+    let b = e / 256u;
+    let o = e % 256u;
+    let half = o / 128u;
+    let g = (o % 128u) / 32u;
+    let i = b * 48u + half * 16u + (g % 2u) * 8u;
+    let h = b * 48u + 32u + half * 8u;
+    let sh = vec4<u32>((g / 2u) * 4u);
+    let hs = vec4<u32>(2u * g);
+    let m = vec4<u32>(0x0f0f0f0fu);
+    let m2 = vec4<u32>(0x03030303u);
+    let four = vec4<u32>(4u);
+    let wa = ((w4_BUF(i) >> sh) & m) | (((w4_BUF(h) >> hs) & m2) << four);
+    let wb = ((w4_BUF(i + 4u) >> sh) & m) | (((w4_BUF(h + 4u) >> hs) & m2) << four);
+    // Scales j and j + 1 (j even) share a word; d follows the 16 scales.
+    let j = o / 16u;
+    let sw = p.w_scales + b * 5u;
+    let scw = bitcast<i32>(w1_BUF(sw + j / 4u));
+    let sc = vec2<f32>(f32(extractBits(scw, (j % 4u) * 8u, 8u)), f32(extractBits(scw, (j % 4u) * 8u + 8u, 8u)));
+    let q = vec2<f32>(f32(idot16(wa, x.a)), f32(idot16(wb, x.b))) - 32.0 * x.sq;
+    return unpack2x16float(w1_BUF(sw + 4u)).x * x.s * dot(sc, q);
+}
+// Groups g and g + 1 (g even: 64 values, their four scales in one word) share their high-bit
+// words (g + 1's bits two higher): each word is read once.
+fn qdot64_BUF(e: u32, xa: XQ32, xb: XQ32) -> f32 {
+    let b = e / 256u;
+    let o = e % 256u;
+    let half = o / 128u;
+    let g = (o % 128u) / 32u;
+    let i = b * 48u + half * 16u;
+    let h = b * 48u + 32u + half * 8u;
+    let sh = vec4<u32>((g / 2u) * 4u);
+    let m = vec4<u32>(0x0f0f0f0fu);
+    let m2 = vec4<u32>(0x03030303u);
+    let four = vec4<u32>(4u);
+    let two = vec4<u32>(2u);
+    let h0 = w4_BUF(h) >> vec4<u32>(2u * g);
+    let h1 = w4_BUF(h + 4u) >> vec4<u32>(2u * g);
+    let aa = ((w4_BUF(i) >> sh) & m) | ((h0 & m2) << four);
+    let ab = ((w4_BUF(i + 4u) >> sh) & m) | ((h1 & m2) << four);
+    let ba = ((w4_BUF(i + 8u) >> sh) & m) | (((h0 >> two) & m2) << four);
+    let bb = ((w4_BUF(i + 12u) >> sh) & m) | (((h1 >> two) & m2) << four);
+    // Scales j..j + 3 (j = o / 16, a multiple of 4) are one word; d follows the 16 scales.
+    let sw = p.w_scales + b * 5u;
+    let scw = bitcast<i32>(w1_BUF(sw + o / 64u));
+    let sc = vec4<f32>(f32(extractBits(scw, 0u, 8u)), f32(extractBits(scw, 8u, 8u)),
+                       f32(extractBits(scw, 16u, 8u)), f32(extractBits(scw, 24u, 8u)));
+    let qa = vec2<f32>(f32(idot16(aa, xa.a)), f32(idot16(ab, xa.b))) - 32.0 * xa.sq;
+    let qb = vec2<f32>(f32(idot16(ba, xb.a)), f32(idot16(bb, xb.b))) - 32.0 * xb.sq;
+    return unpack2x16float(w1_BUF(sw + 4u)).x * (xa.s * dot(sc.xy, qa) + xb.s * dot(sc.zw, qb));
+}

@@ -28,3 +28,11 @@ fn dot32_BUF(e: u32, x: X32) -> f32 {
     }
     return d * s;
 }
+// @int vec4
+// A block against quantized activations (x_q8.wgsl): the int8 dot, then d·s once.
+fn qdot32_BUF(e: u32, x: XQ32) -> f32 {
+    let b = e / 32u;
+    let d = unpack2x16float(w1_BUF(p.w_scales + b / 2u))[b & 1u];
+    let i = b * 8u;
+    return d * x.s * f32(idot16(w4_BUF(i), x.a) + idot16(w4_BUF(i + 4u), x.b));
+}

@@ -91,3 +91,64 @@ fn dot64_BUF(e: u32, xa: X32, xb: X32) -> f32 {
     let xs = vec2<f32>(dot(xa.s8, vec4<f32>(1.0)), dot(xb.s8, vec4<f32>(1.0)));
     return dot(sc, a) - dot(m, xs);
 }
+// @int vec4
+// A sub-block against quantized activations (x_q8.wgsl): q (0…15, or 0…31 with the fifth
+// bit) through the int8 dot, then s·(d·sc·Σ q·qx − dmin·m·Σ qx) once.
+fn qdot32_BUF(e: u32, x: XQ32) -> f32 {
+    let b = e / 256u;
+    let s = (e % 256u) / 32u;
+    let sw = p.w_scales + b * 5u;
+    let dm = unpack2x16float(w1_BUF(sw));
+    let pair = w1_BUF(sw + 1u + s / 2u) >> ((s % 2u) * 16u);
+    let sc = dm.x * f32(pair & 0xffu);
+    let mn = dm.y * f32((pair >> 8u) & 0xffu);
+    let i = b * QW + (s / 2u) * 8u;
+    let sh = vec4<u32>((s % 2u) * 4u);
+    let m = vec4<u32>(0x0f0f0f0fu);
+    var wa = (w4_BUF(i) >> sh) & m;
+    var wb = (w4_BUF(i + 4u) >> sh) & m;
+    if FIFTH_BIT {
+        let h = b * QW + 32u;
+        let hs = vec4<u32>(s);
+        let one = vec4<u32>(0x01010101u);
+        let four = vec4<u32>(4u);
+        wa |= ((w4_BUF(h) >> hs) & one) << four;
+        wb |= ((w4_BUF(h + 4u) >> hs) & one) << four;
+    }
+    return x.s * (sc * f32(idot16(wa, x.a) + idot16(wb, x.b)) - mn * (x.sq.x + x.sq.y));
+}
+// Two sub-blocks sharing their quant words (s even: s's values in the low nibbles, s + 1's in
+// the high ones) and their (sc, m) word: each word is read once.
+fn qdot64_BUF(e: u32, xa: XQ32, xb: XQ32) -> f32 {
+    let b = e / 256u;
+    let s = (e % 256u) / 32u;
+    let sw = p.w_scales + b * 5u;
+    let dm = unpack2x16float(w1_BUF(sw));
+    let pair = w1_BUF(sw + 1u + s / 2u);
+    let sc = dm.x * vec2<f32>(f32(pair & 0xffu), f32((pair >> 16u) & 0xffu));
+    let mn = dm.y * vec2<f32>(f32((pair >> 8u) & 0xffu), f32(pair >> 24u));
+    let i = b * QW + (s / 2u) * 8u;
+    let m = vec4<u32>(0x0f0f0f0fu);
+    let four = vec4<u32>(4u);
+    let w0 = w4_BUF(i);
+    let w1 = w4_BUF(i + 4u);
+    var la = w0 & m;
+    var lb = w1 & m;
+    var ha = (w0 >> four) & m;
+    var hb = (w1 >> four) & m;
+    if FIFTH_BIT {
+        let h = b * QW + 32u;
+        let hs = vec4<u32>(s);
+        let one = vec4<u32>(0x01010101u);
+        let h0 = w4_BUF(h) >> hs;
+        let h1 = w4_BUF(h + 4u) >> hs;
+        la |= (h0 & one) << four;
+        lb |= (h1 & one) << four;
+        ha |= ((h0 >> vec4<u32>(1u)) & one) << four;
+        hb |= ((h1 >> vec4<u32>(1u)) & one) << four;
+    }
+    let q = vec2<f32>(f32(idot16(la, xa.a) + idot16(lb, xa.b)), f32(idot16(ha, xb.a) + idot16(hb, xb.b)));
+    let xs = vec2<f32>(xa.s, xb.s);
+    let sums = vec2<f32>(xa.sq.x + xa.sq.y, xb.sq.x + xb.sq.y);
+    return dot(xs * sc, q) - dot(xs * mn, sums);
+}

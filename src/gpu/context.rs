@@ -107,6 +107,8 @@ pub struct Gpu {
     /// driver allows it (`MAPPABLE_PRIMARY_BUFFERS`); at the full shape this saves the 0.75 GiB
     /// of staging copies in flight. Extra usage flags for weight buffers.
     pub weight_usage: wgpu::BufferUsages,
+    /// Shaders may use `dot4I8Packed` (the integer-dot mat-vec on int8 activations).
+    pub int_dot: bool,
     /// Set by the driver's device-lost callback: why the device is gone.
     pub(super) lost: Arc<std::sync::Mutex<Option<String>>>,
     /// The first error an error scope reported after its step returned (in a browser, where
@@ -116,6 +118,13 @@ pub struct Gpu {
 
 /// All adapters wgpu finds for `backends` (async: a web page cannot block on it).
 pub async fn find_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    find_adapters_and_wgsl(backends).await.0
+}
+
+/// The adapters, and whether their shaders may use packed 4×8-bit integer dot products
+/// (WGSL's `packed_4x8_integer_dot_product`; natively naga lowers it where the device has no
+/// such instruction).
+pub async fn find_adapters_and_wgsl(backends: wgpu::Backends) -> (Vec<wgpu::Adapter>, bool) {
     let mut desc = wgpu::InstanceDescriptor {
         backends,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
@@ -123,7 +132,16 @@ pub async fn find_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     // The no-op device is only there when asked for by name.
     desc.backend_options.noop.enable = backends == wgpu::Backends::NOOP;
     let instance = wgpu::Instance::new(desc);
-    instance.enumerate_adapters(backends).await
+    let int_dot = instance
+        .wgsl_language_features()
+        .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+    (instance.enumerate_adapters(backends).await, int_dot)
+}
+
+/// [`find_adapters_and_wgsl`], blocking (native programs).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn adapters_and_int_dot(backends: wgpu::Backends) -> (Vec<wgpu::Adapter>, bool) {
+    pollster::block_on(find_adapters_and_wgsl(backends))
 }
 
 /// [`find_adapters`], blocking (native programs).
@@ -241,7 +259,8 @@ impl Gpu {
     /// a web page cannot block on the adapter and device requests).
     pub async fn request(opts: &GpuOptions) -> Result<Arc<Gpu>> {
         let backends = opts.backend.unwrap_or(wgpu::Backends::PRIMARY);
-        let adapter = choose_adapter(find_adapters(backends).await, opts.adapter.as_deref())?;
+        let (adapters, int_dot) = find_adapters_and_wgsl(backends).await;
+        let adapter = choose_adapter(adapters, opts.adapter.as_deref())?;
         let info = adapter.get_info();
         let memory_info = adapter_memory(&adapter, opts.memory_bytes);
         let plan = DevicePlan::for_adapter(&adapter, &info, opts)?;
@@ -284,6 +303,7 @@ impl Gpu {
                 true => wgpu::BufferUsages::MAP_WRITE,
                 false => wgpu::BufferUsages::empty(),
             },
+            int_dot,
             lost,
             deferred: Default::default(),
         };
@@ -312,10 +332,11 @@ impl Gpu {
             log::info!("memory: {} B ({})", m.bytes, m.source.describe());
         }
         log::info!(
-            "features: shader-f16 {}, subgroups {}, timestamps {}",
+            "features: shader-f16 {}, subgroups {}, timestamps {}, packed integer dot {}",
             self.caps.f16,
             self.caps.subgroups,
-            self.caps.timestamps
+            self.caps.timestamps,
+            self.int_dot
         );
     }
 

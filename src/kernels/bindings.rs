@@ -41,7 +41,7 @@ bindings!(
     RmsNormBindings { x: Read, w: Read, y: ReadWrite }
 );
 bindings!(
-    /// `lib/linear.wgsl` (matmul and matvec): y (+)= W·x with the variant's extra inputs
+    /// `lib/linear.wgsl` (matmul, matvec, matvec_q8 with x quantized): y (+)= W·x with the variant's extra inputs
     /// (the dummy where a variant reads nothing).
     LinearBindings {
         x: Read,
@@ -53,6 +53,11 @@ bindings!(
         route_b: Read,
         route_w: Read,
     }
+);
+bindings!(
+    /// `quantize_x.wgsl`: rows of x (with NORM the raw residual, normed with gains g) →
+    /// int8 blocks for `matvec_q8.wgsl`.
+    QuantizeXBindings { x: Read, g: Read, xq: ReadWrite }
 );
 bindings!(
     /// `short_conv.wgsl`: z = B | C | x → y, through the conv taps and the state.

@@ -38,6 +38,10 @@ pub struct LinearOp<'a> {
     pub norm: Option<(&'a wgpu::Buffer, f32)>,
     /// Decode with `moe`: y row t += Σ_slot of the token's pairs (down projection + combine).
     pub combine: bool,
+    /// Decode: x quantized to int8 blocks (`Recorder::quantize_x`, with the norm applied):
+    /// the chunks in block formats read it through the integer-dot mat-vec; the others read
+    /// `x` (with `norm`).
+    pub x_q8: Option<&'a wgpu::Buffer>,
 }
 
 impl LinearOp<'_> {
@@ -166,18 +170,22 @@ impl Recorder<'_> {
         // Prefill reads each expert's pair list; decode each pair's expert. The variants
         // that normalise never read routing weights, so the norm's gain takes that slot
         // (WebGPU's default limit is 8 storage buffers per stage, all taken here).
-        let (route_a, route_b, mut route_w) = match (routing, shape) {
+        let (route_a, route_b, weights) = match (routing, shape) {
             (Some(r), Shape::Prefill) => (r.offsets, r.rows, r.weights),
             (Some(r), Shape::Decode) => (r.ids, self.dummy, r.weights),
             (None, _) => (self.dummy, self.dummy, self.dummy),
         };
-        if let Some((gain, _)) = op.norm {
-            route_w = gain;
-        }
         for (i, c) in op.w.chunks.iter().enumerate() {
             let p = op.params(c);
+            // Block formats on int8 activations when the op has them (the norm is in them).
+            let (kernel, x, route_w) = match op.x_q8 {
+                Some(xq) if shape == Shape::Decode && c.dtype.is_block() => {
+                    (Kernel::MatvecQ8(Linear { norm: false, ..variant }), xq, weights)
+                }
+                _ => (kernel, op.x, op.norm.map_or(weights, |(gain, _)| gain)),
+            };
             let bindings = LinearBindings {
-                x: op.x,
+                x,
                 w: &c.buffer,
                 w_up: op.w_up.map_or(&c.buffer, |u| &u.chunks[i].buffer),
                 y: op.y,

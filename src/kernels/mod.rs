@@ -31,6 +31,12 @@ pub enum Kernel {
     },
     Matmul(Linear),
     Matvec(Linear),
+    /// The decode mat-vec on int8 activations (block formats; never NORM).
+    MatvecQ8(Linear),
+    /// Activations → int8 blocks for `MatvecQ8`, RMS-normalised first when `norm`.
+    QuantizeX {
+        norm: bool,
+    },
     ShortConv,
     QkRope,
     Attention,
@@ -150,6 +156,8 @@ impl Kernel {
             Kernel::Argmax { last_row: true },
             Kernel::Sample,
             Kernel::FmaPeak,
+            Kernel::QuantizeX { norm: false },
+            Kernel::QuantizeX { norm: true },
         ];
         for bits in 0..64u32 {
             let l = Linear {
@@ -163,11 +171,24 @@ impl Kernel {
             };
             v.push(Kernel::Matvec(l));
             v.push(Kernel::Matmul(l));
+            if !l.norm {
+                v.push(Kernel::MatvecQ8(l));
+            }
             if l.gather && !l.glu && !l.norm {
                 v.push(Kernel::Matvec(Linear { combine: true, ..l }));
+                v.push(Kernel::MatvecQ8(Linear { combine: true, ..l }));
             }
         }
         v
+    }
+
+    /// The weight formats the variant has pipelines for: every one, except the integer-dot
+    /// mat-vec (block formats only).
+    pub fn weight_formats(&self) -> Vec<DType> {
+        match self {
+            Kernel::MatvecQ8(_) => DType::ALL.into_iter().filter(|d| d.is_block()).collect(),
+            _ => DType::ALL.to_vec(),
+        }
     }
 
     /// Whether the variant reads weights (its pipelines differ by weight format) and the KV
@@ -183,6 +204,8 @@ impl Kernel {
             Kernel::RmsNorm { .. } => (shader!("rmsnorm"), false, false, true),
             Kernel::Matmul(_) => (shader!("matmul"), true, false, false),
             Kernel::Matvec(_) => (shader!("matvec"), true, false, true),
+            Kernel::MatvecQ8(_) => (shader!("matvec_q8"), true, false, true),
+            Kernel::QuantizeX { .. } => (shader!("quantize_x"), false, false, true),
             Kernel::ShortConv => (shader!("short_conv"), false, false, false),
             Kernel::QkRope => (shader!("qk_rope"), false, true, true),
             Kernel::Attention => (shader!("attention"), false, true, true),
@@ -213,7 +236,8 @@ impl Kernel {
         match self {
             Kernel::Embed => of::<EmbedBindings>(),
             Kernel::RmsNorm { .. } => of::<RmsNormBindings>(),
-            Kernel::Matmul(_) | Kernel::Matvec(_) => of::<LinearBindings>(),
+            Kernel::Matmul(_) | Kernel::Matvec(_) | Kernel::MatvecQ8(_) => of::<LinearBindings>(),
+            Kernel::QuantizeX { .. } => of::<QuantizeXBindings>(),
             Kernel::ShortConv => of::<ShortConvBindings>(),
             Kernel::QkRope => of::<QkRopeBindings>(),
             Kernel::Attention => of::<AttentionBindings>(),
@@ -243,7 +267,8 @@ impl Kernel {
         match self {
             Kernel::RmsNorm { last_only } => vec![("LAST_ONLY", b(*last_only))],
             Kernel::Argmax { last_row } => vec![("LAST_ROW", b(*last_row))],
-            Kernel::Matmul(l) | Kernel::Matvec(l) => vec![
+            Kernel::QuantizeX { norm } => vec![("NORM", b(*norm))],
+            Kernel::Matmul(l) | Kernel::Matvec(l) | Kernel::MatvecQ8(l) => vec![
                 ("GLU", b(l.glu)),
                 ("GATHER", b(l.gather)),
                 ("BIAS", b(l.bias)),
@@ -272,9 +297,11 @@ fn kv_snippet(dtype: DType, native_f16: bool) -> String {
 
 /// The weight-format snippet: its switches, its shared part once, its loader once per weight
 /// binding, with the wider dots it does not give composed from its narrower ones
-/// (`w_composed.wgsl`). Formats that differ only in their scales share a file (Q4_0/Q4_1,
-/// Q5_0/Q5_1, Q4_K/Q5_K), told apart by a constant.
-fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
+/// (`w_composed.wgsl`). With `int` (the integer-dot mat-vec) the loaders are its `// @int`
+/// section instead, over the word accessors of `x_q8.wgsl`: a `// @int vec4` format binds
+/// its weights as vec4<u32> (four words a load), the others as u32. Formats that differ only
+/// in their scales share a file (Q4_0/Q4_1, Q5_0/Q5_1, Q4_K/Q5_K), told apart by a constant.
+fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str], int: bool) -> String {
     let (text, switch) = match (dtype, native_f16) {
         (DType::F32, _) => (include_str!("../../shaders/lib/w_f32.wgsl"), ""),
         (DType::F16, true) => (include_str!("../../shaders/lib/w_f16.wgsl"), ""),
@@ -292,6 +319,36 @@ fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
     let (shared, per_buffer) = text
         .split_once("// @per-buffer")
         .expect("snippet has a per-buffer part");
+    let (per_buffer, int_part) = per_buffer.split_once("// @int").unwrap_or((per_buffer, ""));
+    let mut s = match switch {
+        "" => String::new(),
+        c => format!("const {c};\n"),
+    };
+    if int {
+        let (view, body) = int_part.split_once('\n').unwrap_or(("", int_part));
+        let vec4 = view.trim() == "vec4";
+        let accessors = include_str!("../../shaders/lib/x_q8.wgsl")
+            .split("// @per-buffer ")
+            .find(|part| part.starts_with(if vec4 { "vec4" } else { "u32" }))
+            .expect("x_q8.wgsl has both views");
+        let accessors = accessors.split_once('\n').map_or("", |(_, a)| a);
+        let composed = include_str!("../../shaders/lib/x_q8.wgsl")
+            .split_once("// @per-buffer composed\n")
+            .map_or("", |(_, c)| c);
+        let paired = body.contains("fn qdot64_BUF(");
+        s.push_str(&match vec4 {
+            true => shared.replace("alias W_T = u32;", "alias W_T = vec4<u32>;"),
+            false => shared.to_string(),
+        });
+        for b in buffers {
+            s.push_str(&accessors.replace("BUF", b));
+            s.push_str(&body.replace("BUF", b));
+            if !paired {
+                s.push_str(&composed.replace("BUF", b));
+            }
+        }
+        return s;
+    }
     // The wider dots a snippet does not give itself, composed from its narrower ones.
     let mut per_buffer = per_buffer.to_string();
     for composed in include_str!("../../shaders/lib/w_composed.wgsl")
@@ -307,10 +364,6 @@ fn weight_snippet(dtype: DType, native_f16: bool, buffers: &[&str]) -> String {
             per_buffer.push_str(composed);
         }
     }
-    let mut s = match switch {
-        "" => String::new(),
-        c => format!("const {c};\n"),
-    };
     s.push_str(shared);
     for b in buffers {
         s.push_str(&per_buffer.replace("BUF", b));
@@ -341,11 +394,16 @@ pub fn assemble(key: &PipelineKey) -> String {
     s.push_str(include_str!("../../shaders/lib/step.wgsl"));
     if src.uses_weights {
         s.push_str(include_str!("../../shaders/lib/weights.wgsl"));
+        let int = matches!(key.kernel, Kernel::MatvecQ8(_));
+        if int {
+            let x_q8 = include_str!("../../shaders/lib/x_q8.wgsl");
+            s.push_str(x_q8.split("// @per-buffer").next().expect("shared part"));
+        }
         let buffers: &[&str] = match key.kernel {
             Kernel::Embed => &["w"],
             _ => &["w", "w_up"],
         };
-        s.push_str(&weight_snippet(key.weights, key.caps.f16, buffers));
+        s.push_str(&weight_snippet(key.weights, key.caps.f16, buffers, int));
     }
     if src.uses_kv {
         s.push_str(&kv_snippet(key.kv, key.caps.f16));
@@ -359,7 +417,12 @@ pub fn assemble(key: &PipelineKey) -> String {
             false => include_str!("../../shaders/lib/reduce_shared.wgsl"),
         });
     }
-    if matches!(key.kernel, Kernel::Matmul(_) | Kernel::Matvec(_)) {
+    if matches!(key.kernel, Kernel::Matmul(_) | Kernel::Matvec(_) | Kernel::MatvecQ8(_)) {
+        // x: f32 activations, or the int8 blocks of lib/x_q8.wgsl.
+        s.push_str(match key.kernel {
+            Kernel::MatvecQ8(_) => "alias X_T = vec4<u32>;\n",
+            _ => "alias X_T = vec4<f32>;\n",
+        });
         s.push_str(include_str!("../../shaders/lib/linear.wgsl"));
     }
     s.push_str(&format!("// ---- {}\n", src.file));
@@ -599,11 +662,11 @@ impl Kernel {
     /// except matvec / matmul which are told apart by what they compute).
     pub fn family(&self) -> String {
         match self {
-            Kernel::Matmul(l) | Kernel::Matvec(l) => {
-                let base = if matches!(self, Kernel::Matmul(_)) {
-                    "matmul"
-                } else {
-                    "matvec"
+            Kernel::Matmul(l) | Kernel::Matvec(l) | Kernel::MatvecQ8(l) => {
+                let base = match self {
+                    Kernel::Matmul(_) => "matmul",
+                    Kernel::MatvecQ8(_) => "matvec int8",
+                    _ => "matvec",
                 };
                 let what = match (l.gather, l.glu) {
                     (true, true) => "experts gate+up",

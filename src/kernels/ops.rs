@@ -193,6 +193,41 @@ impl<'a> Recorder<'a> {
         )
     }
 
+    /// xq = int8 blocks of `rows` rows of x (`k` values at stride `ldx`) for the integer-dot
+    /// mat-vec, RMS-normalised first with gains `g` when given (shaders/quantize_x.wgsl).
+    #[allow(clippy::too_many_arguments)]
+    pub fn quantize_x(
+        &mut self,
+        label: &str,
+        x: &wgpu::Buffer,
+        k: u32,
+        ldx: u32,
+        norm: Option<(&wgpu::Buffer, f32)>,
+        xq: &wgpu::Buffer,
+        rows: Dim,
+    ) -> Result<()> {
+        if !k.is_multiple_of(32) || !ldx.is_multiple_of(4) {
+            return Err(Error::Invalid(format!(
+                "{label}: quantized activations need K {k} a multiple of 32 and a stride {ldx} of 4"
+            )));
+        }
+        let p = QuantizeXParams {
+            k,
+            ldx,
+            eps: norm.map_or(0.0, |(_, eps)| eps),
+            _a: 0,
+        };
+        let g = norm.map_or(self.dummy, |(g, _)| g);
+        self.push(
+            label.to_string(),
+            Kernel::QuantizeX { norm: norm.is_some() },
+            DType::F32,
+            &p,
+            &QuantizeXBindings { x, g, xq },
+            [Dim::Fixed(1), rows, Dim::Fixed(1)],
+        )
+    }
+
     /// y [T, H] = C ⊙ conv(B ⊙ x) from z [T, 3H], continuing and updating `state`.
     #[allow(clippy::too_many_arguments)]
     pub fn short_conv(

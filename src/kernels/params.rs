@@ -5,6 +5,17 @@
 use super::Kernel;
 use bytemuck::{Pod, Zeroable};
 
+/// `quantize_x.wgsl`: rows of `k` values at stride `ldx` → int8 blocks (RMS-normalised
+/// first with `eps` when NORM).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct QuantizeXParams {
+    pub k: u32,
+    pub ldx: u32,
+    pub eps: f32,
+    pub _a: u32,
+}
+
 /// `embed.wgsl`: rows [row0, row0 + rows) of the table are in this chunk.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -112,7 +123,8 @@ impl Kernel {
         use std::mem::size_of;
         match self {
             Kernel::RmsNorm { .. } => size_of::<NormParams>(),
-            Kernel::Matmul(_) | Kernel::Matvec(_) => size_of::<LinearParams>(),
+            Kernel::Matmul(_) | Kernel::Matvec(_) | Kernel::MatvecQ8(_) => size_of::<LinearParams>(),
+            Kernel::QuantizeX { .. } => size_of::<QuantizeXParams>(),
             Kernel::QkRope => size_of::<RopeParams>(),
             Kernel::Attention | Kernel::AttentionPrefill => size_of::<AttnParams>(),
             Kernel::Router => size_of::<RouterParams>(),

@@ -117,6 +117,8 @@ pub struct MatvecShape {
 /// One timed decode mat-vec.
 #[derive(Clone, Debug)]
 pub struct KernelTiming {
+    /// On int8 activations (the integer-dot mat-vec).
+    pub int8: bool,
     pub dtype: DType,
     pub name: &'static str,
     pub rows: usize,
@@ -128,7 +130,7 @@ pub struct KernelTiming {
 }
 
 /// Times each decode mat-vec of `shapes` (routed experts read for one token's `topk`) in each
-/// of `dtypes`: best of `reps`
+/// of `dtypes`, on int8 activations (block formats) when `int8`: best of `reps`
 /// submissions of 8 back-to-back runs, waiting for the device before stopping the clock.
 pub fn time_decode_matvecs(
     k: &Kernels,
@@ -136,6 +138,7 @@ pub fn time_decode_matvecs(
     topk: u32,
     dtypes: &[DType],
     reps: usize,
+    int8: bool,
 ) -> Result<Vec<KernelTiming>> {
     let gpu = &k.gpu;
     let topk = topk.max(1);
@@ -150,6 +153,8 @@ pub fn time_decode_matvecs(
         })
     };
     let x = mk("x", (topk as usize * maxd * 4) as u64);
+    // Int8 blocks: 48 bytes per 32 values (shaders/lib/x_q8.wgsl).
+    let xq = mk("xq", (topk as usize * maxd.div_ceil(32) * 48) as u64);
     let y = mk("y", (topk as usize * maxd * 4) as u64);
     let ids = mk("ids", 64);
     let wts = mk("wts", 64);
@@ -178,7 +183,7 @@ pub fn time_decode_matvecs(
             glu,
         } in shapes
         {
-            if !dtype.fits_cols(kk) {
+            if !dtype.fits_cols(kk) || (int8 && !dtype.is_block()) {
                 continue;
             }
             let sigma = 1.0 / (kk as f32).sqrt();
@@ -213,6 +218,7 @@ pub fn time_decode_matvecs(
                     scale: moe && !glu,
                     norm: None,
                     combine: moe && !glu,
+                    x_q8: int8.then_some(&xq),
                 },
             )?;
             let prog = r.prog;
@@ -237,6 +243,7 @@ pub fn time_decode_matvecs(
                 best = best.min(run(iters)? / iters as f64);
             }
             rows.push(KernelTiming {
+                int8,
                 dtype,
                 name,
                 rows: n,

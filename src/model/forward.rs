@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::gpu::GpuMatrix;
 use crate::kernels::linear::LinearOp;
 use crate::kernels::ops::{Recorder, Routing};
-use crate::kernels::{Kernels, Program, Shape, Uniforms};
+use crate::kernels::{Dim, Kernels, Program, Shape, Uniforms};
 
 /// Which program to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,11 +26,13 @@ pub enum Mode {
 }
 
 /// The stream a projection reads: the normed activations `a` (prefill), or the raw residual
-/// `h` with the RMSNorm fused into the mat-vec (decode: it reads all of x anyway).
+/// `h` with the RMSNorm fused into the mat-vec (decode: it reads all of x anyway), and in
+/// decode with int8 activations also the normed stream quantized (for block formats).
 #[derive(Clone, Copy)]
 struct Normed<'a> {
     x: &'a wgpu::Buffer,
     norm: Option<(&'a wgpu::Buffer, f32)>,
+    xq: Option<&'a wgpu::Buffer>,
 }
 
 /// The recorder with what every step of the pass shares: config, state, mode, the routing
@@ -45,10 +47,13 @@ struct Fwd<'a> {
     routing: Routing<'a>,
     /// Intermediates named for `lfm logits --dump` (the all-logits program only).
     taps: bool,
+    /// Decode with int8 activations: each mat-vec input over block-format weights is
+    /// quantized once (`quantize_x`) into `s.xq`.
+    q8: bool,
 }
 
 impl<'a> Fwd<'a> {
-    fn new(cfg: &'a Config, s: &'a State, k: &'a Kernels, uniforms: &'a Uniforms, mode: Mode) -> Self {
+    fn new(cfg: &'a Config, s: &'a State, k: &'a Kernels, uniforms: &'a Uniforms, mode: Mode, int8: bool) -> Self {
         Fwd {
             r: Recorder::new(k, uniforms, &s.step, &s.dummy, s.kv_dtype),
             cfg,
@@ -67,6 +72,7 @@ impl<'a> Fwd<'a> {
                 topk: cfg.num_experts_per_tok as u32,
             },
             taps: mode == Mode::PrefillAllLogits,
+            q8: int8 && mode == Mode::Decode,
         }
     }
 
@@ -92,17 +98,39 @@ impl<'a> Fwd<'a> {
             scale: false,
             norm: None,
             combine: false,
+            x_q8: None,
         }
     }
 
-    /// RMSNorm of the residual stream `h` with weights `g`, for the projections that follow.
-    fn norm(&mut self, label: &str, g: &'a wgpu::Buffer) -> Result<Normed<'a>> {
+    /// With int8 activations, `rows` rows of x (`k` values each) quantized into `s.xq` for
+    /// the block-format chunks of the matrices that read it next, `readers` (RMS-normalised
+    /// first with `norm`); nothing when none has such chunks.
+    fn quantized(
+        &mut self,
+        label: &str,
+        x: &wgpu::Buffer,
+        k: u32,
+        rows: Dim,
+        norm: Option<(&wgpu::Buffer, f32)>,
+        readers: &[&GpuMatrix],
+    ) -> Result<Option<&'a wgpu::Buffer>> {
+        let blocks = readers.iter().any(|m| m.chunks.iter().any(|c| c.dtype.is_block()));
+        if !self.q8 || !blocks {
+            return Ok(None);
+        }
+        let xq = &self.s.xq;
+        self.r.quantize_x(&format!("{label}.q8"), x, k, k, norm, xq, rows)?;
+        Ok(Some(xq))
+    }
+
+    /// RMSNorm of the residual stream `h` with weights `g`, for the projections that follow
+    /// (`readers`).
+    fn norm(&mut self, label: &str, g: &'a wgpu::Buffer, readers: &[&GpuMatrix]) -> Result<Normed<'a>> {
         let eps = self.cfg.norm_eps;
         if self.mode == Mode::Decode {
-            return Ok(Normed {
-                x: &self.s.h,
-                norm: Some((g, eps)),
-            });
+            let norm = Some((g, eps));
+            let xq = self.quantized(label, &self.s.h, self.h, Dim::Tokens, norm, readers)?;
+            return Ok(Normed { x: &self.s.h, norm, xq });
         }
         let last_only = false;
         self.r
@@ -110,6 +138,7 @@ impl<'a> Fwd<'a> {
         Ok(Normed {
             x: &self.s.a,
             norm: None,
+            xq: None,
         })
     }
 
@@ -118,6 +147,7 @@ impl<'a> Fwd<'a> {
         let op = LinearOp {
             bias,
             norm: x.norm,
+            x_q8: x.xq,
             ..self.op(x.x, self.h, w, y, n)
         };
         self.r.linear(self.shape, &op)
@@ -129,6 +159,7 @@ impl<'a> Fwd<'a> {
         let op = LinearOp {
             w_up: Some(up),
             norm: x.norm,
+            x_q8: x.xq,
             moe: routed.then_some((routing, routing.topk)),
             ..self.op(x.x, self.h, gate, &self.s.act, n)
         };
@@ -137,9 +168,11 @@ impl<'a> Fwd<'a> {
 
     /// `h += W·x + bias`: the projection closing a residual branch (x has `k` values a row).
     fn residual(&mut self, x: &wgpu::Buffer, k: u32, w: &GpuMatrix, bias: Option<&wgpu::Buffer>) -> Result<()> {
+        let x_q8 = self.quantized(&w.label, x, k, Dim::Tokens, None, &[w])?;
         let op = LinearOp {
             bias,
             acc: true,
+            x_q8,
             ..self.op(x, k, w, &self.s.h, self.h)
         };
         self.r.linear(self.shape, &op)
@@ -185,9 +218,12 @@ impl<'a> Fwd<'a> {
     /// decode one mat-vec summing a token's pairs; in prefill per pair into `ypair`, then
     /// the combine.
     fn experts_down(&mut self, label: &str, down: &GpuMatrix, im: u32) -> Result<()> {
+        let rows = Dim::TokensMul(self.routing.topk);
+        let x_q8 = self.quantized(&down.label, &self.s.act, im, rows, None, &[down])?;
         let (s, routing) = (self.s, &self.routing);
         let decode = self.mode == Mode::Decode;
         let op = LinearOp {
+            x_q8,
             moe: Some((routing, 1)),
             scale: true,
             acc: decode,
@@ -212,7 +248,7 @@ impl<'a> Fwd<'a> {
             self.r.rmsnorm(label, &s.h, final_norm, &s.a, hs, eps, last_only)?;
             return self.r.matvec_rows(&self.op(&s.a, self.h, head, &s.logits, v), 1);
         }
-        let x = self.norm("model.embedding_norm", final_norm)?;
+        let x = self.norm("model.embedding_norm", final_norm, &[head])?;
         self.tap("model.embedding_norm", &s.a, cfg.hidden_size);
         self.proj(x, head, None, &s.logits, v)?;
         self.tap("lm_head", &s.logits, cfg.vocab_size);
@@ -220,10 +256,11 @@ impl<'a> Fwd<'a> {
     }
 }
 
-/// Records the forward pass of `m` over state `s` for `mode`.
-pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mode) -> Result<Program> {
+/// Records the forward pass of `m` over state `s` for `mode`; with `int8`, decode's mat-vecs
+/// over block-format weights read their inputs quantized to int8 blocks.
+pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mode, int8: bool) -> Result<Program> {
     let (cfg, w) = (&m.cfg, &m.w);
-    let mut f = Fwd::new(cfg, s, k, uniforms, mode);
+    let mut f = Fwd::new(cfg, s, k, uniforms, mode, int8);
     let (h, hs) = (f.h, cfg.hidden_size);
 
     // model.embed_tokens
@@ -232,7 +269,11 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
     for (i, (layer, ls)) in w.layers.iter().zip(&s.layers).enumerate() {
         let name = |x: &str| format!("model.layers.{i}.{x}");
         // operator_norm, then conv or self_attn, closing with h += out_proj(…)
-        let a = f.norm(&name("operator_norm"), &layer.operator_norm)?;
+        let first = match &layer.op {
+            Op::Conv { in_proj, .. } => in_proj,
+            Op::Attention { qkv, .. } => qkv,
+        };
+        let a = f.norm(&name("operator_norm"), &layer.operator_norm, &[first])?;
         match (&layer.op, ls) {
             (
                 Op::Conv {
@@ -268,7 +309,11 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
             _ => unreachable!("layer state is built from the same layer_types"),
         }
         // ffn_norm, then feed_forward, closing with h += down(…)
-        let b = f.norm(&name("ffn_norm"), &layer.ffn_norm)?;
+        let readers = match &layer.ffn {
+            Ffn::Dense { gate, .. } => [gate, gate],
+            Ffn::Moe { router, gate, .. } => [router, gate],
+        };
+        let b = f.norm(&name("ffn_norm"), &layer.ffn_norm, &readers)?;
         match &layer.ffn {
             Ffn::Dense { gate, up, down } => {
                 let iw = cfg.intermediate_size as u32;

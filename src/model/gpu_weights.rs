@@ -130,6 +130,14 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
+    /// Whether any matrix a mat-vec multiplies has a chunk in a block format (the embedding
+    /// table is only gathered, but a tied head multiplies it).
+    pub fn has_block_weights(&self) -> bool {
+        let w = &self.w;
+        let block = |m: &GpuMatrix| m.chunks.iter().any(|c| c.dtype.is_block());
+        w.matrices().filter(|m| !std::ptr::eq(*m, &w.embed)).any(block) || block(w.head())
+    }
+
     /// Loads the weights of `src` onto `gpu`, with matrices stored as `dtype`.
     pub fn load(gpu: Arc<Gpu>, src: &dyn Source, dtype: DType) -> Result<Self> {
         Self::load_with_progress(gpu, src, dtype, &mut |_| {})

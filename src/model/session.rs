@@ -8,7 +8,7 @@
 use super::forward::{self, Mode};
 use super::gpu_weights::GpuModel;
 use super::sampling::Sampler;
-pub use super::state::SessionOptions;
+pub use super::state::{Activations, SessionOptions};
 use super::state::{LayerState, State, KEYS_PER_SPLIT, MAX_ATTN_SPLITS};
 use crate::error::{Error, Result};
 use crate::gpu::DType;
@@ -58,6 +58,8 @@ pub struct Session {
     cancel: Arc<AtomicBool>,
     /// Submissions a decode step is cut into ([`Session::set_decode_submissions`]).
     decode_parts: usize,
+    /// Decode's mat-vecs over block-format weights read int8 activations.
+    pub int8: bool,
     /// Host cost of the decode steps so far, and their GPU timer when armed (step.rs).
     cost: Cell<HostCost>,
     gpu_timer: RefCell<Option<step::GpuStepTimer>>,
@@ -113,8 +115,10 @@ impl Session {
         })?;
         let kernels = Kernels::new(gpu.clone());
         let uniforms = Uniforms::new(&gpu, "params");
-        let prefill = forward::build(&model, &state, &kernels, &uniforms, Mode::Prefill)?;
-        let decode = forward::build(&model, &state, &kernels, &uniforms, Mode::Decode)?;
+        // Int8 activations only where there are block-format weights to multiply.
+        let int8 = opts.activations.int8(&gpu)? && model.has_block_weights();
+        let prefill = forward::build(&model, &state, &kernels, &uniforms, Mode::Prefill, int8)?;
+        let decode = forward::build(&model, &state, &kernels, &uniforms, Mode::Decode, int8)?;
         let sampler = Sampler::new(
             &kernels,
             &uniforms,
@@ -153,6 +157,7 @@ impl Session {
             last: None,
             cancel: Arc::new(AtomicBool::new(false)),
             decode_parts: 1,
+            int8,
             cost: Cell::new(HostCost::default()),
             gpu_timer: RefCell::new(None),
         })

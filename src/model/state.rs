@@ -16,6 +16,8 @@ pub struct SessionOptions {
     pub ubatch: usize,
     /// KV-cache storage (f32 or f16); default: f32 with f32 weights, else f16.
     pub kv_dtype: Option<DType>,
+    /// What decode's mat-vecs over block-format weights multiply.
+    pub activations: Activations,
 }
 
 impl Default for SessionOptions {
@@ -24,6 +26,57 @@ impl Default for SessionOptions {
             ctx: 4096,
             ubatch: 512,
             kv_dtype: None,
+            activations: Activations::Auto,
+        }
+    }
+}
+
+/// The activations decode's mat-vecs over block-format weights (Q8_0 … Q6_K) read. Prompts
+/// (the GEMMs) and float-format weights always take exact f32 activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// Int8 where the shaders may use packed integer dot products, else exact.
+    #[default]
+    Auto,
+    /// f32: the path equal to transformers on the dequantized weights to f32 rounding.
+    Exact,
+    /// Each projection's input quantized once to int8 per block of 32 with a power-of-two
+    /// scale ([`crate::act_quant`]), the weights' blocks multiplied with `dot4I8Packed`.
+    Int8,
+}
+
+impl Activations {
+    /// Whether a session on `gpu` uses int8 activations.
+    pub fn int8(self, gpu: &Gpu) -> Result<bool> {
+        match self {
+            Activations::Exact => Ok(false),
+            Activations::Auto => Ok(gpu.int_dot),
+            Activations::Int8 if gpu.int_dot => Ok(true),
+            Activations::Int8 => Err(Error::Invalid(format!(
+                "int8 activations need packed integer dot products in shaders, which {} does not offer",
+                gpu.info.name
+            ))),
+        }
+    }
+
+    /// Parses a name of [`Activations::name`].
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Activations::Auto),
+            "exact" | "f32" => Ok(Activations::Exact),
+            "int8" | "q8" => Ok(Activations::Int8),
+            _ => Err(Error::Invalid(format!(
+                "activations {s:?}: expected auto, exact or int8"
+            ))),
+        }
+    }
+
+    /// The name `lfm info`, `wgpu-bench` and the options use: auto, exact or int8.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Auto => "auto",
+            Activations::Exact => "exact",
+            Activations::Int8 => "int8",
         }
     }
 }
@@ -74,6 +127,9 @@ pub struct State {
     pub ypair: wgpu::Buffer,
     /// [U, E] router logits
     pub router_logits: wgpu::Buffer,
+    /// Decode with int8 activations: the input of the next mat-vecs as int8 blocks
+    /// (shaders/lib/x_q8.wgsl: 48 bytes per 32 values), [max(H, nh·d, I, k·Im) / 32] records.
+    pub xq: wgpu::Buffer,
     /// [U·k] u32 expert per pair
     pub route_ids: wgpu::Buffer,
     /// [U·k] f32 weight per pair
@@ -114,6 +170,7 @@ pub struct StateSizes {
     pub act: u64,
     pub ypair: u64,
     pub router_logits: u64,
+    pub xq: u64,
     pub route_pairs: u64,
     pub route_off: u64,
     pub logits: u64,
@@ -157,6 +214,13 @@ impl StateSizes {
             act: f((u * cfg.intermediate_size).max(u * k * cfg.moe_intermediate_size)),
             ypair: f(u * k * h),
             router_logits: f(u * e),
+            xq: {
+                let values = h
+                    .max(nh * d)
+                    .max(cfg.intermediate_size)
+                    .max(k * cfg.moe_intermediate_size);
+                buffer_bytes(values.div_ceil(32), 48)
+            },
             route_pairs: f(u * k),
             route_off: f(e + 1),
             logits: f(logit_rows * v),
@@ -198,6 +262,7 @@ impl StateSizes {
             + self.act
             + self.ypair
             + self.router_logits
+            + self.xq
             + 3 * self.route_pairs
             + self.route_off
             + self.logits
@@ -276,6 +341,7 @@ impl State {
             act: mk("swiglu_act", sz.act)?,
             ypair: mk("expert_out", sz.ypair)?,
             router_logits: mk("router_logits", sz.router_logits)?,
+            xq: mk("activations_q8", sz.xq)?,
             route_ids: mk("route_ids", sz.route_pairs)?,
             route_w: mk("route_weights", sz.route_pairs)?,
             route_off: mk("route_offsets", sz.route_off)?,
@@ -326,6 +392,7 @@ impl State {
             &self.act,
             &self.ypair,
             &self.router_logits,
+            &self.xq,
             &self.route_ids,
             &self.route_w,
             &self.route_off,

@@ -15,12 +15,28 @@ pub struct HostMatrix {
     pub rows: usize,
     pub cols: usize,
     pub data: Vec<f32>,
+    /// The runs of rows the engine stores in a block format (Q8_0 … Q6_K): in int8 mode
+    /// their inputs are quantized ([`crate::act_quant`]).
+    pub block_rows: Vec<std::ops::Range<usize>>,
 }
 
 impl HostMatrix {
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
     }
+
+    /// Whether row `r` is stored in a block format.
+    pub fn block_row(&self, r: usize) -> bool {
+        self.block_rows.iter().any(|run| run.contains(&r))
+    }
+}
+
+/// `x` (rows of `k` values) as the integer-dot mat-vec sees it: each row quantized to int8
+/// blocks and back.
+pub fn quant_dequant(x: &[f32], k: usize) -> Vec<f32> {
+    let mut q = x.to_vec();
+    q.chunks_mut(k).for_each(crate::act_quant::quant_dequant_row);
+    q
 }
 
 /// Loads weights into host memory, rounded as the engine stores them for `dtype` (f16
@@ -58,11 +74,30 @@ impl WeightSink for HostSink {
                         .for_each(|(o, b)| *o = f16::from_le_bytes([b[0], b[1]]).to_f32());
                 }
             }
+            let block_rows = match st.dtype.is_block() {
+                true => std::iter::once(0..spec.rows).collect(),
+                false => vec![],
+            };
             return Ok(HostMatrix {
                 rows: spec.rows,
                 cols: spec.cols,
                 data,
+                block_rows,
             });
+        }
+        // Blocks read as they are (GGUF): the runs of rows of each part's format.
+        let mut block_rows = Vec::new();
+        if let Some(formats) = src.native(spec)? {
+            let mut row = 0;
+            for (part, dtype) in spec.parts.iter().zip(formats) {
+                let rows = part.shape.iter().product::<usize>() / spec.cols;
+                if dtype.is_block() {
+                    block_rows.push(row..row + rows);
+                }
+                row += rows;
+            }
+        } else if storage_format(spec, self.dtype).is_block() {
+            block_rows.push(0..spec.rows);
         }
         let mut at = 0;
         for part in &spec.parts {
@@ -84,6 +119,7 @@ impl WeightSink for HostSink {
             rows: spec.rows,
             cols: spec.cols,
             data,
+            block_rows,
         })
     }
 
@@ -232,9 +268,19 @@ pub fn route(logits: &[f32], bias: Option<&[f32]>, k: usize, norm: bool, scale: 
 
 /// SwiGLU down·(silu(gate·x) ⊙ up·x) for one token with expert `e`'s slice of stacked
 /// matrices (e = 0 for a dense FFN).
-fn swiglu(x: &[f32], gate: &HostMatrix, up: &HostMatrix, down: &HostMatrix, e: usize) -> Vec<f32> {
+/// Expert `e` (or the dense FFN, e = 0) on one token `x`; with `int8`, the inputs of its
+/// block-format matrices quantized as the integer-dot mat-vec quantizes them.
+fn swiglu(x: &[f32], gate: &HostMatrix, up: &HostMatrix, down: &HostMatrix, e: usize, int8: bool) -> Vec<f32> {
     let i_rows = down.cols; // width of the hidden layer
     let h = x.len();
+    let xq;
+    let x = match int8 && gate.block_row(e * i_rows) {
+        true => {
+            xq = quant_dequant(x, h);
+            &xq[..]
+        }
+        false => x,
+    };
     let act: Vec<f32> = (0..i_rows)
         .map(|r| {
             let g: f32 = gate.row(e * i_rows + r).iter().zip(x).map(|(a, b)| a * b).sum();
@@ -242,6 +288,10 @@ fn swiglu(x: &[f32], gate: &HostMatrix, up: &HostMatrix, down: &HostMatrix, e: u
             silu(g) * u
         })
         .collect();
+    let act = match int8 && down.block_row(e * h) {
+        true => quant_dequant(&act, i_rows),
+        false => act,
+    };
     (0..h)
         .map(|o| down.row(e * h + o).iter().zip(&act).map(|(a, b)| a * b).sum())
         .collect()
@@ -254,6 +304,9 @@ pub struct Reference {
     pub cfg: Config,
     pub w: Weights<HostMatrix, Vec<f32>>,
     inv_freq: Vec<f32>,
+    /// Int8 mode: the inputs of block-format matrices quantized to int8 blocks first, as a
+    /// session with int8 activations decodes (set it for decode steps; prompts are exact).
+    pub int8: bool,
 }
 
 /// Per-sequence state of the CPU model.
@@ -274,7 +327,12 @@ impl Reference {
         let cfg = src.config().clone();
         let w = Weights::load(src, &mut HostSink { dtype })?;
         let inv_freq = cfg.rope_inv_freq();
-        Ok(Reference { cfg, w, inv_freq })
+        Ok(Reference {
+            cfg,
+            w,
+            inv_freq,
+            int8: false,
+        })
     }
 
     pub fn new_state(&self) -> RefState {
@@ -293,6 +351,22 @@ impl Reference {
             k: vec![vec![]; c.num_layers()],
             v: vec![vec![]; c.num_layers()],
         }
+    }
+
+    /// y = x·Wᵀ (+ bias), in int8 mode with the block-format rows on quantized x.
+    fn mm(&self, x: &[f32], w: &HostMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+        if !self.int8 || w.block_rows.is_empty() {
+            return matmul(x, w, bias);
+        }
+        let yq = matmul(&quant_dequant(x, w.cols), w, bias);
+        if w.block_rows.len() == 1 && w.block_rows[0] == (0..w.rows) {
+            return yq;
+        }
+        let y = matmul(x, w, bias);
+        let n = w.rows;
+        (0..y.len())
+            .map(|i| if w.block_row(i % n) { yq[i] } else { y[i] })
+            .collect()
     }
 
     /// Runs `tokens` through the model from `st`, returning the logits [T, vocab].
@@ -319,9 +393,9 @@ impl Reference {
                     out_proj,
                     out_bias,
                 } => {
-                    let z = matmul(&a, in_proj, in_bias.as_deref());
+                    let z = self.mm(&a, in_proj, in_bias.as_deref());
                     let u = short_conv(&z, conv, conv_bias.as_deref(), &mut st.conv[i], h_dim);
-                    matmul(&u, out_proj, out_bias.as_deref())
+                    self.mm(&u, out_proj, out_bias.as_deref())
                 }
                 Op::Attention {
                     qkv,
@@ -330,7 +404,7 @@ impl Reference {
                     out_proj,
                 } => {
                     let (nh, nkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-                    let z = matmul(&a, qkv, None);
+                    let z = self.mm(&a, qkv, None);
                     let mut q = Vec::with_capacity(t_len * nh * d);
                     for t in 0..t_len {
                         let zr = &z[t * qkv.rows..(t + 1) * qkv.rows];
@@ -344,7 +418,7 @@ impl Reference {
                         st.v[i].extend_from_slice(&zr[(nh + nkv) * d..]);
                     }
                     let o = attention(&q, &st.k[i], &st.v[i], nh, nkv, d, st.pos);
-                    matmul(&o, out_proj, None)
+                    self.mm(&o, out_proj, None)
                 }
             };
             h.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
@@ -352,7 +426,7 @@ impl Reference {
             let y = match &layer.ffn {
                 Ffn::Dense { gate, up, down } => b
                     .chunks(h_dim)
-                    .flat_map(|x| swiglu(x, gate, up, down, 0))
+                    .flat_map(|x| swiglu(x, gate, up, down, 0, self.int8))
                     .collect::<Vec<_>>(),
                 Ffn::Moe {
                     router,
@@ -361,7 +435,7 @@ impl Reference {
                     up,
                     down,
                 } => {
-                    let logits = matmul(&b, router, None);
+                    let logits = self.mm(&b, router, None);
                     let mut y = vec![0f32; t_len * h_dim];
                     for t in 0..t_len {
                         let (ids, wts) = route(
@@ -373,7 +447,7 @@ impl Reference {
                         );
                         let x = &b[t * h_dim..(t + 1) * h_dim];
                         for (e, wt) in ids.iter().zip(wts) {
-                            let o = swiglu(x, gate, up, down, *e as usize);
+                            let o = swiglu(x, gate, up, down, *e as usize, self.int8);
                             y[t * h_dim..(t + 1) * h_dim]
                                 .iter_mut()
                                 .zip(o)
@@ -390,7 +464,7 @@ impl Reference {
         }
         st.pos += t_len;
         let hn = rmsnorm(&h, &self.w.final_norm, c.norm_eps);
-        matmul(&hn, self.w.head(), None)
+        self.mm(&hn, self.w.head(), None)
     }
 }
 

@@ -112,7 +112,7 @@ pub fn max_abs(x: &[f32]) -> f32 {
 }
 
 /// A session over `src` loaded on the default adapter with weights as `dtype` and a context of
-/// `ctx` tokens (other options default).
+/// `ctx` tokens, on exact activations (other options default).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn session(
     src: &dyn lfm_wgpu::model::weights::Source,
@@ -125,6 +125,7 @@ pub fn session(
         model,
         &session::SessionOptions {
             ctx,
+            activations: session::Activations::Exact,
             ..Default::default()
         },
     )

@@ -15,7 +15,7 @@ use std::io::Write;
 
 pub fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
     let opts = gpu.options()?;
-    let adapters = context::adapters(opts.backend.unwrap_or(wgpu::Backends::PRIMARY));
+    let (adapters, int_dot) = context::adapters_and_int_dot(opts.backend.unwrap_or(wgpu::Backends::PRIMARY));
     if adapters.is_empty() {
         return Err(lfm_wgpu::Error::NoAdapter { detail: String::new() }.into());
     }
@@ -39,6 +39,13 @@ pub fn info(model: Option<String>, offline: bool, gpu: &GpuArgs) -> Result<()> {
             l.max_compute_workgroup_storage_size >> 10,
         );
     }
+    say!(
+        "decode on block-format weights (q8_0 … q6_k): {} activations by default (--activations: exact, int8, auto)",
+        match int_dot {
+            true => "int8 (packed integer dot products)",
+            false => "exact f32 (no packed integer dot products in shaders)",
+        }
+    );
     let Some(spec) = model else { return Ok(()) };
     // Only config.json is read (downloaded alone when the model is not cached), or a GGUF's
     // header (its tensor data stays unread).

@@ -26,7 +26,7 @@ use lfm_wgpu::interrupt;
 use lfm_wgpu::model::files::ModelFiles;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::memory::default_dtype_for;
-use lfm_wgpu::model::session::{Session, SessionOptions};
+use lfm_wgpu::model::session::{Activations, Session, SessionOptions};
 use lfm_wgpu::model::weights::Checkpoint;
 use lfm_wgpu::sampling::{SamplingParams, TokenConstraint};
 use lfm_wgpu::tokenizer::Tokenizer;
@@ -286,6 +286,12 @@ struct LoadArgs {
     /// KV-cache storage: f16 or f32 (default: as --dtype)
     #[arg(long)]
     kv_dtype: Option<String>,
+    /// What decode multiplies block-format weights (q8_0 … q6_k) with: exact (f32
+    /// activations, equal to transformers on the dequantized weights), int8 (each input
+    /// quantized once per block of 32, packed integer dot products), or auto (int8 where the
+    /// shaders have them)
+    #[arg(long, default_value = "auto")]
+    activations: String,
     /// Context length (KV cache capacity), at most the larger of 32768 and the model's
     /// max_position_embeddings
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
@@ -421,7 +427,13 @@ fn load(m: Opened, args: &LoadArgs) -> Result<(Session, f64)> {
         }
     };
     let t = std::time::Instant::now();
-    let opts = SessionOptions { ctx, ubatch, kv_dtype };
+    let activations = Activations::parse(&args.activations)?;
+    let opts = SessionOptions {
+        ctx,
+        ubatch,
+        kv_dtype,
+        activations,
+    };
     let (model, est) = GpuModel::load_checked(gpu, files.source(), dtype, &opts)
         .with_context(|| format!("loading {}", dir.display()))?;
     let load_s = t.elapsed().as_secs_f64();

@@ -24,7 +24,7 @@ use lfm_wgpu::model::config::Config;
 use lfm_wgpu::model::files::ModelFiles;
 use lfm_wgpu::model::gpu_weights::GpuModel;
 use lfm_wgpu::model::memory::{peak_host_memory, MemoryEstimate};
-use lfm_wgpu::model::session::{DispatchTime, Session, SessionOptions};
+use lfm_wgpu::model::session::{Activations, DispatchTime, Session, SessionOptions};
 use lfm_wgpu::model::synthetic::Synthetic;
 use lfm_wgpu::model::weights::Source;
 use lfm_wgpu::units::gib;
@@ -82,6 +82,10 @@ struct Args {
     backend: Option<String>,
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=8192))]
     ubatch: u32,
+    /// What decode multiplies block-format weights with: auto, exact (f32 activations) or
+    /// int8 (quantized once per input, packed integer dot products)
+    #[arg(long, default_value = "auto")]
+    activations: String,
     /// Per-kernel decode breakdown from timestamp queries
     #[arg(long)]
     profile: bool,
@@ -272,6 +276,7 @@ fn main() -> Result<()> {
         ctx,
         ubatch,
         kv_dtype: None,
+        activations: Activations::parse(&a.activations)?,
     };
     progress("loading the model");
     let t = Instant::now();
@@ -313,7 +318,7 @@ fn main() -> Result<()> {
     let model = Arc::new(model);
     let cfg = model.cfg.clone();
     if a.kernels {
-        return kernel_mode(&kernels, &cfg, copy_bw, a.formats.as_deref(), a.json);
+        return kernel_mode(&kernels, &cfg, copy_bw, a.formats.as_deref(), a.json, sopts.activations);
     }
     let submits = host_cost::parse_list(&a.submits)?;
     let mut s = Session::new(model.clone(), &sopts)?;
@@ -398,6 +403,7 @@ fn main() -> Result<()> {
         let j = serde_json::json!({
             "adapter": info.name, "device_type": format!("{:?}", info.device_type), "backend": format!("{:?}", info.backend),
             "driver": format!("{} {}", info.driver, info.driver_info), "model": name, "dtype": model.dtype.name(),
+            "decode_activations": if s.int8 { "int8" } else { "exact" },
             "layers": cfg.num_layers(), "scaled_for_cpu_adapter": scaled,
             "load_s": load_s, "gpu_bytes": gpu_bytes, "weight_bytes": model.weight_bytes,
             "estimate": {"weights": est.weights, "kv": est.kv, "scratch": est.scratch, "ctx": est.ctx},
@@ -429,9 +435,10 @@ fn main() -> Result<()> {
         info.driver_info
     );
     say!(
-        "model: {name}, {}, {} layers | load {load_s:.2} s | GPU memory {} GB (weights {}) | copy bandwidth {} GB/s | FMA peak {:.1} GFLOP/s",
+        "model: {name}, {}, {} layers, decode on {} activations | load {load_s:.2} s | GPU memory {} GB (weights {}) | copy bandwidth {} GB/s | FMA peak {:.1} GFLOP/s",
         model.dtype,
         cfg.num_layers(),
+        if s.int8 { "int8" } else { "exact f32" },
         gb(gpu_bytes as f64),
         gb(model.weight_bytes as f64),
         gb(copy_bw),
@@ -674,8 +681,16 @@ fn matvec_shapes(cfg: &Config) -> Vec<probe::MatvecShape> {
     ]
 }
 
-/// Prints the decode mat-vec timings at the model's shapes for every weight format.
-fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, formats: Option<&str>, json: bool) -> Result<()> {
+/// Prints the decode mat-vec timings at the model's shapes for every weight format, on f32
+/// and (block formats, unless `--activations exact`) on int8 activations.
+fn kernel_mode(
+    k: &Kernels,
+    cfg: &Config,
+    copy_bw: f64,
+    formats: Option<&str>,
+    json: bool,
+    acts: Activations,
+) -> Result<()> {
     let dtypes: Vec<DType> = match formats {
         None => DType::ALL.to_vec(),
         Some(list) => list
@@ -688,11 +703,26 @@ fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, formats: Option<&str>, j
             })
             .collect::<Result<_>>()?,
     };
-    let rows = probe::time_decode_matvecs(k, &matvec_shapes(cfg), cfg.num_experts_per_tok as u32, &dtypes, 3)?;
+    let (shapes, topk) = (matvec_shapes(cfg), cfg.num_experts_per_tok as u32);
+    let mut rows = Vec::new();
+    for int8 in [false, true] {
+        let wanted = match acts {
+            Activations::Exact => !int8,
+            Activations::Int8 => int8,
+            Activations::Auto => !int8 || k.gpu.int_dot,
+        };
+        if wanted {
+            rows.extend(probe::time_decode_matvecs(k, &shapes, topk, &dtypes, 3, int8)?);
+        }
+    }
+    let order = |d: DType| dtypes.iter().position(|&x| x == d);
+    let kernel = |n: &str| shapes.iter().position(|s| s.name == n);
+    rows.sort_by_key(|t| (order(t.dtype), kernel(t.name), t.int8));
+    let acts_name = |int8: bool| if int8 { "int8" } else { "f32" };
     if json {
         let j: Vec<_> = rows
             .iter()
-            .map(|t| serde_json::json!({"dtype": t.dtype.name(), "kernel": t.name, "rows": t.rows, "cols": t.cols, "bytes": t.bytes, "seconds": t.seconds, "bytes_s": t.bytes as f64 / t.seconds, "share_of_copy": t.bytes as f64 / t.seconds / copy_bw}))
+            .map(|t| serde_json::json!({"dtype": t.dtype.name(), "activations": acts_name(t.int8), "kernel": t.name, "rows": t.rows, "cols": t.cols, "bytes": t.bytes, "seconds": t.seconds, "bytes_s": t.bytes as f64 / t.seconds, "share_of_copy": t.bytes as f64 / t.seconds / copy_bw}))
             .collect();
         say!(
             "{}",
@@ -705,8 +735,9 @@ fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, formats: Option<&str>, j
         gb(copy_bw)
     );
     say!(
-        "| {:<6} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |",
+        "| {:<6} | {:<5} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |",
         "dtype",
+        "acts",
         "kernel",
         "shape",
         "µs",
@@ -714,7 +745,8 @@ fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, formats: Option<&str>, j
         "% copy"
     );
     say!(
-        "| {:-<6} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |",
+        "| {:-<6} | {:-<5} | {:-<16} | {:->13} | {:->9} | {:->9} | {:->7} |",
+        "",
         "",
         "",
         "",
@@ -725,8 +757,9 @@ fn kernel_mode(k: &Kernels, cfg: &Config, copy_bw: f64, formats: Option<&str>, j
     for t in rows {
         let bw = t.bytes as f64 / t.seconds;
         say!(
-            "| {:<6} | {:<16} | {:>13} | {:>9.1} | {:>9} | {:>6.1}% |",
+            "| {:<6} | {:<5} | {:<16} | {:>13} | {:>9.1} | {:>9} | {:>6.1}% |",
             t.dtype.name(),
+            acts_name(t.int8),
             t.name,
             format!("{}×{}", t.rows, t.cols),
             t.seconds * 1e6,

@@ -33,6 +33,7 @@ impl Session {
                 &self.kernels,
                 &self.uniforms,
                 Mode::PrefillAllLogits,
+                self.int8,
             )?;
             self.prefill_all = Some(p);
         }
