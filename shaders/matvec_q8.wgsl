@@ -1,16 +1,10 @@
-// Integer-dot mat-vec for decode (interface in lib/linear.wgsl): x comes quantized by
-// quantize_x.wgsl (lib/x_q8.wgsl: int8 blocks of 32 with a power-of-two scale and their
-// sums; any RMSNorm already applied), and each format's `qdot32` takes one block or
-// sub-block of weights through dot4I8Packed, applying its scales once (K-quants: `qdot64`,
-// two sub-blocks sharing their words); f32 across blocks.
-// Otherwise as matvec.wgsl: R output columns per workgroup, threads strided over the blocks,
-// subgroup sums meeting behind one barrier; GLU, GATHER (only the routed experts' weights
-// are read), COMBINE (a token's topk slots summed, with SCALE their routing weights), BIAS,
-// ACC. Grid (ceil(n/R), T or T·topk).
-const WG: u32 = 64u;
-const R: u32 = 8u;
-
-var<workgroup> partial: array<array<f32, WG>, 16>; // [2R][WG]: row sums (gate, then up)
+// Integer-dot mat-vec for decode (interface in lib/linear.wgsl; rows, slots and the
+// reduction in lib/matvec_rows.wgsl): x comes quantized by quantize_x.wgsl (lib/x_q8.wgsl:
+// int8 blocks of 32 with a power-of-two scale and their sums; any RMSNorm already applied),
+// and each format's `qdot32` takes one block or sub-block of weights through dot4I8Packed,
+// applying its scales once (K-quants: `qdot64`, two sub-blocks sharing their words); f32
+// across blocks. GLU, GATHER, COMBINE, SCALE, BIAS, ACC as in matvec.wgsl (never NORM).
+// Grid (ceil(n/R), T or T·topk).
 
 // Block g of quantized row `xrow` (rows of K/32 records of three vec4).
 fn xq32(xrow: u32, g: u32) -> XQ32 {
@@ -27,32 +21,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
     let blocks = p.k / 32u;
     var acc: array<f32, R>;
     var acc_up: array<f32, R>;
-    var slots = 1u;
-    if COMBINE {
-        slots = p.topk;
-    }
-    for (var slot_i = 0u; slot_i < slots; slot_i++) {
-        var pair = row;
-        if COMBINE {
-            pair = row * p.topk + slot_i;
-        }
-        var xrow = pair;
-        var wrow0 = 0u;
-        var weight = 1.0;
-        if GATHER {
-            let e = route_a[pair];
-            if e < p.e0 || e >= p.e0 + p.ne {
-                if COMBINE {
-                    continue;
-                }
-                return;
+    for (var slot_i = 0u; slot_i < slots(); slot_i++) {
+        let sl = slot_of(row, slot_i);
+        if !sl.here {
+            if COMBINE {
+                continue;
             }
-            xrow = pair / p.xdiv;
-            wrow0 = (e - p.e0) * p.n_per_e;
-            if COMBINE && SCALE {
-                weight = route_w[pair];
-            }
+            return;
         }
+        let xrow = sl.xrow;
+        let wrow0 = sl.wrow0;
         // Zeroed per slot explicitly: not every compiler re-initialises a loop-body `var`.
         var part: array<f32, R>;
         for (var r = 0u; r < R; r++) {
@@ -84,33 +62,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
             }
         }
         for (var r = 0u; r < R; r++) {
-            acc[r] += weight * part[r];
+            acc[r] += sl.weight * part[r];
         }
     }
-    let leader = sg_leader(lane);
-    let slot = sg_slot(lane);
-    for (var r = 0u; r < R; r++) {
-        let s = sg_sum(acc[r]);
-        if leader {
-            partial[r][slot] = s;
-        }
-        if GLU {
-            let su = sg_sum(acc_up[r]);
-            if leader {
-                partial[R + r][slot] = su;
-            }
-        }
-    }
-    workgroupBarrier();
-    if lid < R && n0 + lid < p.n {
-        var s = 0.0;
-        var su = 0.0;
-        for (var i = 0u; i < sg_slots(lane); i++) {
-            s += partial[lid][i];
-            if GLU {
-                su += partial[R + lid][i];
-            }
-        }
-        store(row, row, p.col0 + n0 + lid, s, su);
-    }
+    finish(lane, row, n0, acc, acc_up, 0.0);
 }

@@ -425,6 +425,9 @@ pub fn assemble(key: &PipelineKey) -> String {
         });
         s.push_str(include_str!("../../shaders/lib/linear.wgsl"));
     }
+    if matches!(key.kernel, Kernel::Matvec(_) | Kernel::MatvecQ8(_)) {
+        s.push_str(include_str!("../../shaders/lib/matvec_rows.wgsl"));
+    }
     s.push_str(&format!("// ---- {}\n", src.file));
     s.push_str(src.text);
     s
