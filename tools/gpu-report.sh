@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU report: `lfm info`, the GPU test suite, and wgpu-bench at the full
 # LFM2-8B-A1B shape for every weight format (pp512 / tg128, the host cost per token, a
-# per-kernel --profile, and the --kernels mat-vec table). Writes OUT/gpu-report.json (every
+# per-kernel --profile, the first format also on exact f32 activations, and the --kernels
+# mat-vec table on both activation paths). Writes OUT/gpu-report.json (every
 # run's JSON, as wgpu-bench printed it) and OUT/gpu-report.md (a table for BENCHMARKS.md).
 #
 # Meant for a session that is lent a GPU for a few minutes: build here first (release), then
@@ -99,6 +100,11 @@ for d in "${dlist[@]}"; do
     # The per-kernel profile and the submission sweep once, with the first format.
     if [ "$first" = 1 ]; then extra=(--profile --submits "$submits"); fi
     bench "tg-$d" --layers "$layers" --dtype "$d" -p "$prompt" -n "$gen" -r "$reps" "${extra[@]}"
+    # The first format again on exact f32 activations (the default is int8 where shaders
+    # have packed integer dot products): both decode paths on this device.
+    if [ "$first" = 1 ]; then
+        bench "tg-$d-exact" --layers "$layers" --dtype "$d" -p "$prompt" -n "$gen" -r "$reps" --activations exact
+    fi
     first=0
 done
 kargs=(--layers "$layers" --kernels)

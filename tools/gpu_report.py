@@ -28,8 +28,8 @@ def ms(x):
 
 def bench_rows(runs: dict) -> list:
     rows = [
-        "| dtype | layers | pp t/s | tg t/s | tg GB/s (% of copy) | encode ms/tok | submit() ms/tok | blocked ms/tok | GPU ms/tok | dispatches/tok |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| dtype | decode activations | layers | pp t/s | tg t/s | tg GB/s (% of copy) | encode ms/tok | submit() ms/tok | blocked ms/tok | GPU ms/tok | dispatches/tok |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in runs.items():
         if not name.startswith("tg-") or "tests" not in r:
@@ -37,8 +37,9 @@ def bench_rows(runs: dict) -> list:
         pp, tg = r["tests"][0], r["tests"][1]
         host = (r.get("host_cost") or [{}])[0]
         rows.append(
-            "| {} | {} | {:.2f} ± {:.2f} | {:.2f} ± {:.2f} | {:.2f} ({:.1f}%) | {} | {} | {} | {} | {} |".format(
-                name[3:],
+            "| {} | {} | {} | {:.2f} ± {:.2f} | {:.2f} ± {:.2f} | {:.2f} ({:.1f}%) | {} | {} | {} | {} | {} |".format(
+                r.get("dtype", name[3:]),
+                r.get("decode_activations", "exact"),
                 r["layers"],
                 pp["tok_s_mean"], pp["tok_s_sd"],
                 tg["tok_s_mean"], tg["tok_s_sd"],
@@ -81,12 +82,12 @@ def kernel_rows(runs: dict) -> list:
         return []
     rows = [
         f"\nDecode mat-vecs (copy bandwidth {k['copy_bandwidth_bytes_s'] / 1e9:.1f} GB/s):\n",
-        "| dtype | kernel | shape | µs | GB/s | % of copy |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| dtype | activations | kernel | shape | µs | GB/s | % of copy |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for t in k["kernels"]:
         rows.append(
-            f"| {t['dtype']} | {t['kernel']} | {t['rows']}×{t['cols']} | {t['seconds'] * 1e6:.1f} | "
+            f"| {t['dtype']} | {t.get('activations', 'f32')} | {t['kernel']} | {t['rows']}×{t['cols']} | {t['seconds'] * 1e6:.1f} | "
             f"{t['bytes_s'] / 1e9:.1f} | {100 * t['share_of_copy']:.1f}% |"
         )
     return rows
