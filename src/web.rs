@@ -80,6 +80,7 @@ impl Engine {
             "shader_f16": self.gpu.caps.f16,
             "subgroups": self.gpu.caps.subgroups,
             "timestamps": self.gpu.caps.timestamps,
+            "int8_activations": self.gpu.int_dot,
             "max_buffer_size": l.max_buffer_size,
             "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
             "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,

@@ -281,7 +281,8 @@ async function main() {
   const a = JSON.parse(engine.adapter());
   $("adapter").textContent =
     `Adapter: ${a.name || "(unnamed)"} (${a.backend}) · shader-f16 ${a.shader_f16 ? "yes" : "no"} · ` +
-    `subgroups ${a.subgroups ? "yes" : "no"} · largest buffer ${gib(a.max_buffer_size)}, ` +
+    `subgroups ${a.subgroups ? "yes" : "no"} · ` +
+    `int8 decode of quantized weights ${a.int8_activations ? "yes" : "no"} · largest buffer ${gib(a.max_buffer_size)}, ` +
     `largest binding ${gib(a.max_storage_buffer_binding_size)}`;
   if (!a.shader_f16 && $("dtype").value === "f16") $("dtype").value = "q8_0";
   $("load-button").onclick = load;
