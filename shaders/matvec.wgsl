@@ -45,11 +45,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         }
         let xrow = sl.xrow;
         let wrow0 = sl.wrow0;
-        // Zeroed per slot explicitly: not every compiler re-initialises a loop-body `var`.
-        var part: array<f32, R>;
-        for (var r = 0u; r < R; r++) {
-            part[r] = 0.0;
-        }
+        var part = zero_rows();
         // Block formats: 32 weights (one block or sub-block) per thread and step; paired ones
         // 64 (two sub-blocks sharing their words).
         for (var g = lid; W_WIDE && !W_PAIRED && g < groups / 4u; g += WG) {

@@ -31,11 +31,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lane: Lane) {
         }
         let xrow = sl.xrow;
         let wrow0 = sl.wrow0;
-        // Zeroed per slot explicitly: not every compiler re-initialises a loop-body `var`.
-        var part: array<f32, R>;
-        for (var r = 0u; r < R; r++) {
-            part[r] = 0.0;
-        }
+        var part = zero_rows();
         // K-quants (W_PAIRED) take two sub-blocks a step: they share quant and scale words
         // (a row holds whole super-blocks, so the pairs align).
         for (var g = lid; W_PAIRED && g < blocks / 2u; g += WG) {

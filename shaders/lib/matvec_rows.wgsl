@@ -36,6 +36,16 @@ fn slot_of(row: u32, slot_i: u32) -> Slot {
     return s;
 }
 
+// R zeros, written out: a slot's partial sums start from them (not every compiler re-initialises
+// a loop-body `var`).
+fn zero_rows() -> array<f32, R> {
+    var z: array<f32, R>;
+    for (var r = 0u; r < R; r++) {
+        z[r] = 0.0;
+    }
+    return z;
+}
+
 // The workgroup's sums of acc (and acc_up; Σx² = ss with NORM, whose 1/rms scales them), stored
 // as the R outputs from column n0 of `row`.
 fn finish(lane: Lane, row: u32, n0: u32, acc: array<f32, R>, acc_up: array<f32, R>, ss: f32) {
