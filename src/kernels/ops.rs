@@ -91,6 +91,11 @@ impl<'a> Recorder<'a> {
                 kernel.storage_bindings().1
             )));
         }
+        if kernel.storage_dependent().0 && !kernel.weight_formats().contains(&weights) {
+            return Err(Error::Invalid(format!(
+                "{label}: {kernel:?} has no pipeline for {weights} weights"
+            )));
+        }
         let pipeline = self.k.get(self.k.key(kernel, weights, self.kv))?;
         let pb = self.uniforms.push(gpu, params)?;
         let mut entries = vec![

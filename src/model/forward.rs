@@ -310,8 +310,8 @@ pub fn build(m: &GpuModel, s: &State, k: &Kernels, uniforms: &Uniforms, mode: Mo
         }
         // ffn_norm, then feed_forward, closing with h += down(…)
         let readers = match &layer.ffn {
-            Ffn::Dense { gate, .. } => [gate, gate],
-            Ffn::Moe { router, gate, .. } => [router, gate],
+            Ffn::Dense { gate, .. } => vec![gate],
+            Ffn::Moe { router, gate, .. } => vec![router, gate],
         };
         let b = f.norm(&name("ffn_norm"), &layer.ffn_norm, &readers)?;
         match &layer.ffn {

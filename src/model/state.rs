@@ -59,7 +59,7 @@ impl Activations {
         }
     }
 
-    /// Parses a name of [`Activations::name`].
+    /// Parses an option value: auto, exact (or f32), int8 (or q8).
     pub fn parse(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(Activations::Auto),
@@ -68,15 +68,6 @@ impl Activations {
             _ => Err(Error::Invalid(format!(
                 "activations {s:?}: expected auto, exact or int8"
             ))),
-        }
-    }
-
-    /// The name `lfm info`, `wgpu-bench` and the options use: auto, exact or int8.
-    pub fn name(self) -> &'static str {
-        match self {
-            Activations::Auto => "auto",
-            Activations::Exact => "exact",
-            Activations::Int8 => "int8",
         }
     }
 }
