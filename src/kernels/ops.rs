@@ -399,7 +399,7 @@ impl<'a> Recorder<'a> {
                 ids: r.ids,
                 wts: r.weights,
             },
-            [Dim::TokensDiv(64), Dim::Fixed(1), Dim::Fixed(1)],
+            [Dim::Tokens, Dim::Fixed(1), Dim::Fixed(1)],
         )?;
         if shape == Shape::Prefill {
             let p = PairParams {
