@@ -47,18 +47,20 @@ fn tol(want: &[f32]) -> f32 {
 
 /// The feature sets every kernel runs under: the default (subgroups and native f16 where the
 /// adapter has them, as lavapipe does), the fallbacks (workgroup-memory reductions, f16
-/// unpacked from u32), and each feature alone.
+/// unpacked from u32), and each feature alone; the last three with fewer output columns per
+/// decode mat-vec workgroup (`LFM_MATVEC_ROWS`) than the default 8.
 fn configs() -> Vec<(&'static str, GpuOptions)> {
-    let opts = |no_subgroups, no_f16| GpuOptions {
+    let opts = |no_subgroups, no_f16, rows| GpuOptions {
         no_subgroups,
         no_f16,
+        matvec_rows: rows,
         ..Default::default()
     };
     vec![
-        ("default", opts(false, false)),
-        ("fallback", opts(true, true)),
-        ("no-f16", opts(false, true)),
-        ("no-subgroups", opts(true, false)),
+        ("default", opts(false, false, None)),
+        ("fallback, 2 rows", opts(true, true, Some(2))),
+        ("no-f16, 4 rows", opts(false, true, Some(4))),
+        ("no-subgroups, 1 row", opts(true, false, Some(1))),
     ]
 }
 
@@ -104,7 +106,10 @@ impl Dev {
     fn new(name: &str, opts: GpuOptions) -> Dev {
         let gpu = gpu(opts);
         let caps = gpu.caps;
-        let name = format!("{name} (sg {}, f16 {})", caps.subgroups, caps.f16);
+        let name = format!(
+            "{name} (sg {}, f16 {}, {} rows)",
+            caps.subgroups, caps.f16, gpu.matvec_rows
+        );
         let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
             size: 16,
@@ -1472,6 +1477,30 @@ fn route() {
             }
         }
     }
+    // NaN logits (a broken checkpoint): they rank last, so the ids stay distinct experts in
+    // range and every slot is written.
+    let dev = Dev::new("default", GpuOptions::default());
+    let (experts, topk) = (12, 4);
+    let mut logits: Vec<f32> = (0..experts).map(|e| e as f32 * 0.1).collect();
+    for e in [1, 5, 11] {
+        logits[e] = f32::NAN;
+    }
+    let (lb, ib, wb) = (
+        dev.f32s(&logits),
+        dev.u32s(&vec![u32::MAX; topk]),
+        dev.f32s(&vec![0.0; topk]),
+    );
+    let routing = Routing {
+        ids: &ib,
+        weights: &wb,
+        offsets: &dev.dummy,
+        rows: &dev.dummy,
+        topk: topk as u32,
+    };
+    dev.run(tokens(1), DType::F32, |r| {
+        r.route(Shape::Decode, "router", &lb, None, &routing, experts, true, 1.0)
+    });
+    assert_eq!(dev.read_u32(&ib, topk), [10, 9, 8, 7], "NaN logits ranked last");
 }
 
 #[test]
@@ -1636,9 +1665,10 @@ fn sample_distribution() {
     // i.e. the others are −∞ before the chain).
     for (vocab, params, cname) in cases
         .into_iter()
-        .flat_map(|(v, p)| [(v, p.clone(), "default"), (v, p, "no-subgroups")])
+        .flat_map(|(v, p)| [(v, p.clone(), "default"), (v, p, "no-subgroups, 1 row")])
     {
-        let dev = Dev::new(cname, configs().into_iter().find(|c| c.0 == cname).unwrap().1);
+        let opts = configs().into_iter().find(|c| c.0 == cname).expect("a config").1;
+        let dev = Dev::new(cname, opts);
         let logits = rand_vec(&mut rng, vocab, -3.0, 3.0);
         let seen: Vec<bool> = (0..vocab).map(|i| i % 7 == 3).collect();
         let allowed: Vec<bool> = (0..vocab).map(|_| rng.random_bool(0.5)).collect();

@@ -28,8 +28,8 @@ def ms(x):
 
 def bench_rows(runs: dict) -> list:
     rows = [
-        "| dtype | decode activations | layers | pp t/s | tg t/s | tg GB/s (% of copy) | encode ms/tok | submit() ms/tok | blocked ms/tok | GPU ms/tok | dispatches/tok |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| dtype | decode activations | mat-vec rows | layers | pp t/s | tg t/s | tg GB/s (% of copy) | encode ms/tok | submit() ms/tok | blocked ms/tok | GPU ms/tok | dispatches/tok |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in runs.items():
         if not name.startswith("tg-") or "tests" not in r:
@@ -37,9 +37,10 @@ def bench_rows(runs: dict) -> list:
         pp, tg = r["tests"][0], r["tests"][1]
         host = (r.get("host_cost") or [{}])[0]
         rows.append(
-            "| {} | {} | {} | {:.2f} ± {:.2f} | {:.2f} ± {:.2f} | {:.2f} ({:.1f}%) | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {:.2f} ± {:.2f} | {:.2f} ± {:.2f} | {:.2f} ({:.1f}%) | {} | {} | {} | {} | {} |".format(
                 r.get("dtype", name[3:]),
                 r.get("decode_activations", "exact"),
+                r.get("matvec_rows", 8),
                 r["layers"],
                 pp["tok_s_mean"], pp["tok_s_sd"],
                 tg["tok_s_mean"], tg["tok_s_sd"],

@@ -3,10 +3,10 @@
 // summing its topk slots); which x row and weight rows a slot reads; and the end — the R (2R
 // with GLU) partial sums of each thread reduced per subgroup (subgroupAdd; without subgroups
 // each thread is its own slot), meeting in workgroup memory behind a single barrier.
+// R (8, or 1 for the narrow variant) is set by the assembler.
 const WG: u32 = 64u;
-const R: u32 = 8u;
 
-var<workgroup> partial: array<array<f32, WG>, 17>; // [2R + 1][WG]: row sums, then Σx² (NORM)
+var<workgroup> partial: array<array<f32, WG>, 2u * R + 1u>; // [2R + 1][WG]: row sums, then Σx² (NORM)
 
 // One slot of a workgroup's row: its x row, its first weight row, its routing weight (COMBINE
 // with SCALE), and whether its expert is in this weight chunk (GATHER reads only those).

@@ -21,13 +21,16 @@ pub struct GpuOptions {
     pub no_subgroups: bool,
     /// Lower the storage-binding size the engine plans with (forces the split path).
     pub max_binding_bytes: Option<u64>,
+    /// Output columns per decode mat-vec workgroup: 8 (default), 4, 2 or 1
+    /// (`LFM_MATVEC_ROWS`).
+    pub matvec_rows: Option<u8>,
     /// GPU memory to plan with instead of what the driver reports (`LFM_GPU_MEMORY`).
     pub memory_bytes: Option<u64>,
 }
 
 impl GpuOptions {
     /// Options from the environment: `LFM_ADAPTER`, `LFM_BACKEND`, `LFM_NO_F16=1`,
-    /// `LFM_NO_SUBGROUPS=1`, `LFM_MAX_BINDING_BYTES=N`.
+    /// `LFM_NO_SUBGROUPS=1`, `LFM_MAX_BINDING_BYTES=N`, `LFM_MATVEC_ROWS=8|4|2|1`.
     pub fn from_env() -> Result<Self> {
         let flag = |name: &str| std::env::var(name).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         let backend = match std::env::var("LFM_BACKEND") {
@@ -39,6 +42,13 @@ impl GpuOptions {
                 v.parse()
                     .map_err(|_| Error::Invalid(format!("LFM_MAX_BINDING_BYTES={v} is not a byte count")))?,
             ),
+            Err(_) => None,
+        };
+        let matvec_rows = match std::env::var("LFM_MATVEC_ROWS") {
+            Ok(v) => match v.trim() {
+                "8" | "4" | "2" | "1" => Some(v.trim().parse().expect("one of 8, 4, 2, 1")),
+                _ => return Err(Error::Invalid(format!("LFM_MATVEC_ROWS={v}: 8, 4, 2 or 1"))),
+            },
             Err(_) => None,
         };
         let memory_bytes = match std::env::var("LFM_GPU_MEMORY") {
@@ -53,6 +63,7 @@ impl GpuOptions {
             no_f16: flag("LFM_NO_F16"),
             no_subgroups: flag("LFM_NO_SUBGROUPS"),
             max_binding_bytes,
+            matvec_rows,
             memory_bytes,
         })
     }
@@ -78,6 +89,10 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
         ))),
     }
 }
+
+/// Output columns per decode mat-vec workgroup by default (`R` in
+/// shaders/lib/matvec_rows.wgsl; see [`Gpu::matvec_rows`]).
+pub const MATVEC_ROWS: u8 = 8;
 
 /// Optional features the kernels use, as granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,6 +124,9 @@ pub struct Gpu {
     pub weight_usage: wgpu::BufferUsages,
     /// Shaders may use `dot4I8Packed` (the integer-dot mat-vec on int8 activations).
     pub int_dot: bool,
+    /// Output columns per decode mat-vec workgroup (8; `LFM_MATVEC_ROWS` = 4, 2 or 1 gives
+    /// more, smaller workgroups: a tuning knob for devices of many compute units).
+    pub matvec_rows: u8,
     /// Set by the driver's device-lost callback: why the device is gone.
     pub(super) lost: Arc<std::sync::Mutex<Option<String>>>,
     /// The first error an error scope reported after its step returned (in a browser, where
@@ -304,6 +322,7 @@ impl Gpu {
                 false => wgpu::BufferUsages::empty(),
             },
             int_dot,
+            matvec_rows: opts.matvec_rows.unwrap_or(MATVEC_ROWS),
             lost,
             deferred: Default::default(),
         };

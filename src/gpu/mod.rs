@@ -5,6 +5,6 @@ pub mod memory;
 mod readback;
 pub mod tensor;
 
-pub use context::{Caps, Gpu, GpuOptions};
+pub use context::{Caps, Gpu, GpuOptions, MATVEC_ROWS};
 pub use memory::{AdapterMemory, MemorySource};
 pub use tensor::{DType, GpuMatrix, MatChunk};

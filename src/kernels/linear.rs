@@ -6,14 +6,12 @@
 use super::bindings::LinearBindings;
 use super::ops::{Recorder, Routing};
 use super::params::LinearParams;
-use super::{Dim, Kernel, Linear, Shape};
+use super::{Dim, Kernel, Linear, Shape, NARROW_MAX_ROWS};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuMatrix, MatChunk};
 
 /// Output columns of a prefill GEMM tile (shaders/matmul.wgsl; rows: `Linear::matmul_rows`).
 const MATMUL_BN: u32 = 64;
-/// Output columns per mat-vec workgroup (shaders/matvec.wgsl).
-const MATVEC_ROWS: u32 = 8;
 
 /// Arguments of one linear op beyond its input/weights/output.
 pub struct LinearOp<'a> {
@@ -46,7 +44,7 @@ pub struct LinearOp<'a> {
 
 impl LinearOp<'_> {
     /// The pipeline variant, after checking that `shape` has it and the operands fit it.
-    fn variant(&self, shape: Shape) -> Result<Linear> {
+    fn variant(&self, shape: Shape, matvec_rows: u8) -> Result<Linear> {
         let w = self.w;
         let refuse = |what: &str| Err(Error::Invalid(format!("{}: {what}", w.label)));
         if !self.ldx.is_multiple_of(4) || !w.cols.is_multiple_of(8) {
@@ -83,6 +81,10 @@ impl LinearOp<'_> {
             norm: self.norm.is_some(),
             acc: self.acc,
             combine: self.combine,
+            rows: match shape == Shape::Decode && self.moe.is_none() && w.rows <= NARROW_MAX_ROWS {
+                true => 1,
+                false => matvec_rows,
+            },
         })
     }
 
@@ -114,12 +116,12 @@ impl LinearOp<'_> {
     }
 
     /// The workgroup grid of a chunk with these parameters: GEMM tiles over (columns, rows,
-    /// experts); mat-vec rows of MATVEC_ROWS columns over tokens, (token, slot) pairs, or
+    /// experts); mat-vec rows of `matvec_rows` columns over tokens, (token, slot) pairs, or
     /// `rows` fixed rows.
     fn grid(&self, shape: Shape, v: Linear, p: &LinearParams, rows: Option<u32>) -> [Dim; 3] {
         let columns = match shape {
             Shape::Prefill => p.n.div_ceil(MATMUL_BN),
-            Shape::Decode => p.n.div_ceil(MATVEC_ROWS),
+            Shape::Decode => p.n.div_ceil(v.matvec_rows()),
         };
         let y = match (shape, self.moe) {
             (Shape::Prefill, _) => Dim::TokensDiv(v.matmul_rows()),
@@ -161,7 +163,7 @@ impl Recorder<'_> {
     }
 
     fn linear_grid(&mut self, shape: Shape, op: &LinearOp<'_>, rows: Option<u32>) -> Result<()> {
-        let variant = op.variant(shape)?;
+        let variant = op.variant(shape, self.k.gpu.matvec_rows)?;
         let kernel = match shape {
             Shape::Prefill => Kernel::Matmul(variant),
             Shape::Decode => Kernel::Matvec(variant),

@@ -75,9 +75,22 @@ pub struct Linear {
     /// Decode mat-vec over routed experts (with `gather`): one row per token, its top-k
     /// pairs summed in the workgroup (the experts' down projection and the combine in one).
     pub combine: bool,
+    /// Output columns per decode mat-vec workgroup: [`MATVEC_ROWS`], or 1 for a mat-vec of
+    /// few columns (the router's), so that its few workgroups do not each walk eight rows in
+    /// turn (`Gpu::matvec_rows` may set fewer for all).
+    pub rows: u8,
 }
 
+pub use crate::gpu::MATVEC_ROWS;
+/// Dense decode mat-vecs of at most this many output columns take one per workgroup.
+pub const NARROW_MAX_ROWS: usize = 64;
+
 impl Linear {
+    /// Output columns of a decode mat-vec workgroup.
+    pub fn matvec_rows(&self) -> u32 {
+        self.rows as u32
+    }
+
     /// Rows (tokens, or pairs of one expert) of a prefill GEMM tile (shaders/matmul.wgsl,
     /// 16 threads × TM rows): 64 for dense projections, 32 for experts, which get fewer rows.
     pub fn matmul_rows(&self) -> u32 {
@@ -168,15 +181,19 @@ impl Kernel {
                 acc: bits & 16 != 0,
                 norm: bits & 32 != 0,
                 combine: false,
+                rows: MATVEC_ROWS,
             };
-            v.push(Kernel::Matvec(l));
             v.push(Kernel::Matmul(l));
-            if !l.norm {
-                v.push(Kernel::MatvecQ8(l));
-            }
-            if l.gather && !l.glu && !l.norm {
-                v.push(Kernel::Matvec(Linear { combine: true, ..l }));
-                v.push(Kernel::MatvecQ8(Linear { combine: true, ..l }));
+            for rows in [8, 4, 2, 1] {
+                let l = Linear { rows, ..l };
+                v.push(Kernel::Matvec(l));
+                if !l.norm {
+                    v.push(Kernel::MatvecQ8(l));
+                }
+                if l.gather && !l.glu && !l.norm {
+                    v.push(Kernel::Matvec(Linear { combine: true, ..l }));
+                    v.push(Kernel::MatvecQ8(Linear { combine: true, ..l }));
+                }
             }
         }
         v
@@ -425,7 +442,8 @@ pub fn assemble(key: &PipelineKey) -> String {
         });
         s.push_str(include_str!("../../shaders/lib/linear.wgsl"));
     }
-    if matches!(key.kernel, Kernel::Matvec(_) | Kernel::MatvecQ8(_)) {
+    if let Kernel::Matvec(l) | Kernel::MatvecQ8(l) = key.kernel {
+        s.push_str(&format!("const R: u32 = {}u;\n", l.matvec_rows()));
         s.push_str(include_str!("../../shaders/lib/matvec_rows.wgsl"));
     }
     s.push_str(&format!("// ---- {}\n", src.file));
@@ -694,21 +712,23 @@ impl Program {
     }
 
     /// Records each dispatch in a pass of its own with begin/end timestamps into `queries`
-    /// (TIMESTAMP_QUERY only; no in-pass timestamps needed). Returns, per timed dispatch,
-    /// its label, its kernel family, the weight format it read and its weight bytes.
+    /// from index `first` on (TIMESTAMP_QUERY only; no in-pass timestamps needed). Returns,
+    /// per timed dispatch, its label, its kernel family, the weight format it read and its
+    /// weight bytes.
     pub fn record_profiled(
         &self,
         enc: &mut wgpu::CommandEncoder,
         queries: &wgpu::QuerySet,
+        first: u32,
         shape: StepShape,
     ) -> Vec<(String, String, DType, u64)> {
         let mut timed = Vec::new();
         for d in &self.dispatches {
             let [x, y, z] = d.grid.map(|g| g.eval(shape));
-            if x == 0 || y == 0 || z == 0 || 2 * (timed.len() as u32 + 1) > MAX_PROFILE_QUERIES {
+            let i = first + 2 * timed.len() as u32;
+            if x == 0 || y == 0 || z == 0 || i + 2 > MAX_PROFILE_QUERIES {
                 continue;
             }
-            let i = 2 * timed.len() as u32;
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(&d.label),
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {

@@ -127,11 +127,17 @@ pub struct KernelTiming {
     pub bytes: u64,
     /// Best time of one run.
     pub seconds: f64,
+    /// `seconds` is the mat-vec dispatch alone by GPU timestamps (the int8 path's activation
+    /// quantization left out: decode shares it between readers); else the wall clock of
+    /// whole runs (quantization and submission included).
+    pub timestamps: bool,
 }
 
 /// Times each decode mat-vec of `shapes` (routed experts read for one token's `topk`) in each
-/// of `dtypes`, on int8 activations (block formats) when `int8`: best of `reps`
-/// submissions of 8 back-to-back runs, waiting for the device before stopping the clock.
+/// of `dtypes`, on int8 activations (block formats) when `int8`. With timestamp queries: the
+/// best of `reps` submissions of 8 runs, the mat-vec dispatch alone timed in each. Without:
+/// the best of `reps` submissions of 8 back-to-back runs by the wall clock, waiting for the
+/// device before stopping it.
 pub fn time_decode_matvecs(
     k: &Kernels,
     shapes: &[MatvecShape],
@@ -239,8 +245,14 @@ pub fn time_decode_matvecs(
             run(1)?;
             let iters = 8;
             let mut best = f64::MAX;
-            for _ in 0..reps.max(1) {
-                best = best.min(run(iters)? / iters as f64);
+            if gpu.caps.timestamps {
+                for _ in 0..reps.max(1) {
+                    best = best.min(matvec_gpu_seconds(gpu, &prog, iters)?);
+                }
+            } else {
+                for _ in 0..reps.max(1) {
+                    best = best.min(run(iters)? / iters as f64);
+                }
             }
             rows.push(KernelTiming {
                 int8,
@@ -250,8 +262,56 @@ pub fn time_decode_matvecs(
                 cols: kk,
                 bytes,
                 seconds: best,
+                timestamps: gpu.caps.timestamps,
             });
         }
     }
     Ok(rows)
+}
+
+/// Best GPU time of one run of `prog`'s mat-vec dispatches over `iters` runs recorded into one
+/// submission (each dispatch in a pass of its own between timestamps, so the device stays
+/// busy and clocked up; the other dispatches, the int8 path's activation quantization, run
+/// untimed).
+fn matvec_gpu_seconds(gpu: &Gpu, prog: &super::Program, iters: usize) -> Result<f64> {
+    let per_run = 2 * prog.dispatches.len() as u32;
+    let count = (per_run * iters as u32).min(super::MAX_PROFILE_QUERIES);
+    let iters = (count / per_run.max(1)) as usize;
+    let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("kernel probe"),
+        ty: wgpu::QueryType::Timestamp,
+        count,
+    });
+    let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("kernel probe resolve"),
+        size: count as u64 * 8,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    let mut runs = Vec::with_capacity(iters);
+    for i in 0..iters as u32 {
+        let first = i * per_run;
+        runs.push((
+            first,
+            prog.record_profiled(&mut enc, &queries, first, StepShape { n_tokens: 1, splits: 1 }),
+        ));
+    }
+    enc.resolve_query_set(&queries, 0..count, &resolve, 0);
+    gpu.queue.submit([enc.finish()]);
+    let raw = gpu.read(&resolve, 0, count as u64 * 8)?;
+    let ticks: &[u64] = bytemuck::cast_slice(&raw);
+    let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+    let run_seconds = |(first, timed): &(u32, Vec<(String, String, DType, u64)>)| -> f64 {
+        timed
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, family, _, _))| family.starts_with("matvec"))
+            .map(|(j, _)| {
+                let q = (*first + 2 * j as u32) as usize;
+                ticks[q + 1].saturating_sub(ticks[q]) as f64 * period
+            })
+            .sum()
+    };
+    Ok(runs.iter().map(run_seconds).fold(f64::MAX, f64::min))
 }

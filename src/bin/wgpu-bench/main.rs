@@ -403,7 +403,7 @@ fn main() -> Result<()> {
         let j = serde_json::json!({
             "adapter": info.name, "device_type": format!("{:?}", info.device_type), "backend": format!("{:?}", info.backend),
             "driver": format!("{} {}", info.driver, info.driver_info), "model": name, "dtype": model.dtype.name(),
-            "decode_activations": if s.int8 { "int8" } else { "exact" },
+            "decode_activations": if s.int8 { "int8" } else { "exact" }, "matvec_rows": gpu.matvec_rows,
             "layers": cfg.num_layers(), "scaled_for_cpu_adapter": scaled,
             "load_s": load_s, "gpu_bytes": gpu_bytes, "weight_bytes": model.weight_bytes,
             "estimate": {"weights": est.weights, "kv": est.kv, "scratch": est.scratch, "ctx": est.ctx},
@@ -435,10 +435,11 @@ fn main() -> Result<()> {
         info.driver_info
     );
     say!(
-        "model: {name}, {}, {} layers, decode on {} activations | load {load_s:.2} s | GPU memory {} GB (weights {}) | copy bandwidth {} GB/s | FMA peak {:.1} GFLOP/s",
+        "model: {name}, {}, {} layers, decode on {} activations, {} rows per mat-vec workgroup | load {load_s:.2} s | GPU memory {} GB (weights {}) | copy bandwidth {} GB/s | FMA peak {:.1} GFLOP/s",
         model.dtype,
         cfg.num_layers(),
         if s.int8 { "int8" } else { "exact f32" },
+        gpu.matvec_rows,
         gb(gpu_bytes as f64),
         gb(model.weight_bytes as f64),
         gb(copy_bw),
@@ -719,10 +720,14 @@ fn kernel_mode(
     let kernel = |n: &str| shapes.iter().position(|s| s.name == n);
     rows.sort_by_key(|t| (order(t.dtype), kernel(t.name), t.int8));
     let acts_name = |int8: bool| if int8 { "int8" } else { "f32" };
+    let timed_by = |timestamps: bool| match timestamps {
+        true => "GPU timestamps around the mat-vec dispatch",
+        false => "the wall clock, activation quantization and submission included",
+    };
     if json {
         let j: Vec<_> = rows
             .iter()
-            .map(|t| serde_json::json!({"dtype": t.dtype.name(), "activations": acts_name(t.int8), "kernel": t.name, "rows": t.rows, "cols": t.cols, "bytes": t.bytes, "seconds": t.seconds, "bytes_s": t.bytes as f64 / t.seconds, "share_of_copy": t.bytes as f64 / t.seconds / copy_bw}))
+            .map(|t| serde_json::json!({"dtype": t.dtype.name(), "activations": acts_name(t.int8), "kernel": t.name, "rows": t.rows, "cols": t.cols, "bytes": t.bytes, "seconds": t.seconds, "bytes_s": t.bytes as f64 / t.seconds, "share_of_copy": t.bytes as f64 / t.seconds / copy_bw, "timed_by": timed_by(t.timestamps)}))
             .collect();
         say!(
             "{}",
@@ -731,8 +736,9 @@ fn kernel_mode(
         return Ok(());
     }
     say!(
-        "decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s)",
-        gb(copy_bw)
+        "decode mat-vec kernels at the model's shapes (copy bandwidth {} GB/s; timed by {})",
+        gb(copy_bw),
+        timed_by(rows.first().is_some_and(|t| t.timestamps))
     );
     say!(
         "| {:<6} | {:<5} | {:<16} | {:>13} | {:>9} | {:>9} | {:>7} |",

@@ -78,7 +78,7 @@ impl Session {
             bytemuck::cast_slice(&[t, self.pos as u32, splits, 0]),
         );
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let timed = program.record_profiled(&mut enc, &queries, StepShape { n_tokens: t, splits });
+        let timed = program.record_profiled(&mut enc, &queries, 0, StepShape { n_tokens: t, splits });
         let used = 2 * timed.len() as u32;
         enc.resolve_query_set(&queries, 0..used, &resolve, 0);
         gpu.queue.submit([enc.finish()]);
