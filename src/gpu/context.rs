@@ -45,10 +45,13 @@ impl GpuOptions {
             Err(_) => None,
         };
         let matvec_rows = match std::env::var("LFM_MATVEC_ROWS") {
-            Ok(v) => match v.trim() {
-                "8" | "4" | "2" | "1" => Some(v.trim().parse().expect("one of 8, 4, 2, 1")),
+            Ok(v) => Some(match v.trim() {
+                "8" => 8,
+                "4" => 4,
+                "2" => 2,
+                "1" => 1,
                 _ => return Err(Error::Invalid(format!("LFM_MATVEC_ROWS={v}: 8, 4, 2 or 1"))),
-            },
+            }),
             Err(_) => None,
         };
         let memory_bytes = match std::env::var("LFM_GPU_MEMORY") {

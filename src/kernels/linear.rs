@@ -6,7 +6,7 @@
 use super::bindings::LinearBindings;
 use super::ops::{Recorder, Routing};
 use super::params::LinearParams;
-use super::{Dim, Kernel, Linear, Shape, NARROW_MAX_ROWS};
+use super::{Dim, Kernel, Linear, Shape, MATVEC_ROWS, NARROW_MAX_ROWS};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuMatrix, MatChunk};
 
@@ -81,9 +81,10 @@ impl LinearOp<'_> {
             norm: self.norm.is_some(),
             acc: self.acc,
             combine: self.combine,
-            rows: match shape == Shape::Decode && self.moe.is_none() && w.rows <= NARROW_MAX_ROWS {
-                true => 1,
-                false => matvec_rows,
+            rows: match shape {
+                Shape::Prefill => MATVEC_ROWS,
+                Shape::Decode if self.moe.is_none() && w.rows <= NARROW_MAX_ROWS => 1,
+                Shape::Decode => matvec_rows,
             },
         })
     }

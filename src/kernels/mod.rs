@@ -184,7 +184,7 @@ impl Kernel {
                 rows: MATVEC_ROWS,
             };
             v.push(Kernel::Matmul(l));
-            for rows in [8, 4, 2, 1] {
+            for rows in [MATVEC_ROWS, 4, 2, 1] {
                 let l = Linear { rows, ..l };
                 v.push(Kernel::Matvec(l));
                 if !l.norm {
