@@ -45,13 +45,7 @@ impl GpuOptions {
             Err(_) => None,
         };
         let matvec_rows = match std::env::var("LFM_MATVEC_ROWS") {
-            Ok(v) => Some(match v.trim() {
-                "8" => 8,
-                "4" => 4,
-                "2" => 2,
-                "1" => 1,
-                _ => return Err(Error::Invalid(format!("LFM_MATVEC_ROWS={v}: 8, 4, 2 or 1"))),
-            }),
+            Ok(v) => Some(matvec_rows_arg(&v).map_err(|e| Error::Invalid(format!("LFM_MATVEC_ROWS: {e}")))?),
             Err(_) => None,
         };
         let memory_bytes = match std::env::var("LFM_GPU_MEMORY") {
@@ -77,6 +71,17 @@ impl GpuOptions {
 /// less a margin (see [`super::memory`]).
 pub fn adapter_memory(adapter: &wgpu::Adapter, user: Option<u64>) -> Option<AdapterMemory> {
     super::memory::adapter_memory(adapter, user)
+}
+
+/// Rows per decode mat-vec workgroup as `--matvec-rows` / `LFM_MATVEC_ROWS` give them.
+pub fn matvec_rows_arg(s: &str) -> std::result::Result<u8, String> {
+    match s.trim() {
+        "8" => Ok(8),
+        "4" => Ok(4),
+        "2" => Ok(2),
+        "1" => Ok(1),
+        _ => Err(format!("{s:?}: rows per mat-vec workgroup are 8, 4, 2 or 1")),
+    }
 }
 
 pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {

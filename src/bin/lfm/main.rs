@@ -183,6 +183,10 @@ struct GpuArgs {
     /// Plan with a smaller storage-binding size (forces the split path), in bytes
     #[arg(long)]
     max_binding_bytes: Option<u64>,
+    /// Output columns per decode mat-vec workgroup: 8 (default), 4, 2 or 1 (more, smaller
+    /// workgroups: faster decode on large GPUs)
+    #[arg(long, value_parser = context::matvec_rows_arg)]
+    matvec_rows: Option<u8>,
 }
 
 /// A float flag parsed with its range checked (clap reports the error, naming the flag).
@@ -317,6 +321,7 @@ impl GpuArgs {
         if self.max_binding_bytes.is_some() {
             o.max_binding_bytes = self.max_binding_bytes;
         }
+        o.matvec_rows = self.matvec_rows.or(o.matvec_rows);
         Ok(o)
     }
 }

@@ -1,7 +1,8 @@
 //! `wgpu-bench`: how fast LFM2-MoE runs on a wgpu adapter, in llama-bench's shape.
 //!
 //! `wgpu-bench [--model DIR] [--dtype q4_0] [--layers N] [-p 512] [-n 128] [-r 5] [--depth D]
-//!             [--adapter A] [--backend B] [--profile] [--kernels] [--submits 1,2,4] [--json]`
+//!             [--adapter A] [--backend B] [--matvec-rows 8] [--profile] [--kernels] [--submits 1,2,4]
+//!             [--json]`
 //!
 //! With no --model it benchmarks the full LFM2-8B-A1B shape with synthetic weights
 //! (deterministic, no download). It reports ppN / tgN tok/s (mean ± sd), time to first token,
@@ -80,6 +81,10 @@ struct Args {
     adapter: Option<String>,
     #[arg(long)]
     backend: Option<String>,
+    /// Output columns per decode mat-vec workgroup: 8 (default), 4, 2 or 1 (more, smaller
+    /// workgroups; LFM_MATVEC_ROWS)
+    #[arg(long, value_parser = context::matvec_rows_arg)]
+    matvec_rows: Option<u8>,
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=8192))]
     ubatch: u32,
     /// What decode multiplies block-format weights with: auto, exact (f32 activations) or
@@ -224,6 +229,7 @@ fn main() -> Result<()> {
     if let Some(b) = &a.backend {
         opts.backend = Some(context::parse_backend(b)?);
     }
+    opts.matvec_rows = a.matvec_rows.or(opts.matvec_rows);
     let gpu = Gpu::new(&opts)?;
     let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
     // On a software adapter the defaults scale down so a plain run ends in minutes.
