@@ -103,6 +103,15 @@ fn tokens(n: usize) -> Step {
 }
 
 impl Dev {
+    /// A device under `opts` whose weight bindings are at most 8 KiB (the split path).
+    fn split_8k(cname: &str, opts: GpuOptions) -> Dev {
+        let opts = GpuOptions {
+            max_binding_bytes: Some(8192),
+            ..opts
+        };
+        Dev::new(&format!("{cname} split 8K"), opts)
+    }
+
     fn new(name: &str, opts: GpuOptions) -> Dev {
         let gpu = gpu(opts);
         let caps = gpu.caps;
@@ -573,13 +582,7 @@ fn gguf_formats() {
     ];
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts.clone());
-        let split = Dev::new(
-            &format!("{cname} split 8K"),
-            GpuOptions {
-                max_binding_bytes: Some(8192),
-                ..opts
-            },
-        );
+        let split = Dev::split_8k(cname, opts);
         for &dtype in &formats {
             for shape in [Shape::Prefill, Shape::Decode] {
                 for (m, k, n) in [(1, 40, 37), (33, 300, 3), (70, 256, 100)] {
@@ -662,13 +665,7 @@ fn int8_matvec() {
     let shape = Shape::Decode;
     for (cname, opts) in configs() {
         let dev = Dev::new(cname, opts.clone());
-        let split = Dev::new(
-            &format!("{cname} split 8K"),
-            GpuOptions {
-                max_binding_bytes: Some(8192),
-                ..opts
-            },
-        );
+        let split = Dev::split_8k(cname, opts);
         for &dtype in &formats {
             for (m, k, n) in [(1, 40, 37), (3, 300, 9), (1, 256, 100)] {
                 let k = fit(dtype, k);
@@ -956,13 +953,7 @@ fn linear_moe_gather() {
 fn split_bindings() {
     let mut rng = StdRng::seed_from_u64(31);
     for (cname, opts) in configs() {
-        let dev = Dev::new(
-            &format!("{cname} split 8K"),
-            GpuOptions {
-                max_binding_bytes: Some(8192),
-                ..opts
-            },
-        );
+        let dev = Dev::split_8k(cname, opts);
         for dtype in DTYPES {
             for shape in [Shape::Prefill, Shape::Decode] {
                 // 100×128 and 37×64 take several 8 KiB chunks in every format.
